@@ -1,0 +1,248 @@
+"""GPU allocation: pure bookkeeping of which server holds which GPU (by UUID).
+
+No Docker, no NVML, no awaits: :meth:`GPUAllocator.allocate` chooses and reserves in one synchronous call, so two
+spawns running on the same event loop can never be handed the same GPU.
+
+Policies:
+
+- ``exclusive`` (default): a GPU belongs to one server.
+- ``shared``: up to ``max_users_per_gpu`` shared servers on one GPU; never mixed with an exclusive holder.
+
+Servers are keyed by ``(user, server_name)`` tuples, never by a joined string, so user ``a-b`` and user ``a``'s
+server ``b`` are different keys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+POLICIES = ("exclusive", "shared")
+GiB = 1024**3
+
+ServerKey = Tuple[str, str]
+
+
+class AllocationError(Exception):
+    """A request that cannot be met now; ``message`` is written for the student who asked."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class NoGPUAvailable(AllocationError):
+    pass
+
+
+class UserGPULimit(AllocationError):
+    pass
+
+
+@dataclass(frozen=True)
+class Hold:
+    policy: str = "exclusive"
+    max_users_per_gpu: int = 1
+
+
+@dataclass(frozen=True)
+class GPURequest:
+    user: str
+    server: str = ""
+    count: int = 0
+    policy: str = "exclusive"
+    max_users_per_gpu: int = 1
+
+    @property
+    def key(self) -> ServerKey:
+        return (self.user, self.server)
+
+
+@dataclass(frozen=True)
+class GPUView:
+    """One GPU as the form and the CLI show it."""
+
+    uuid: str
+    index: int
+    name: str
+    holders: Tuple[ServerKey, ...]
+    policy: Optional[str]  # policy of the current holders, None when free
+    busy_outside_hub: bool
+
+
+def _plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class GPUAllocator:
+    def __init__(self, max_gpus_per_user: Optional[int] = None, foreign_memory_threshold: int = GiB):
+        self.max_gpus_per_user = max_gpus_per_user
+        self.foreign_memory_threshold = foreign_memory_threshold
+        # uuid -> {server key -> Hold}
+        self._holds: Dict[str, Dict[ServerKey, Hold]] = {}
+        # server key -> uuids, in assignment order
+        self._assignments: Dict[ServerKey, Tuple[str, ...]] = {}
+
+    # ---- queries ---------------------------------------------------------------------------------------------
+    def assignment(self, user: str, server: str = "") -> Tuple[str, ...]:
+        return self._assignments.get((user, server), ())
+
+    def assignments(self) -> Dict[ServerKey, Tuple[str, ...]]:
+        return dict(self._assignments)
+
+    def holders(self, uuid: str) -> Dict[ServerKey, Hold]:
+        return dict(self._holds.get(uuid, {}))
+
+    def user_gpu_count(self, user: str, excluding: Optional[ServerKey] = None) -> int:
+        return sum(len(uuids) for key, uuids in self._assignments.items() if key[0] == user and key != excluding)
+
+    def _busy_outside_hub(self, gpu) -> bool:
+        # Memory or processes on a GPU that no server of ours holds belong to someone else (a job started by hand,
+        # another hub): do not put a student there.
+        if self._holds.get(gpu.uuid):
+            return False
+        return gpu.process_count > 0 or gpu.memory_used >= self.foreign_memory_threshold
+
+    def _can_take(self, gpu, request: GPURequest) -> bool:
+        holds = self._holds.get(gpu.uuid, {})
+        if self._busy_outside_hub(gpu):
+            return False
+        if not holds:
+            return True
+        if request.policy == "exclusive" or any(h.policy == "exclusive" for h in holds.values()):
+            return False
+        capacity = min([request.max_users_per_gpu] + [h.max_users_per_gpu for h in holds.values()])
+        return len(holds) < capacity
+
+    def candidates(self, gpus: Sequence, request: GPURequest) -> list:
+        """GPUs the request could take, least loaded first."""
+        usable = [gpu for gpu in gpus if self._can_take(gpu, request)]
+        return sorted(
+            usable,
+            key=lambda g: (len(self._holds.get(g.uuid, {})), g.memory_used, g.utilization_pct or 0, g.index),
+        )
+
+    def view(self, gpus: Sequence) -> list:
+        return [
+            GPUView(
+                uuid=gpu.uuid,
+                index=gpu.index,
+                name=gpu.name,
+                holders=tuple(self._holds.get(gpu.uuid, {})),
+                policy=next((h.policy for h in self._holds.get(gpu.uuid, {}).values()), None),
+                busy_outside_hub=self._busy_outside_hub(gpu),
+            )
+            for gpu in gpus
+        ]
+
+    def free_count(self, gpus: Sequence, policy="exclusive", max_users_per_gpu=1) -> int:
+        probe = GPURequest(user="", count=1, policy=policy, max_users_per_gpu=max_users_per_gpu)
+        return len(self.candidates(gpus, probe))
+
+    # ---- changes ---------------------------------------------------------------------------------------------
+    def allocate(self, request: GPURequest, gpus: Sequence) -> Tuple[str, ...]:
+        """Choose and reserve ``request.count`` GPUs from ``gpus`` (the inventory snapshot), or raise.
+
+        Any earlier assignment of the same server is released first: a server has one assignment at a time.
+        """
+        if request.policy not in POLICIES:
+            raise ValueError(f"unknown GPU policy {request.policy!r}")
+        if request.count < 0:
+            raise ValueError("GPU count must not be negative")
+        self.release(request.user, request.server)
+        if request.count == 0:
+            return ()
+        self._check_user_limit(request)
+        total = len(gpus)
+        if total == 0:
+            raise NoGPUAvailable("This server has no GPUs. Start a CPU-only server (0 GPUs) instead.")
+        if request.count > total:
+            raise NoGPUAvailable(
+                f"You asked for {_plural(request.count, 'GPU')} but this server has only {total}. Ask for fewer."
+            )
+        chosen = self.candidates(gpus, request)[: request.count]
+        if len(chosen) < request.count:
+            raise NoGPUAvailable(self._shortage_message(request, gpus, len(chosen)))
+        uuids = tuple(gpu.uuid for gpu in chosen)
+        self._record(request.key, uuids, Hold(request.policy, request.max_users_per_gpu))
+        return uuids
+
+    def _check_user_limit(self, request: GPURequest):
+        limit = self.max_gpus_per_user
+        if limit is None:
+            return
+        held = self.user_gpu_count(request.user, excluding=request.key)
+        if held + request.count > limit:
+            if held:
+                msg = (
+                    f"You already hold {_plural(held, 'GPU')} on your other servers and the limit is {limit} per "
+                    f"user. Stop another server or ask for {max(limit - held, 0)} or fewer."
+                )
+            else:
+                msg = f"The limit is {_plural(limit, 'GPU')} per user; ask for {limit} or fewer."
+            raise UserGPULimit(msg)
+
+    def _shortage_message(self, request: GPURequest, gpus: Sequence, free: int) -> str:
+        total = len(gpus)
+        outside = sum(1 for gpu in gpus if self._busy_outside_hub(gpu))
+        note = f" ({outside} busy with work outside JupyterHub)" if outside else ""
+        if free == 0:
+            return f"All {total} GPUs are in use{note}; try a CPU-only server or try again later."
+        return (
+            f"Only {free} of {total} GPUs {'is' if free == 1 else 'are'} free{note} and you asked for "
+            f"{request.count}; ask for fewer or try again later."
+        )
+
+    def _record(self, key: ServerKey, uuids: Tuple[str, ...], hold: Hold):
+        self._assignments[key] = uuids
+        for uuid in uuids:
+            self._holds.setdefault(uuid, {})[key] = hold
+
+    def release(self, user: str, server: str = "") -> Tuple[str, ...]:
+        key = (user, server)
+        uuids = self._assignments.pop(key, ())
+        for uuid in uuids:
+            holds = self._holds.get(uuid, {})
+            holds.pop(key, None)
+            if not holds:
+                self._holds.pop(uuid, None)
+        return uuids
+
+    def restore(self, user: str, server: str, uuids: Iterable[str], policy="exclusive", max_users_per_gpu=1):
+        """Record an assignment found on a running container (hub restart). No checks: the container holds them."""
+        if policy not in POLICIES:
+            policy = "exclusive"  # an unknown label value must not loosen isolation
+        self.release(user, server)
+        uuids = tuple(uuids)
+        if uuids:
+            self._record((user, server), uuids, Hold(policy, max(1, int(max_users_per_gpu))))
+
+    def rebuild(self, records: Iterable[tuple], keep: Iterable[ServerKey] = ()) -> list:
+        """Replace the table with ``records`` (user, server, uuids, policy, max_users) found on containers.
+
+        Assignments of servers in ``keep`` (spawns in flight in this process) survive. Returns a list of
+        (uuid, holders) where the found containers overlap beyond policy, for the caller to log.
+        """
+        kept = {key: (self._assignments[key], self._holds_of(key)) for key in keep if key in self._assignments}
+        self._holds.clear()
+        self._assignments.clear()
+        for key, (uuids, hold) in kept.items():
+            self._record(key, uuids, hold)
+        for user, server, uuids, policy, max_users in records:
+            if (user, server) in kept:
+                continue
+            self.restore(user, server, uuids, policy, max_users)
+        return self.conflicts()
+
+    def _holds_of(self, key: ServerKey) -> Hold:
+        uuids = self._assignments.get(key, ())
+        return self._holds[uuids[0]][key] if uuids else Hold()
+
+    def conflicts(self) -> list:
+        """GPUs held beyond their policy (only possible through restore from outside state)."""
+        found = []
+        for uuid, holds in self._holds.items():
+            exclusive = any(h.policy == "exclusive" for h in holds.values())
+            capacity = min(h.max_users_per_gpu for h in holds.values())
+            if (exclusive and len(holds) > 1) or len(holds) > capacity:
+                found.append((uuid, tuple(holds)))
+        return found

@@ -1,0 +1,145 @@
+"""The ``jupyter-gpuspawn`` command: admin tools that work without a running hub."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .gpus import INVENTORY_KINDS, GPUInventory, InventoryError
+
+
+def _hub_config(path):
+    """GPUDockerSpawner settings from a jupyterhub_config.py, so the CLI sees what the hub sees."""
+    if not path:
+        return {}
+    from traitlets.config.loader import PyFileConfigLoader
+
+    loader = PyFileConfigLoader(os.path.basename(path), path=os.path.dirname(os.path.abspath(path)))
+    config = loader.load_config()
+    return dict(config.get("GPUDockerSpawner", {}))
+
+
+def _inventory_from_args(args) -> GPUInventory:
+    settings = _hub_config(args.config)
+    kind = args.inventory or settings.get("gpu_inventory", "auto")
+    path = args.simulated_gpus or settings.get("simulated_gpus", "")
+    if path and not args.inventory and "gpu_inventory" not in settings:
+        kind = "simulated"
+    return GPUInventory(kind, path, cache_seconds=0)
+
+
+def _running_assignments():
+    """(assignments by uuid, error) read from the labels of running containers."""
+    from .reconcile import list_assignments
+
+    try:
+        import docker
+
+        client = docker.APIClient(version="auto")
+        return list_assignments(client), None
+    except Exception as e:  # the docker engine is optional for listing GPUs
+        return [], f"cannot read containers from Docker: {e}"
+
+
+def _fmt_bytes(n):
+    return f"{n / 1024**3:.1f} GiB"
+
+
+def cmd_gpus(args) -> int:
+    try:
+        snapshot = _inventory_from_args(args).read()
+    except InventoryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    assignments, docker_error = _running_assignments()
+    holders = {}
+    for a in assignments:
+        for uuid in a.gpus:
+            holders.setdefault(uuid, []).append(a)
+    if args.json:
+        json.dump(
+            {
+                "source": snapshot.source,
+                "errors": list(snapshot.errors) + ([docker_error] if docker_error else []),
+                "gpus": [
+                    dict(gpu.to_dict(), held_by=[{"user": a.user, "server": a.server, "policy": a.policy}
+                                                 for a in holders.get(gpu.uuid, [])])
+                    for gpu in snapshot.gpus
+                ],
+            },
+            sys.stdout,
+            indent=2,
+        )
+        print()
+        return 0
+    label = " (simulated)" if snapshot.simulated else ""
+    print(f"GPUs on this host{label}: {len(snapshot.gpus)}")
+    rows = [("IDX", "UUID", "NAME", "MEMORY USED", "HELD BY")]
+    for gpu in snapshot.gpus:
+        held = ", ".join(
+            f"{a.user}" + (f"/{a.server}" if a.server else "") + (" (shared)" if a.policy == "shared" else "")
+            for a in holders.get(gpu.uuid, [])
+        )
+        rows.append(
+            (str(gpu.index), gpu.uuid, gpu.name,
+             f"{_fmt_bytes(gpu.memory_used)} / {_fmt_bytes(gpu.memory_total)}", held or "-")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    known = {gpu.uuid for gpu in snapshot.gpus}
+    for uuid, held in holders.items():
+        if uuid not in known:
+            print(f"note: {uuid} is held by {', '.join(a.user for a in held)} but is not in the inventory")
+    for error in list(snapshot.errors) + ([docker_error] if docker_error else []):
+        print(f"warning: {error}", file=sys.stderr)
+    return 0
+
+
+def cmd_build_image(args) -> int:
+    from . import images
+
+    if args.dockerfile_only:
+        print(images.dockerfile(args.base, images.hub_jupyterhub_version(), wheel_name="jupyter_gpuspawn.whl",
+                                ca_bundle=bool(args.ca_bundle)))
+        return 0
+    return images.build_image(
+        args.base, args.tag, wheel=args.wheel, ca_bundle=args.ca_bundle, build_args=args.build_arg,
+        network=args.network,
+    )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="jupyter-gpuspawn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gpus = sub.add_parser("gpus", help="list this host's GPUs and which user/server holds each")
+    gpus.add_argument("-f", "--config", help="read gpu_inventory/simulated_gpus from this jupyterhub_config.py")
+    gpus.add_argument("--inventory", choices=INVENTORY_KINDS, help="GPU source (default: auto, or the config's)")
+    gpus.add_argument("--simulated-gpus", help="file of simulated GPUs (implies --inventory simulated)")
+    gpus.add_argument("--json", action="store_true", help="print JSON")
+    gpus.set_defaults(func=cmd_gpus)
+
+    build = sub.add_parser("build-image", help="derive a hub-ready image from a base image with Python")
+    build.add_argument("--base", required=True, help="base image, e.g. nvcr.io/nvidia/pytorch:24.08-py3")
+    build.add_argument("--tag", help="name:tag of the image to build")
+    build.add_argument("--wheel", help="install this jupyter-gpuspawn wheel instead of building one")
+    build.add_argument("--ca-bundle", help="extra CA bundle for sites behind a TLS-inspecting proxy")
+    build.add_argument("--build-arg", action="append", default=[], help="passed to docker build (repeatable)")
+    build.add_argument("--network", help="network for the build, e.g. host")
+    build.add_argument("--dockerfile-only", action="store_true", help="print the Dockerfile and exit")
+    build.set_defaults(func=cmd_build_image)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "build-image" and not args.dockerfile_only and not args.tag:
+        parser.error("build-image needs --tag NAME:TAG (or --dockerfile-only)")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""GPU inventory: what GPUs this host has and how busy they are.
+
+Three sources, chosen by ``GPUDockerSpawner.gpu_inventory``:
+
+- ``nvml``: NVIDIA's NVML through nvidia-ml-py, initialised lazily; every NVMLError is caught and reported.
+- ``simulated``: devices read from a YAML/JSON file (demo mode, tests, machines without NVIDIA GPUs).
+- ``none``: no GPUs (CPU-only host).
+- ``auto``: NVML when a driver answers, otherwise none.
+
+Reads are synchronous here; :class:`GPUInventory` runs them in its own thread and caches a snapshot for about a
+second, so a burst of spawns or form renders costs one NVML sweep, not one each.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+INVENTORY_KINDS = ("auto", "nvml", "simulated", "none")
+
+
+@dataclass(frozen=True)
+class GPU:
+    uuid: str
+    index: int
+    name: str
+    memory_total: int  # bytes
+    memory_used: int = 0  # bytes, all processes on the device
+    utilization_pct: Optional[int] = None
+    temperature_c: Optional[int] = None
+    process_count: int = 0  # compute processes NVML sees on the device
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    source: str  # "nvml", "simulated" or "none"
+    gpus: tuple = ()
+    errors: tuple = ()
+    taken_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def simulated(self) -> bool:
+        return self.source == "simulated"
+
+    def by_uuid(self) -> dict:
+        return {gpu.uuid: gpu for gpu in self.gpus}
+
+
+class InventoryError(ValueError):
+    """A GPU inventory that cannot be read as configured (bad simulated file, unknown kind)."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_FACTORS = {
+    "": 1, "B": 1,
+    "K": 1000, "KB": 1000, "KI": 1024, "KIB": 1024,
+    "M": 1000**2, "MB": 1000**2, "MI": 1024**2, "MIB": 1024**2,
+    "G": 1000**3, "GB": 1000**3, "GI": 1024**3, "GIB": 1024**3,
+    "T": 1000**4, "TB": 1000**4, "TI": 1024**4, "TIB": 1024**4,
+}
+
+
+def parse_size(value, what="size") -> int:
+    """Bytes from an int or a string such as ``"80GiB"``, ``"81559MiB"``, ``"512M"``."""
+    if isinstance(value, bool):
+        raise InventoryError(f"{what} must be a size like 80GiB, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise InventoryError(f"{what} must not be negative, got {value}")
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            number, unit = match.groups()
+            return int(float(number) * _SIZE_FACTORS[(unit or "").upper()])
+    raise InventoryError(f"{what} must be a size like 80GiB or a number of bytes, got {value!r}")
+
+
+def _load_structured_file(path):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith(".json"):
+        return json.loads(text)
+    import yaml  # YAML is a superset of JSON, so this also reads .json files with other names
+
+    return yaml.safe_load(text)
+
+
+def read_simulated(path) -> Snapshot:
+    """Read simulated devices from ``path``: a list of devices, or a mapping with a ``gpus`` list.
+
+    Each device needs ``uuid`` (``GPU-…``), ``name`` and ``memory_total``; ``memory_used``, ``utilization``
+    (percent), ``temperature`` and ``processes`` (count) are optional and mimic a busy GPU.
+    """
+    try:
+        data = _load_structured_file(path)
+    except FileNotFoundError:
+        raise InventoryError(f"simulated GPU file {path} does not exist") from None
+    except Exception as e:
+        raise InventoryError(f"simulated GPU file {path} cannot be parsed: {e}") from None
+    if isinstance(data, dict):
+        data = data.get("gpus")
+    if not isinstance(data, list):
+        raise InventoryError(f"simulated GPU file {path}: expected a list of GPUs (or a 'gpus:' list)")
+    allowed = {"uuid", "name", "memory_total", "memory_used", "utilization", "temperature", "processes"}
+    gpus, seen = [], set()
+    for index, dev in enumerate(data):
+        where = f"simulated GPU file {path}, GPU #{index}"
+        if not isinstance(dev, dict):
+            raise InventoryError(f"{where}: expected a mapping with uuid, name, memory_total")
+        unknown = sorted(set(dev) - allowed)
+        if unknown:
+            raise InventoryError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        uuid = dev.get("uuid")
+        if not isinstance(uuid, str) or not re.fullmatch(r"(GPU|MIG)-[0-9A-Za-z-]{1,80}", uuid):
+            raise InventoryError(f"{where}: uuid must look like GPU-xxxxxxxx, got {uuid!r}")
+        if uuid in seen:
+            raise InventoryError(f"{where}: duplicate uuid {uuid}")
+        seen.add(uuid)
+        if "memory_total" not in dev:
+            raise InventoryError(f"{where}: memory_total is required")
+        util = dev.get("utilization")
+        if util is not None and (not isinstance(util, int) or isinstance(util, bool) or not 0 <= util <= 100):
+            raise InventoryError(f"{where}: utilization must be an integer percentage 0-100, got {util!r}")
+        gpus.append(
+            GPU(
+                uuid=uuid,
+                index=index,
+                name=str(dev.get("name") or "Simulated GPU"),
+                memory_total=parse_size(dev["memory_total"], f"{where}: memory_total"),
+                memory_used=parse_size(dev.get("memory_used", 0), f"{where}: memory_used"),
+                utilization_pct=util,
+                temperature_c=dev.get("temperature"),
+                process_count=int(dev.get("processes", 0) or 0),
+            )
+        )
+    return Snapshot(source="simulated", gpus=tuple(gpus))
+
+
+class NVMLReader:
+    """Reads devices through NVML. Initialises on first use; a missing driver is an error entry, not a crash."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._initialised = False
+        self._pynvml = None
+
+    def available(self) -> bool:
+        with self._lock:
+            return self._init() is None
+
+    def _init(self) -> Optional[str]:
+        """Initialise NVML once; return an error message or None."""
+        if self._initialised:
+            return None
+        try:
+            import pynvml
+        except ImportError:
+            return "nvidia-ml-py is not installed"
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as e:
+            return f"NVIDIA driver not available: {e}"
+        self._pynvml = pynvml
+        self._initialised = True
+        return None
+
+    def read(self) -> Snapshot:
+        with self._lock:
+            error = self._init()
+            if error:
+                return Snapshot(source="nvml", errors=(error,))
+            nvml = self._pynvml
+            errors = []
+            try:
+                count = nvml.nvmlDeviceGetCount()
+            except nvml.NVMLError as e:
+                return Snapshot(source="nvml", errors=(f"cannot count GPUs: {e}",))
+            gpus = []
+            for index in range(count):
+                try:
+                    gpus.append(self._read_device(nvml, index))
+                except nvml.NVMLError as e:
+                    errors.append(f"GPU {index} cannot be read: {e}")
+            return Snapshot(source="nvml", gpus=tuple(gpus), errors=tuple(errors))
+
+    @staticmethod
+    def _read_device(nvml, index) -> GPU:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        uuid = nvml.nvmlDeviceGetUUID(handle)
+        name = nvml.nvmlDeviceGetName(handle)
+        if isinstance(uuid, bytes):  # older bindings return bytes
+            uuid = uuid.decode()
+        if isinstance(name, bytes):
+            name = name.decode()
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+
+        def optional(call, *args):
+            # MIG devices and some boards answer NOT_SUPPORTED for single fields: report None, keep the rest.
+            try:
+                return call(handle, *args)
+            except nvml.NVMLError:
+                return None
+
+        util = optional(nvml.nvmlDeviceGetUtilizationRates)
+        temperature = optional(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
+        processes = optional(nvml.nvmlDeviceGetComputeRunningProcesses) or []
+        return GPU(
+            uuid=uuid,
+            index=index,
+            name=name,
+            memory_total=int(memory.total),
+            memory_used=int(memory.used),
+            utilization_pct=None if util is None else int(util.gpu),
+            temperature_c=temperature,
+            process_count=len(processes),
+        )
+
+
+class GPUInventory:
+    """A cached, thread-offloaded view of one GPU source."""
+
+    def __init__(self, kind="auto", simulated_path="", cache_seconds=1.0):
+        if kind not in INVENTORY_KINDS:
+            raise InventoryError(f"gpu_inventory must be one of {', '.join(INVENTORY_KINDS)}, got {kind!r}")
+        if kind == "simulated" and not simulated_path:
+            raise InventoryError("gpu_inventory = 'simulated' needs simulated_gpus = '/path/to/gpus.yaml'")
+        self.kind = kind
+        self.simulated_path = simulated_path
+        self.cache_seconds = cache_seconds
+        self._nvml = NVMLReader() if kind in ("auto", "nvml") else None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="gpuspawn-inventory")
+        self._cached: Optional[Snapshot] = None
+        self._pending: Optional[asyncio.Future] = None
+
+    def read(self) -> Snapshot:
+        """Read the source now (blocking). Never raises for a missing driver; raises InventoryError for bad config."""
+        if self.kind == "simulated":
+            return read_simulated(self.simulated_path)
+        if self.kind == "none":
+            return Snapshot(source="none")
+        snapshot = self._nvml.read()
+        if self.kind == "auto" and not snapshot.gpus and snapshot.errors:
+            # auto on a host without a driver: a CPU-only host, not an error.
+            return Snapshot(source="none")
+        return snapshot
+
+    def _fresh(self) -> Optional[Snapshot]:
+        cached = self._cached
+        if cached is not None and time.monotonic() - cached.taken_at < self.cache_seconds:
+            return cached
+        return None
+
+    def snapshot_sync(self) -> Snapshot:
+        cached = self._fresh()
+        if cached is None:
+            cached = self._cached = self.read()
+        return cached
+
+    async def snapshot(self) -> Snapshot:
+        """The current snapshot, at most ``cache_seconds`` old; concurrent callers share one read."""
+        cached = self._fresh()
+        if cached is not None:
+            return cached
+        if self._pending is None or self._pending.done():
+            loop = asyncio.get_running_loop()
+            self._pending = asyncio.ensure_future(loop.run_in_executor(self._executor, self.read))
+        snapshot = await asyncio.shield(self._pending)
+        self._cached = snapshot
+        return snapshot
+
+
+_inventories: dict = {}
+
+
+def shared_inventory(kind, simulated_path="", cache_seconds=1.0) -> GPUInventory:
+    """One inventory per (kind, file) in this process, shared by every spawner so the cache is shared too."""
+    key = (kind, os.path.abspath(simulated_path) if simulated_path else "", cache_seconds)
+    if key not in _inventories:
+        _inventories[key] = GPUInventory(kind, simulated_path, cache_seconds)
+    return _inventories[key]

@@ -1,0 +1,510 @@
+"""GPUDockerSpawner: DockerSpawner that hands each server exactly its GPUs, by UUID, as its own user."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+from dockerspawner import DockerSpawner
+from jupyterhub.traitlets import ByteSpecification, Callable
+from jupyterhub.utils import random_port
+from tornado import web
+from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Tuple, Unicode, default, validate
+
+from . import homes
+from .allocation import POLICIES, AllocationError, GPUAllocator, GPURequest
+from .gpus import INVENTORY_KINDS, InventoryError, shared_inventory
+from .options import OptionsError, options_from_form, validate_options
+from .reconcile import list_assignments
+from .spec import GPUAssignment, device_requests, gpu_env, merge_host_config
+
+
+class _HubProcessState:
+    """What every spawner of this hub process shares: the allocator, the one-time reconcile, reserved ports."""
+
+    def __init__(self):
+        self.allocator = GPUAllocator()
+        self.reconciled: Optional[asyncio.Future] = None
+        self.ports: set = set()
+        self.executor: Optional[ThreadPoolExecutor] = None
+
+
+_shared = _HubProcessState()
+
+
+def _short_uuid(uuid: str) -> str:
+    return uuid[:12] if uuid.startswith("GPU-") else uuid[:8]
+
+
+class GPUDockerSpawner(DockerSpawner):
+    """Spawns single-user servers in Docker containers with GPUs assigned by UUID.
+
+    See the README for a configuration reference; every option below has help text (`jupyterhub --help-all`).
+    """
+
+    # ---- GPUs --------------------------------------------------------------------------------------------------
+    gpu_inventory = CaselessStrEnum(
+        INVENTORY_KINDS,
+        default_value="auto",
+        config=True,
+        help="""Where the list of GPUs comes from.
+
+        - auto: NVML when an NVIDIA driver answers, otherwise no GPUs (CPU-only servers only).
+        - nvml: NVML; a missing driver is reported as an error.
+        - simulated: the devices listed in `simulated_gpus` (demo mode; the spawn form says "simulated").
+        - none: this host has no GPUs.
+        """,
+    )
+    simulated_gpus = Unicode(
+        "",
+        config=True,
+        help="""YAML or JSON file of simulated GPUs, used when gpu_inventory = 'simulated'.
+
+        A list of devices, each with uuid (GPU-…), name and memory_total (e.g. 80GiB), and optionally
+        memory_used, utilization (percent), temperature and processes to mimic a busy GPU.
+        """,
+    )
+    gpu_inventory_cache_seconds = Int(1, config=True, help="How long a GPU inventory snapshot is reused.")
+    default_gpus = Int(
+        0, config=True, help="GPUs a server gets when the request does not say (capped at the number of GPUs)."
+    )
+    gpu_policy = CaselessStrEnum(
+        POLICIES,
+        default_value="exclusive",
+        config=True,
+        help="exclusive: one server per GPU. shared: up to max_users_per_gpu servers on one GPU.",
+    )
+    max_users_per_gpu = Int(2, config=True, help="Servers that may share one GPU under the shared policy.")
+    max_gpus_per_user = Int(
+        None, allow_none=True, config=True, help="Most GPUs one user may hold across all their servers (None: no cap)."
+    )
+    busy_gpu_memory_threshold = ByteSpecification(
+        "1G",
+        config=True,
+        help="""A GPU that no server of this hub holds, but whose used memory is at least this much (or that runs
+        compute processes), is busy with work outside the hub and is not handed out.""",
+    )
+
+    # ---- users and homes ------------------------------------------------------------------------------------------
+    home_template = Unicode(
+        "/home/{username}",
+        config=True,
+        help="""Host path of a user's home, bind-mounted into their container. {username} is the hub user name;
+        it must be a plain name (ASCII letters, digits, . _ @ + -) and the path must stay inside the template's
+        directory.""",
+    )
+    container_home_template = Unicode(
+        "/home/{username}", config=True, help="Where the home is mounted inside the container; also HOME and the cwd."
+    )
+    create_home = Bool(
+        True, config=True, help="Create a missing host home, owned by the user's uid:gid, mode 0700."
+    )
+    user_id_source = CaselessStrEnum(
+        ["auto", "host", "range"],
+        default_value="auto",
+        config=True,
+        help="""Which uid:gid a container runs as.
+
+        - host: the user's host account (PAM/LDAP through NSS); spawning fails for users without one.
+        - range: a stable uid from uid_range for every user, recorded in uid_map_file (OAuth, demo logins).
+        - auto: the host account when there is one (uid >= min_uid), otherwise a uid from the range.
+        A uid_gid_hook, when set, overrides all of these.
+        """,
+    )
+    uid_range = Tuple(
+        Int(), Int(), default_value=(200000, 299999), config=True,
+        help="First and last uid handed to users without a host account.",
+    )
+    uid_map_file = Unicode(
+        "jupyter_gpuspawn_uids.json",
+        config=True,
+        help="JSON file recording the uid given to each user without a host account (never reused for another).",
+    )
+    min_uid = Int(1000, config=True, help="Host accounts below this uid (root, system users) are never used.")
+    uid_gid_hook = Callable(
+        None,
+        allow_none=True,
+        config=True,
+        help="Optional callable(spawner) -> (uid, gid), may be async: for sites that look up ids elsewhere.",
+    )
+
+    # ---- container defaults ---------------------------------------------------------------------------------------
+    shm_size = ByteSpecification(
+        "1G", config=True, help="/dev/shm size. PyTorch DataLoader workers need far more than Docker's 64 MB."
+    )
+    pids_limit = Int(4096, config=True, help="Most processes and threads in one container (0: no limit).")
+    ulimits = Dict(
+        {},
+        config=True,
+        help="""Container ulimits (name -> limit, -1 unlimited). NVIDIA advises {"memlock": -1, "stack": 67108864}
+        for NGC images; that needs a Docker daemon whose own limits allow it, so it is not the default.""",
+    )
+    cap_add = List(
+        Unicode(), [], config=True,
+        help="Capabilities given back after dropping all of them. Add only what the image truly needs.",
+    )
+    no_new_privileges = Bool(True, config=True, help="Run containers with no-new-privileges (setuid has no effect).")
+    docker_threads = Int(
+        8,
+        config=True,
+        help="Threads for Docker API calls. DockerSpawner uses one, which serialises every spawn of a burst.",
+    )
+
+    @default("remove")
+    def _default_remove(self):
+        # GPUs are re-assigned on every start; a kept container would carry an old assignment. Homes persist.
+        return True
+
+    @default("network_name")
+    def _default_network_name(self):
+        return "host"
+
+    @default("use_internal_ip")
+    def _default_use_internal_ip(self):
+        # host mode publishes no ports: the hub talks to the server on 127.0.0.1 directly
+        return self.network_name != "bridge"
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return options_from_form
+
+    @validate("uid_range")
+    def _validate_uid_range(self, proposal):
+        first, last = proposal["value"]
+        if not 0 < first <= last:
+            raise ValueError(f"uid_range must be (first, last) with 0 < first <= last, got {proposal['value']}")
+        return proposal["value"]
+
+    # ---- set-up -------------------------------------------------------------------------------------------------
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._events: list = []
+        self._assignment: Optional[GPUAssignment] = None
+        self._identity: Optional[homes.Identity] = None
+        self._host_home = ""
+        self._chosen_image = ""
+        self._default_image = self.image
+        # The admin's settings stay the base; each start merges the GPU spec into them.
+        self._admin_create_kwargs = self.extra_create_kwargs
+        self._admin_host_config = self.extra_host_config
+        self.extra_create_kwargs = lambda spawner: spawner._create_kwargs()
+        self.extra_host_config = lambda spawner: spawner._host_config()
+
+    @property
+    def allocator(self) -> GPUAllocator:
+        allocator = _shared.allocator
+        allocator.max_gpus_per_user = self.max_gpus_per_user
+        allocator.foreign_memory_threshold = self.busy_gpu_memory_threshold
+        return allocator
+
+    @property
+    def inventory(self):
+        try:
+            return shared_inventory(self.gpu_inventory, self.simulated_gpus, self.gpu_inventory_cache_seconds)
+        except InventoryError as e:
+            raise web.HTTPError(500, f"GPU inventory is misconfigured: {e}") from None
+
+    async def gpu_snapshot(self):
+        try:
+            return await self.inventory.snapshot()
+        except InventoryError as e:
+            self.log.error("GPU inventory: %s", e)
+            raise web.HTTPError(500, f"GPU inventory is misconfigured: {e}") from None
+
+    @property
+    def executor(self):
+        if _shared.executor is None:
+            _shared.executor = ThreadPoolExecutor(max(1, self.docker_threads), thread_name_prefix="gpuspawn-docker")
+        return _shared.executor
+
+    async def _blocking(self, func, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
+
+    @property
+    def server_key(self):
+        return (self.user.name, self.name or "")
+
+    # ---- progress ------------------------------------------------------------------------------------------------
+    def _event(self, message: str, progress: int):
+        self.log.info("%s: %s", self._log_name, message)
+        self._events.append({"progress": progress, "message": message})
+
+    async def progress(self):
+        events, sent = self._events, 0
+        while True:
+            if events is not self._events:  # a new start began
+                events, sent = self._events, 0
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
+            await asyncio.sleep(0.2)
+
+    # ---- reconcile after a hub restart -----------------------------------------------------------------------------
+    async def _ensure_reconciled(self):
+        if _shared.reconciled is None or (_shared.reconciled.done() and _shared.reconciled.exception()):
+            _shared.reconciled = asyncio.ensure_future(self._reconcile())
+        try:
+            await asyncio.shield(_shared.reconciled)
+        except Exception as e:
+            raise web.HTTPError(500, f"Cannot read running containers from Docker: {e}") from None
+
+    async def _reconcile(self):
+        assignments = await self.docker_call(list_assignments)
+        records = [(a.user, a.server, a.gpus, a.policy, a.max_users_per_gpu) for a in assignments]
+        conflicts = self.allocator.rebuild(records)
+        held = sum(len(a.gpus) for a in assignments)
+        self.log.info(
+            "GPU allocations rebuilt from %d running container(s): %d GPU assignment(s)", len(assignments), held
+        )
+        for uuid, holders in conflicts:
+            self.log.error("GPU %s is held beyond its policy by %s", uuid, holders)
+
+    async def docker_call(self, func, *args):
+        """Run func(docker_client, *args) in the Docker executor."""
+        return await self._blocking(func, self.client, *args)
+
+    # ---- user options --------------------------------------------------------------------------------------------
+    def _validate_user_options(self, snapshot):
+        try:
+            return validate_options(
+                self.user_options,
+                allowed_images=self._get_allowed_images(),
+                default_image=self._default_image,
+                default_gpus=min(self.default_gpus, len(snapshot.gpus)),
+                max_gpus=len(snapshot.gpus),
+            )
+        except OptionsError as e:
+            raise web.HTTPError(400, str(e)) from None
+
+    async def check_allowed(self, image):
+        # DockerSpawner.start re-checks user_options['image']; ours was validated (and resolved) already.
+        return self._chosen_image or await super().check_allowed(image)
+
+    # ---- identity and home ---------------------------------------------------------------------------------------
+    async def _resolve_identity(self) -> homes.Identity:
+        if self.uid_gid_hook:
+            result = self.uid_gid_hook(self)
+            if inspect.isawaitable(result):
+                result = await result
+            uid, gid = (int(x) for x in result)
+            identity = homes.Identity(uid, gid, "hook")
+        else:
+            uid_map = homes.UidMap(self.uid_map_file, *self.uid_range)
+            identity = await self._blocking(
+                homes.resolve_identity, self.user.name, self.user_id_source, self.min_uid, uid_map
+            )
+        if identity.uid == 0 or identity.gid == 0:
+            raise homes.HomeError("Containers never run as root; the uid/gid for this user resolved to 0.")
+        return identity
+
+    def _container_home(self) -> str:
+        return self.container_home_template.format(username=homes.safe_dir_name(self.user.name))
+
+    # ---- start / stop --------------------------------------------------------------------------------------------
+    async def start(self):
+        self._events = []
+        self._chosen_image = ""
+        await self._ensure_reconciled()
+        snapshot = await self.gpu_snapshot()
+        choice = self._validate_user_options(snapshot)
+        try:
+            host_home = homes.host_home_path(self.home_template, self.user.name)
+            identity = await self._resolve_identity()
+        except homes.HomeError as e:
+            raise web.HTTPError(400, str(e)) from None
+
+        request = GPURequest(
+            user=self.user.name, server=self.name or "", count=choice.gpus,
+            policy=self.gpu_policy, max_users_per_gpu=self.max_users_per_gpu,
+        )
+        try:
+            # choose + reserve: synchronous, nothing awaited in between
+            uuids = self.allocator.allocate(request, snapshot.gpus)
+        except AllocationError as e:
+            self._event(e.message, 0)
+            raise web.HTTPError(409, e.message) from None
+
+        try:
+            self._report_assignment(uuids, snapshot)
+            self._assignment = GPUAssignment(
+                user=self.user.name, server=self.name or "", gpus=uuids, policy=self.gpu_policy,
+                max_users_per_gpu=self.max_users_per_gpu, course=choice.course, image_key=choice.image_key,
+            )
+            self._identity, self._host_home = identity, host_home
+            self.image = self._chosen_image = choice.image
+            if self.create_home and await self._blocking(homes.ensure_home, host_home, identity):
+                self._event(f"Created your home directory {host_home}", 15)
+            if self.network_name == "host":
+                self.ip = "127.0.0.1"
+                self.port = self._reserve_port()
+            await self._remove_outdated_container()
+            return await super().start()
+        except asyncio.CancelledError:
+            self._release()
+            raise
+        except Exception:
+            self._release()
+            await self._remove_failed_container()
+            raise
+
+    def _report_assignment(self, uuids, snapshot):
+        if not uuids:
+            self._event("CPU-only server: no GPU assigned", 10)
+            return
+        gpus = snapshot.by_uuid()
+        names = ", ".join(f"GPU {gpus[u].index} ({gpus[u].name}, {_short_uuid(u)})" for u in uuids)
+        simulated = " [simulated]" if snapshot.simulated else ""
+        self._event(f"Assigned {names}{simulated}", 10)
+
+    def _reserve_port(self) -> int:
+        for _ in range(100):
+            port = random_port()
+            if port not in _shared.ports:
+                _shared.ports.add(port)
+                return port
+        raise web.HTTPError(500, "No free port for the server")
+
+    def _release(self):
+        self.allocator.release(*self.server_key)
+        if self.network_name == "host":
+            _shared.ports.discard(self.port)
+
+    async def _remove_outdated_container(self):
+        """A kept container (remove=False) is reused only when it carries exactly this assignment."""
+        if self.remove:
+            return  # DockerSpawner removes any leftover container itself
+        obj = await self.get_object()
+        if obj and GPUAssignment.from_labels(obj["Config"].get("Labels") or {}) != self._assignment:
+            self.log.info("Removing %s: its image or GPUs differ from this request", self.object_name)
+            await self.remove_object()
+            self.object_id = ""
+
+    async def _remove_failed_container(self):
+        if not self.object_id:
+            return
+        try:
+            await self.remove_object()
+        except Exception:
+            self.log.exception("Could not remove the container of a failed spawn: %s", self.object_name)
+        self.object_id = ""
+
+    async def create_object(self):
+        self._event(f"Creating container from {self.image}", 30)
+        return await super().create_object()
+
+    async def start_object(self):
+        self._event("Starting container", 60)
+        await super().start_object()
+        self._event("Container started; waiting for Jupyter to answer", 80)
+
+    async def get_ip_and_port(self):
+        if self.network_name == "host":
+            return self.ip, self.port
+        return await super().get_ip_and_port()
+
+    async def poll(self):
+        await self._ensure_reconciled()
+        return await super().poll()
+
+    async def stop(self, now=False):
+        try:
+            if self.object_id:
+                await super().stop(now=now)
+        finally:
+            self._release()
+            self.clear_state()
+
+    # ---- container spec -------------------------------------------------------------------------------------------
+    async def _admin_value(self, value):
+        value = self._eval_if_callable(value)
+        if inspect.isawaitable(value):
+            value = await value
+        return dict(value or {})
+
+    async def _create_kwargs(self):
+        kwargs = await self._admin_value(self._admin_create_kwargs)
+        identity = self._identity
+        kwargs["user"] = f"{identity.uid}:{identity.gid}"
+        kwargs["working_dir"] = self._container_home()
+        labels = dict(kwargs.get("labels") or {})
+        labels.update(self._assignment.labels())
+        kwargs["labels"] = labels
+        return kwargs
+
+    async def _host_config(self):
+        admin = await self._admin_value(self._admin_host_config)
+        hardening = {"cap_drop": ["ALL"], "device_requests": device_requests(self._assignment.gpus)}
+        if self.no_new_privileges:
+            hardening["security_opt"] = ["no-new-privileges:true"]
+        if self.cap_add:
+            hardening["cap_add"] = list(self.cap_add)
+        defaults = {"shm_size": self.shm_size}
+        if self.pids_limit:
+            defaults["pids_limit"] = self.pids_limit
+        if self.ulimits:
+            defaults["ulimits"] = [
+                {"Name": name, "Soft": limit, "Hard": limit} for name, limit in sorted(self.ulimits.items())
+            ]
+        merged, warnings = merge_host_config(admin, hardening, defaults)
+        for warning in warnings:
+            self.log.warning(warning)
+        return merged
+
+    @property
+    def volume_binds(self):
+        binds = super().volume_binds
+        if self._host_home:
+            binds[self._host_home] = {"bind": self._container_home(), "mode": "rw"}
+        return binds
+
+    @property
+    def volume_mount_points(self):
+        points = super().volume_mount_points
+        if self._host_home:
+            points.append(self._container_home())
+        return points
+
+    def get_env(self):
+        env = super().get_env()
+        # The NVIDIA runtime and our status extension trust these: only the spawner sets them.
+        for name in ("LD_PRELOAD", "CUDA_VISIBLE_DEVICES"):
+            env.pop(name, None)
+        if self._assignment is not None:
+            env.update(gpu_env(self._assignment.gpus, self._assignment.course, self.image))
+        if self._host_home:
+            env["HOME"] = self._container_home()
+        return env
+
+    # ---- state ----------------------------------------------------------------------------------------------------
+    def get_state(self):
+        state = super().get_state()
+        if self._assignment is not None:
+            a = self._assignment
+            state["gpuspawn"] = {
+                "gpus": list(a.gpus), "policy": a.policy, "max_users_per_gpu": a.max_users_per_gpu,
+                "course": a.course, "image_key": a.image_key, "image": self.image,
+                "uid": self._identity.uid if self._identity else None,
+                "gid": self._identity.gid if self._identity else None,
+            }
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        data = state.get("gpuspawn")
+        if not data:
+            return
+        self._assignment = GPUAssignment(
+            user=self.user.name, server=self.name or "", gpus=tuple(data.get("gpus") or ()),
+            policy=data.get("policy", "exclusive"), max_users_per_gpu=int(data.get("max_users_per_gpu") or 1),
+            course=data.get("course", ""), image_key=data.get("image_key", ""),
+        )
+        if data.get("image"):
+            self.image = data["image"]
+        if data.get("uid") is not None:
+            self._identity = homes.Identity(int(data["uid"]), int(data["gid"]), "state")
+
+    def clear_state(self):
+        super().clear_state()
+        self._assignment = None

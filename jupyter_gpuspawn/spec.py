@@ -1,0 +1,119 @@
+"""Container spec pieces that enforce GPU isolation: labels, protected env, host-config merge. Pure functions."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence, Tuple
+
+LABEL_PREFIX = "org.jupyter.gpuspawn."
+LABEL_USER = LABEL_PREFIX + "user"
+LABEL_SERVER = LABEL_PREFIX + "server"
+LABEL_COURSE = LABEL_PREFIX + "course"
+LABEL_IMAGE_KEY = LABEL_PREFIX + "image-key"
+LABEL_GPUS = LABEL_PREFIX + "gpus"
+LABEL_POLICY = LABEL_PREFIX + "gpu-policy"
+LABEL_MAX_USERS = LABEL_PREFIX + "max-users-per-gpu"
+
+# Variables only the spawner sets. A course file or the admin's `environment` cannot override them, and a user
+# cannot set env at all.
+PROTECTED_ENV = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH")
+PROTECTED_ENV_PREFIXES = ("NVIDIA_", "JUPYTER_GPUSPAWN_", "JUPYTERHUB_")
+
+
+def is_protected_env(name: str) -> bool:
+    return name in PROTECTED_ENV or name.startswith(PROTECTED_ENV_PREFIXES)
+
+
+@dataclass(frozen=True)
+class GPUAssignment:
+    """What a container holds, as written to (and read back from) its labels."""
+
+    user: str
+    server: str
+    gpus: Tuple[str, ...]
+    policy: str = "exclusive"
+    max_users_per_gpu: int = 1
+    course: str = ""
+    image_key: str = ""
+
+    def labels(self) -> dict:
+        return {
+            LABEL_USER: self.user,
+            LABEL_SERVER: self.server,
+            LABEL_COURSE: self.course,
+            LABEL_IMAGE_KEY: self.image_key,
+            LABEL_GPUS: ",".join(self.gpus),
+            LABEL_POLICY: self.policy,
+            LABEL_MAX_USERS: str(self.max_users_per_gpu),
+        }
+
+    @classmethod
+    def from_labels(cls, labels: Mapping) -> Optional["GPUAssignment"]:
+        if not labels or LABEL_USER not in labels:
+            return None
+        try:
+            max_users = max(1, int(labels.get(LABEL_MAX_USERS) or 1))
+        except ValueError:
+            max_users = 1
+        return cls(
+            user=labels[LABEL_USER],
+            server=labels.get(LABEL_SERVER, ""),
+            gpus=tuple(u for u in (labels.get(LABEL_GPUS) or "").split(",") if u),
+            policy=labels.get(LABEL_POLICY) or "exclusive",
+            max_users_per_gpu=max_users,
+            course=labels.get(LABEL_COURSE, ""),
+            image_key=labels.get(LABEL_IMAGE_KEY, ""),
+        )
+
+
+def gpu_env(gpus: Sequence[str], course: str, image: str) -> dict:
+    """Env that tells the NVIDIA runtime and our status extension which GPUs this container has."""
+    return {
+        # "void": CUDA images bake in NVIDIA_VISIBLE_DEVICES=all, which on hosts with nvidia as the default
+        # runtime would hand a CPU-only server every GPU.
+        "NVIDIA_VISIBLE_DEVICES": ",".join(gpus) if gpus else "void",
+        "JUPYTER_GPUSPAWN_GPUS": ",".join(gpus),
+        "JUPYTER_GPUSPAWN_COURSE": course,
+        "JUPYTER_GPUSPAWN_IMAGE": image,
+    }
+
+
+def device_requests(gpus: Sequence[str]) -> list:
+    """Docker device requests naming GPUs by UUID. Never a count: a count always means GPUs 0..n-1."""
+    if not gpus:
+        return []
+    return [{"driver": "nvidia", "device_ids": list(gpus), "capabilities": [["gpu"]]}]
+
+
+def _is_nvidia_request(request) -> bool:
+    # docker-py takes DeviceRequest objects (dicts with Driver/Capabilities) or dicts of its kwargs.
+    get = request.get if isinstance(request, Mapping) else (lambda k: getattr(request, k, None))
+    driver = (get("Driver") or get("driver") or "").lower()
+    capabilities = get("Capabilities") or get("capabilities") or []
+    return driver in ("", "nvidia") and any("gpu" in caps for caps in capabilities)
+
+
+def merge_host_config(admin: Optional[Mapping], ours: Mapping, defaults: Mapping) -> Tuple[dict, list]:
+    """Combine the admin's ``extra_host_config`` with the spawner's.
+
+    - ``ours`` (isolation and hardening) always applies: GPU device requests replace any GPU requests of the
+      admin's, list settings such as ``cap_drop`` and ``security_opt`` are unions.
+    - ``defaults`` (shm size, pids limit, ulimits) apply unless the admin set that key.
+    Returns the merged dict and a list of warnings for the log.
+    """
+    merged = copy.deepcopy(dict(admin or {}))
+    warnings = []
+    for key, value in defaults.items():
+        merged.setdefault(key, copy.deepcopy(value))
+    for key, value in ours.items():
+        if key == "device_requests":
+            kept = [r for r in merged.get(key) or [] if not _is_nvidia_request(r)]
+            if len(kept) != len(merged.get(key) or []):
+                warnings.append("ignoring GPU device_requests in extra_host_config: GPUs are assigned by UUID")
+            merged[key] = kept + list(value)
+        elif isinstance(value, list):
+            existing = list(merged.get(key) or [])
+            merged[key] = existing + [v for v in value if v not in existing]
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged, warnings

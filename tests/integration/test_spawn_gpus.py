@@ -1,0 +1,96 @@
+"""GPU isolation, CPU-only servers and home ownership, through a real hub's REST API on a real Docker engine."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from .conftest import labelled
+
+
+def container_env(container: dict) -> dict:
+    return dict(item.split("=", 1) for item in container["Config"]["Env"])
+
+
+def exec_in(container: dict, *cmd) -> str:
+    return subprocess.run(["docker", "exec", container["Id"], *cmd], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_each_server_gets_exactly_its_gpus_by_uuid(make_hub):
+    hub = make_hub(n_gpus=4)
+    hub.create_users("alice", "bob", "carol")
+    hub.spawn_ready("alice", {"gpus": 1})
+    hub.spawn_ready("bob", {"gpus": 1})
+    hub.spawn_ready("carol", {"gpus": 0})
+
+    uuids = {}
+    for user in ("alice", "bob"):
+        [container] = labelled(user)
+        labels = container["Config"]["Labels"]
+        assigned = labels["org.jupyter.gpuspawn.gpus"].split(",")
+        assert len(assigned) == 1 and assigned[0] in {g["uuid"] for g in hub.gpus}
+        # the device request names the UUID, never a count
+        [request] = container["HostConfig"]["DeviceRequests"]
+        assert request["DeviceIDs"] == assigned and request["Count"] == 0
+        # inside the container the NVIDIA runtime sees exactly this UUID
+        inside = exec_in(container, "sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES").strip()
+        assert inside == assigned[0]
+        uuids[user] = assigned[0]
+    assert uuids["alice"] != uuids["bob"]
+
+    [cpu_only] = labelled("carol")
+    assert not cpu_only["HostConfig"]["DeviceRequests"]
+    # the test image bakes NVIDIA_VISIBLE_DEVICES=all, like NGC images; a CPU-only server must see void
+    assert exec_in(cpu_only, "sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES").strip() == "void"
+    assert cpu_only["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] == ""
+
+
+def test_home_is_mounted_and_files_belong_to_the_user(make_hub):
+    hub = make_hub(n_gpus=1)
+    hub.create_users("dana")
+    hub.spawn_ready("dana", {"gpus": 1})
+    uid = json.load(open(hub.uid_map))["users"]["dana"]
+    home = os.path.join(hub.home_root, "dana")
+    assert os.stat(home).st_uid == uid
+
+    # write a file through the proxy and the user's own Jupyter server (contents API)
+    r = hub.session.put(
+        hub.user_url("dana") + "api/contents/from-jupyter.txt",
+        json={"type": "file", "format": "text", "content": "hello"},
+    )
+    assert r.status_code == 201, r.text
+    written = os.path.join(home, "from-jupyter.txt")
+    assert open(written).read() == "hello"
+    assert (os.stat(written).st_uid, os.stat(written).st_gid) == (uid, uid)
+
+    [container] = labelled("dana")
+    assert container["Config"]["User"] == f"{uid}:{uid}"
+    assert exec_in(container, "sh", "-c", "id -u; echo $HOME").split() == [str(uid), "/home/dana"]
+    # hardening defaults
+    host = container["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["PidsLimit"] == 4096
+    assert host["ShmSize"] == 1024**3
+    assert exec_in(container, "sh", "-c", "grep NoNewPrivs /proc/self/status").split()[-1] == "1"
+
+
+def test_no_free_gpu_is_a_clear_error_and_holds_nothing(make_hub):
+    hub = make_hub(n_gpus=2)
+    hub.create_users("erin", "finn")
+    r = hub.spawn("erin", {"gpus": 3})
+    assert r.status_code == 400
+    assert "from 0 to 2" in r.json()["message"]
+    hub.spawn_ready("erin", {"gpus": 2})
+
+    r = hub.spawn("finn", {"gpus": 1})
+    assert r.status_code == 409
+    assert "All 2 GPUs are in use" in r.json()["message"]
+    assert labelled("finn") == []
+    assert hub.server("finn") is None
+
+    hub.stop_server("erin")
+    hub.spawn_ready("finn", {"gpus": 2})
+    [container] = labelled("finn")
+    assert len(container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(",")) == 2
