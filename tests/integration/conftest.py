@@ -26,14 +26,14 @@ def docker_engine():
     return True
 
 
-def test_containers(all_states=True) -> list:
+def gpuspawn_containers(all_states=True) -> list:
     out = _docker("ps", "-a" if all_states else "", "--filter", f"name=^{CONTAINER_PREFIX}-",
                   "--format", "{{.ID}}")
     return out.split()
 
 
 def remove_test_containers():
-    ids = test_containers()
+    ids = gpuspawn_containers()
     if ids:
         _docker("rm", "-f", *ids, check=False)
 
@@ -47,7 +47,7 @@ def inspect(container_id) -> dict:
 def labelled(user, server="") -> list:
     """Inspect data of this test run's containers for user/server."""
     found = []
-    for cid in test_containers():
+    for cid in gpuspawn_containers():
         data = inspect(cid)
         labels = data["Config"]["Labels"] or {}
         if labels.get("org.jupyter.gpuspawn.user") == user and labels.get("org.jupyter.gpuspawn.server") == server:
