@@ -106,7 +106,7 @@ def cmd_build_image(args) -> int:
         return 0
     return images.build_image(
         args.base, args.tag, wheel=args.wheel, ca_bundle=args.ca_bundle, build_args=args.build_arg,
-        network=args.network,
+        labels=args.label, network=args.network,
     )
 
 
@@ -127,6 +127,7 @@ def build_parser():
     build.add_argument("--wheel", help="install this jupyter-gpuspawn wheel instead of building one")
     build.add_argument("--ca-bundle", help="extra CA bundle for sites behind a TLS-inspecting proxy")
     build.add_argument("--build-arg", action="append", default=[], help="passed to docker build (repeatable)")
+    build.add_argument("--label", action="append", default=[], help="extra image label KEY=VALUE (repeatable)")
     build.add_argument("--network", help="network for the build, e.g. host")
     build.add_argument("--dockerfile-only", action="store_true", help="print the Dockerfile and exit")
     build.set_defaults(func=cmd_build_image)

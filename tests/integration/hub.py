@@ -15,7 +15,7 @@ from typing import Optional
 import requests
 
 CACHE = os.environ.get("GPUSPAWN_CACHE", "/var/cache/jupyter-gpuspawn")
-TEST_IMAGE = os.environ.get("GPUSPAWN_TEST_IMAGE", "local/gpuspawn-test:latest")
+TEST_IMAGE = os.environ.get("GPUSPAWN_SINGLEUSER_IMAGE", "local/gpuspawn-singleuser:latest")
 CONTAINER_PREFIX = "gpuspawn-test"
 
 

@@ -94,3 +94,24 @@ def test_no_free_gpu_is_a_clear_error_and_holds_nothing(make_hub):
     hub.spawn_ready("finn", {"gpus": 2})
     [container] = labelled("finn")
     assert len(container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(",")) == 2
+
+
+def test_gpus_command_shows_who_holds_what_without_the_hub(make_hub):
+    hub = make_hub(n_gpus=3)
+    hub.create_users("gina", "hal")
+    hub.spawn_ready("gina", {"gpus": 1})
+    hub.spawn_ready("hal", {"gpus": 2}, server="big")
+    hub.stop()  # the admin's view must not need a running hub
+    cli = [os.path.join(os.path.dirname(__import__("sys").executable), "jupyter-gpuspawn"), "gpus"]
+    out = subprocess.run(cli + ["-f", hub.config_file], check=True, capture_output=True, text=True).stdout
+    assert "GPUs on this host (simulated): 3" in out
+    [gina] = labelled("gina")
+    gina_uuid = gina["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+    line = next(line for line in out.splitlines() if gina_uuid in line)
+    assert line.rstrip().endswith("gina")
+    assert sum(1 for line in out.splitlines() if line.rstrip().endswith("hal/big")) == 2
+
+    data = json.loads(subprocess.run(cli + ["-f", hub.config_file, "--json"], check=True, capture_output=True,
+                                     text=True).stdout)
+    held = {g["uuid"]: [h["user"] for h in g["held_by"]] for g in data["gpus"]}
+    assert held[gina_uuid] == ["gina"] and sorted(sum(held.values(), [])) == ["gina", "hal", "hal"]

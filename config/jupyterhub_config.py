@@ -1,0 +1,59 @@
+"""Demo hub: jupyter-gpuspawn with embedded defaults. Started by `scripts/demo`.
+
+- SQLite database, a demo login (any user name; password from GPUSPAWN_DEMO_PASSWORD, default "gpuspawn"),
+  listening on 127.0.0.1:8000 only.
+- Real NVIDIA GPUs when a driver answers, otherwise the simulated GPUs in simulated-gpus.yaml (the UI says so).
+- The locally built image local/gpuspawn-singleuser:latest (no registry needed).
+- Homes under GPUSPAWN_DEMO_DIR/home (default: .demo/home in the checkout), owned by uids from 200000 up.
+For a production hub start from production_example.py instead.
+"""
+import os
+
+here = os.path.dirname(os.path.abspath(__file__))
+demo_dir = os.environ.get("GPUSPAWN_DEMO_DIR", os.path.join(os.path.dirname(here), ".demo"))
+os.makedirs(demo_dir, exist_ok=True)
+
+c = get_config()  # noqa: F821
+
+c.JupyterHub.bind_url = os.environ.get("GPUSPAWN_DEMO_URL", "http://127.0.0.1:8000")
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:8081"
+c.JupyterHub.db_url = f"sqlite:///{demo_dir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = f"{demo_dir}/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = f"{demo_dir}/jupyterhub.pid"
+c.ConfigurableHTTPProxy.pid_file = f"{demo_dir}/jupyterhub-proxy.pid"
+c.JupyterHub.allow_named_servers = True
+
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ.get("GPUSPAWN_DEMO_PASSWORD", "gpuspawn")
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {"admin"}
+
+c.JupyterHub.spawner_class = "gpudocker"
+c.GPUDockerSpawner.image = os.environ.get("GPUSPAWN_SINGLEUSER_IMAGE", "local/gpuspawn-singleuser:latest")
+c.GPUDockerSpawner.pull_policy = "never"  # offline-friendly: the image is built locally
+c.GPUDockerSpawner.network_name = "host"  # everything on 127.0.0.1, a free port per server
+c.GPUDockerSpawner.home_template = f"{demo_dir}/home/{{username}}"
+c.GPUDockerSpawner.user_id_source = "range"
+c.GPUDockerSpawner.uid_map_file = f"{demo_dir}/uids.json"
+c.GPUDockerSpawner.mem_limit = "4G"
+c.GPUDockerSpawner.cpu_limit = 2.0
+c.GPUDockerSpawner.default_gpus = 0
+c.Spawner.start_timeout = 180
+c.Spawner.http_timeout = 120
+
+
+def _nvidia_driver_present():
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetCount() > 0
+    except Exception:
+        return False
+
+
+if _nvidia_driver_present():
+    c.GPUDockerSpawner.gpu_inventory = "nvml"
+else:
+    c.GPUDockerSpawner.gpu_inventory = "simulated"
+    c.GPUDockerSpawner.simulated_gpus = os.path.join(here, "simulated-gpus.yaml")

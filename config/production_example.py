@@ -1,0 +1,53 @@
+"""Example jupyterhub_config.py for a shared GPU server with jupyter-gpuspawn. Copy, then adapt the marked lines.
+
+Assumes: hub and user containers on the same host, NVIDIA driver + NVIDIA container toolkit installed, host
+accounts through PAM/LDAP (for OAuth logins see the "range" alternative below), images built with
+`jupyter-gpuspawn build-image`.
+"""
+c = get_config()  # noqa: F821
+
+# --- hub ---------------------------------------------------------------------------------------------------------
+c.JupyterHub.bind_url = "https://0.0.0.0:443"          # ADAPT: behind your TLS terminator, or with ssl_cert/ssl_key
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:8081"    # host networking: containers reach the hub on loopback
+c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "/srv/jupyterhub/jupyterhub_cookie_secret"
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 2
+c.JupyterHub.authenticator_class = "pam"               # ADAPT: "ldapauthenticator.LDAPAuthenticator", OAuth, …
+c.Authenticator.admin_users = {"ADAPT-admin"}
+
+# --- spawner -----------------------------------------------------------------------------------------------------
+c.JupyterHub.spawner_class = "gpudocker"
+c.GPUDockerSpawner.gpu_inventory = "nvml"              # fail loudly if the driver is missing
+c.GPUDockerSpawner.image = "local/pytorch-hub:24.08"   # ADAPT: the default image
+c.GPUDockerSpawner.allowed_images = {                  # keys users may pick; raw image names are never accepted
+    "pytorch": "local/pytorch-hub:24.08",
+    "tensorflow": "local/tensorflow-hub:24.08",
+    "cpu": "local/scipy-hub:1",
+}
+c.GPUDockerSpawner.pull_policy = "never"               # offline server: images are loaded with `docker load`
+c.GPUDockerSpawner.default_gpus = 0
+c.GPUDockerSpawner.gpu_policy = "exclusive"
+c.GPUDockerSpawner.max_gpus_per_user = 2
+c.GPUDockerSpawner.busy_gpu_memory_threshold = "1G"    # GPUs used by jobs outside the hub are not handed out
+
+# Homes and users: host accounts keep their uid/gid and home.
+c.GPUDockerSpawner.user_id_source = "host"
+c.GPUDockerSpawner.home_template = "/home/{username}"
+c.GPUDockerSpawner.create_home = False                 # homes come from your account provisioning
+# For OAuth/GitHub logins (no host accounts) instead:
+# c.GPUDockerSpawner.user_id_source = "range"
+# c.GPUDockerSpawner.uid_range = (200000, 299999)
+# c.GPUDockerSpawner.uid_map_file = "/srv/jupyterhub/uids.json"
+# c.GPUDockerSpawner.home_template = "/srv/homes/{username}"
+# c.GPUDockerSpawner.create_home = True
+
+# Limits and GPU-container defaults.
+c.GPUDockerSpawner.mem_limit = "64G"
+c.GPUDockerSpawner.cpu_limit = 8
+c.GPUDockerSpawner.shm_size = "8G"
+c.GPUDockerSpawner.pids_limit = 8192
+c.GPUDockerSpawner.ulimits = {"memlock": -1, "stack": 67108864}   # NVIDIA's advice for NGC images
+c.GPUDockerSpawner.volumes = {"/srv/datasets": {"bind": "/datasets", "mode": "ro"}}
+c.Spawner.start_timeout = 300                          # first start of a large NGC image can be slow
+c.Spawner.http_timeout = 120

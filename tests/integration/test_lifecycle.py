@@ -1,0 +1,110 @@
+"""Spawn lifecycle: progress events, failure paths, kept containers, bridge networking."""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+from .conftest import gpuspawn_containers, labelled
+
+
+def read_progress(hub, user, timeout=120) -> list:
+    """Events of the hub's progress stream (server-sent events) until the spawn ends."""
+    events = []
+    with hub.session.get(f"{hub.api}/users/{user}/server/progress", stream=True, timeout=timeout) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                events.append(event)
+                if event.get("ready") or event.get("failed"):
+                    break
+    return events
+
+
+def test_progress_names_the_assigned_gpu(make_hub):
+    hub = make_hub(n_gpus=2, extra_config='c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}\n')
+    hub.create_users("pat")
+    r = hub.spawn("pat", {"gpus": 1})
+    assert r.status_code == 202
+    messages = [e.get("message", "") for e in read_progress(hub, "pat")]
+    [container] = labelled("pat")
+    uuid = container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+    assigned = next(m for m in messages if m.startswith("Assigned GPU"))
+    assert uuid[:12] in assigned and "[simulated]" in assigned and "A100" in assigned
+    assert any("Creating container" in m for m in messages)
+    assert any("Starting container" in m for m in messages)
+
+
+def test_a_spawn_that_fails_after_allocation_releases_its_gpu(make_hub):
+    hub = make_hub(n_gpus=1, extra_config="""
+c.GPUDockerSpawner.allowed_images = {"ok": "local/gpuspawn-singleuser:latest", "gone": "local/not-built:1"}
+c.GPUDockerSpawner.pull_policy = "never"
+""")
+    hub.create_users("quinn", "ruth")
+    r = hub.spawn("quinn", {"image": "gone", "gpus": 1})
+    assert 400 <= r.status_code < 600 and r.status_code not in (201, 202)
+    assert "Traceback" not in r.text
+    assert labelled("quinn") == [] and hub.server("quinn") is None
+    hub.spawn_ready("ruth", {"image": "ok", "gpus": 1})  # the only GPU is free again
+
+
+def test_kept_container_with_another_assignment_is_recreated(make_hub):
+    hub = make_hub(n_gpus=2, extra_config="c.DockerSpawner.remove = False\n")
+    hub.create_users("sam")
+    hub.spawn_ready("sam", {"gpus": 1})
+    [first] = labelled("sam")
+    hub.stop_server("sam")
+    assert [c["Id"] for c in labelled("sam")] == [first["Id"]]  # kept, stopped
+
+    hub.spawn_ready("sam", {"gpus": 0})
+    [second] = labelled("sam")
+    assert second["Id"] != first["Id"]
+    assert second["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] == ""
+    env = dict(e.split("=", 1) for e in second["Config"]["Env"])
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+    hub.stop_server("sam")
+    hub.spawn_ready("sam", {"gpus": 0})
+    [third] = labelled("sam")
+    assert third["Id"] == second["Id"]  # same (empty) assignment: the kept container is reused
+
+
+def docker_bridge_gateway() -> str:
+    out = subprocess.run(["docker", "network", "inspect", "bridge"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)[0]["IPAM"]["Config"][0]["Gateway"]
+
+
+def test_bridge_network_works(make_hub):
+    gateway = docker_bridge_gateway()
+    # The container reaches the hub API on the bridge's gateway address; the hub reaches the server on the
+    # loopback port Docker publishes.
+    hub = make_hub(n_gpus=1, extra_config=f"""
+c.GPUDockerSpawner.network_name = "bridge"
+c.JupyterHub.hub_bind_url = "http://{gateway}:" + str(c.JupyterHub.hub_bind_url).rsplit(":", 1)[1]
+c.JupyterHub.hub_connect_url = c.JupyterHub.hub_bind_url
+""")
+    hub.create_users("tess")
+    hub.spawn_ready("tess", {"gpus": 1})
+    [container] = labelled("tess")
+    assert container["HostConfig"]["NetworkMode"] == "bridge"
+    assert container["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [hub.gpus[0]["uuid"]]
+    r = hub.session.get(hub.user_url("tess") + "api/status")
+    assert r.status_code == 200, r.text
+    assert len(gpuspawn_containers()) == 1
+
+
+def test_concurrent_named_servers_respect_the_per_user_cap(make_hub):
+    hub = make_hub(n_gpus=4, extra_config="c.GPUDockerSpawner.max_gpus_per_user = 2\n")
+    hub.create_users("uma")
+    results = {}
+
+    def spawn(name):
+        results[name] = hub.spawn("uma", {"gpus": 1}, server=name)
+
+    threads = [threading.Thread(target=spawn, args=(n,)) for n in ("a", "b", "c")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    ok = [n for n, r in results.items() if r.status_code in (201, 202)]
+    refused = [r for r in results.values() if r.status_code == 409]
+    assert len(ok) == 2 and len(refused) == 1
+    assert "limit is 2 per user" in refused[0].json()["message"]

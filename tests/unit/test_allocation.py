@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jupyter_gpuspawn.allocation import GiB, GPUAllocator, GPURequest, NoGPUAvailable, UserGPULimit
+from jupyter_gpuspawn.gpus import GPU
+
+
+def gpus(n, **overrides):
+    return [GPU(uuid=f"GPU-{i}", index=i, name="Test GPU", memory_total=80 * GiB, **overrides) for i in range(n)]
+
+
+def test_exclusive_hands_each_gpu_to_one_server():
+    alloc = GPUAllocator()
+    inventory = gpus(2)
+    a = alloc.allocate(GPURequest("a", count=1), inventory)
+    b = alloc.allocate(GPURequest("b", count=1), inventory)
+    assert a != b and set(a + b) == {"GPU-0", "GPU-1"}
+    with pytest.raises(NoGPUAvailable, match="All 2 GPUs are in use"):
+        alloc.allocate(GPURequest("c", count=1), inventory)
+
+
+def test_release_frees_the_gpu():
+    alloc = GPUAllocator()
+    inventory = gpus(1)
+    alloc.allocate(GPURequest("a", count=1), inventory)
+    assert alloc.release("a") == ("GPU-0",)
+    assert alloc.allocate(GPURequest("b", count=1), inventory) == ("GPU-0",)
+
+
+def test_zero_gpus_holds_nothing():
+    alloc = GPUAllocator()
+    assert alloc.allocate(GPURequest("a", count=0), gpus(1)) == ()
+    assert alloc.assignments() == {}
+
+
+def test_messages_say_what_to_do():
+    alloc = GPUAllocator()
+    with pytest.raises(NoGPUAvailable, match="no GPUs.*CPU-only"):
+        alloc.allocate(GPURequest("a", count=1), [])
+    with pytest.raises(NoGPUAvailable, match="only 2"):
+        alloc.allocate(GPURequest("a", count=3), gpus(2))
+    alloc.allocate(GPURequest("a", count=1), gpus(2))
+    with pytest.raises(NoGPUAvailable, match="Only 1 of 2 GPUs is free and you asked for 2"):
+        alloc.allocate(GPURequest("b", count=2), gpus(2))
+
+
+def test_shared_policy_packs_up_to_max_users_and_never_mixes_with_exclusive():
+    alloc = GPUAllocator()
+    inventory = gpus(1)
+    shared = dict(count=1, policy="shared", max_users_per_gpu=2)
+    assert alloc.allocate(GPURequest("a", **shared), inventory) == ("GPU-0",)
+    assert alloc.allocate(GPURequest("b", **shared), inventory) == ("GPU-0",)
+    with pytest.raises(NoGPUAvailable):
+        alloc.allocate(GPURequest("c", **shared), inventory)
+    alloc.release("b")
+    with pytest.raises(NoGPUAvailable):
+        alloc.allocate(GPURequest("d", count=1), inventory)  # exclusive cannot join a shared GPU
+
+
+def test_shared_spreads_before_it_packs():
+    alloc = GPUAllocator()
+    inventory = gpus(2)
+    shared = dict(count=1, policy="shared", max_users_per_gpu=4)
+    first = alloc.allocate(GPURequest("a", **shared), inventory)
+    second = alloc.allocate(GPURequest("b", **shared), inventory)
+    assert first != second
+
+
+def test_least_loaded_gpu_first():
+    alloc = GPUAllocator()
+    inventory = [
+        GPU("GPU-busy", 0, "x", 80 * GiB, memory_used=512 * 1024**2, utilization_pct=90),
+        GPU("GPU-idle", 1, "x", 80 * GiB, memory_used=0, utilization_pct=0),
+    ]
+    assert alloc.allocate(GPURequest("a", count=1), inventory) == ("GPU-idle",)
+
+
+def test_gpus_busy_outside_the_hub_are_avoided():
+    alloc = GPUAllocator(foreign_memory_threshold=GiB)
+    inventory = [
+        GPU("GPU-foreign", 0, "x", 80 * GiB, memory_used=20 * GiB),
+        GPU("GPU-proc", 1, "x", 80 * GiB, process_count=1),
+        GPU("GPU-free", 2, "x", 80 * GiB),
+    ]
+    assert alloc.allocate(GPURequest("a", count=1), inventory) == ("GPU-free",)
+    with pytest.raises(NoGPUAvailable, match="2 busy with work outside JupyterHub"):
+        alloc.allocate(GPURequest("b", count=1), inventory)
+
+
+def test_per_user_cap_counts_all_named_servers():
+    alloc = GPUAllocator(max_gpus_per_user=2)
+    inventory = gpus(4)
+    alloc.allocate(GPURequest("a", "one", count=2), inventory)
+    with pytest.raises(UserGPULimit, match="already hold 2 GPUs"):
+        alloc.allocate(GPURequest("a", "two", count=1), inventory)
+    assert alloc.allocate(GPURequest("a", "two", count=0), inventory) == ()
+    assert alloc.allocate(GPURequest("b", count=2), inventory)
+    with pytest.raises(UserGPULimit, match="limit is 2 GPUs per user"):
+        alloc.allocate(GPURequest("c", count=3), inventory)
+
+
+def test_user_and_server_names_cannot_collide():
+    # user "a-b" and user "a"'s server "b" are different servers (kubespawner GHSA-v7m9-9497-p9gr)
+    alloc = GPUAllocator()
+    inventory = gpus(2)
+    alloc.allocate(GPURequest("a-b", "", count=1), inventory)
+    alloc.allocate(GPURequest("a", "b", count=1), inventory)
+    alloc.release("a", "b")
+    assert alloc.assignment("a-b") != ()
+
+
+def test_rebuild_from_labels_replaces_the_table_and_keeps_in_flight():
+    alloc = GPUAllocator()
+    inventory = gpus(3)
+    alloc.allocate(GPURequest("pending", count=1), inventory)
+    alloc.allocate(GPURequest("stale", count=1), inventory)
+    pending = alloc.assignment("pending")
+    conflicts = alloc.rebuild([("running", "", ("GPU-2",), "exclusive", 1)], keep=[("pending", "")])
+    assert conflicts == []
+    assert alloc.assignment("pending") == pending
+    assert alloc.assignment("stale") == ()
+    assert alloc.assignment("running") == ("GPU-2",)
+
+
+def test_rebuild_reports_double_booking_and_unknown_policy_is_exclusive():
+    alloc = GPUAllocator()
+    conflicts = alloc.rebuild([("a", "", ("GPU-0",), "exclusive", 1), ("b", "", ("GPU-0",), "weird", 9)])
+    assert conflicts and conflicts[0][0] == "GPU-0"
+
+
+request_st = st.builds(
+    GPURequest,
+    user=st.sampled_from(["u1", "u2", "u3", "u4", "u5"]),
+    server=st.sampled_from(["", "x"]),
+    count=st.integers(0, 4),
+    policy=st.sampled_from(["exclusive", "shared"]),
+    max_users_per_gpu=st.integers(1, 3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(st.one_of(request_st, st.tuples(st.just("release"), request_st)), max_size=40),
+       n=st.integers(0, 4), cap=st.one_of(st.none(), st.integers(0, 4)))
+def test_random_sequences_never_overbook(ops, n, cap):
+    alloc = GPUAllocator(max_gpus_per_user=cap)
+    inventory = gpus(n)
+    for op in ops:
+        if isinstance(op, tuple):
+            alloc.release(op[1].user, op[1].server)
+            continue
+        try:
+            got = alloc.allocate(op, inventory)
+            assert len(got) == op.count and len(set(got)) == op.count
+        except (NoGPUAvailable, UserGPULimit):
+            assert alloc.assignment(op.user, op.server) == ()
+        assert alloc.conflicts() == []
+        if cap is not None:
+            for user in {k[0] for k in alloc.assignments()}:
+                assert alloc.user_gpu_count(user) <= cap
+        held = [u for uuids in alloc.assignments().values() for u in uuids]
+        assert set(held) <= {g.uuid for g in inventory}
