@@ -6,6 +6,7 @@ import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
+from urllib.parse import urlparse
 
 from dockerspawner import DockerSpawner
 from jupyterhub.traitlets import ByteSpecification, Callable
@@ -376,10 +377,20 @@ class GPUDockerSpawner(DockerSpawner):
         if self.remove:
             return  # DockerSpawner removes any leftover container itself
         obj = await self.get_object()
-        if obj and GPUAssignment.from_labels(obj["Config"].get("Labels") or {}) != self._assignment:
+        if not obj:
+            return
+        if GPUAssignment.from_labels(obj["Config"].get("Labels") or {}) != self._assignment:
             self.log.info("Removing %s: its image or GPUs differ from this request", self.object_name)
             await self.remove_object()
             self.object_id = ""
+        elif self.network_name == "host":
+            # the kept container still listens where it was created to listen
+            env = dict(item.split("=", 1) for item in obj["Config"].get("Env") or [] if "=" in item)
+            port = urlparse(env.get("JUPYTERHUB_SERVICE_URL", "")).port
+            if port:
+                _shared.ports.discard(self.port)
+                _shared.ports.add(port)
+                self.port = port
 
     async def _remove_failed_container(self):
         if not self.object_id:
