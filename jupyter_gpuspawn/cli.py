@@ -10,14 +10,19 @@ from .gpus import INVENTORY_KINDS, GPUInventory, InventoryError
 
 
 def _hub_config(path):
-    """GPUDockerSpawner settings from a jupyterhub_config.py, so the CLI sees what the hub sees."""
+    """Spawner settings from a jupyterhub_config.py (DockerSpawner's, overridden by GPUDockerSpawner's), so the
+    CLI sees what the hub sees."""
     if not path:
         return {}
     from traitlets.config.loader import PyFileConfigLoader
 
     loader = PyFileConfigLoader(os.path.basename(path), path=os.path.dirname(os.path.abspath(path)))
     config = loader.load_config()
-    return dict(config.get("GPUDockerSpawner", {}))
+    settings = {}
+    for section in ("Spawner", "DockerSpawner", "GPUDockerSpawner"):
+        if section in config:
+            settings.update(dict(config[section]))
+    return settings
 
 
 def _inventory_from_args(args) -> GPUInventory:
@@ -97,6 +102,54 @@ def cmd_gpus(args) -> int:
     return 0
 
 
+def configured_images(settings) -> list:
+    """Every image a hub with these settings can start: the default image and the allowed ones."""
+    found = [settings.get("image") or "quay.io/jupyterhub/singleuser:latest"]
+    allowed = settings.get("allowed_images") or {}
+    if isinstance(allowed, dict):
+        found += list(allowed.values())
+    elif isinstance(allowed, (list, tuple)):
+        found += list(allowed)
+    return list(dict.fromkeys(found))
+
+
+def cmd_images(args) -> int:
+    from . import images
+
+    settings = _hub_config(args.config)
+    wanted = args.image or configured_images(settings)
+    try:
+        import docker
+
+        client = docker.APIClient(version="auto")
+        statuses = [images.inspect_readiness(client, image) for image in wanted]
+    except Exception as e:
+        print(f"error: cannot read images from Docker: {e}", file=sys.stderr)
+        return 2
+    hub_version = images.hub_jupyterhub_version()
+    if args.json:
+        json.dump([dict(s.__dict__, build_command=images.build_command(s.image)) for s in statuses], sys.stdout,
+                  indent=2)
+        print()
+    else:
+        rows = [("IMAGE", "PRESENT", "HUB-READY", "SIZE", "JUPYTERHUB")]
+        for s in statuses:
+            version = s.jupyterhub_version or ("?" if s.ready else "-")
+            if images.version_mismatch(s.jupyterhub_version, hub_version):
+                version += f" (hub: {hub_version})"
+            rows.append((s.image, "yes" if s.present else "NO", "yes" if s.ready else "NO",
+                         _fmt_bytes(s.size) if s.size else "-", version))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        for s in statuses:
+            if not s.present:
+                print(f"\n{s.image} is missing: docker load it, or build it with\n  {images.build_command(s.image)}")
+            elif not s.ready:
+                print(f"\n{s.image} cannot run a hub server; make it ready with\n  {images.build_command(s.image)}")
+    return 0 if all(s.present and s.ready for s in statuses) else 1
+
+
 def cmd_build_image(args) -> int:
     from . import images
 
@@ -120,6 +173,12 @@ def build_parser():
     gpus.add_argument("--simulated-gpus", help="file of simulated GPUs (implies --inventory simulated)")
     gpus.add_argument("--json", action="store_true", help="print JSON")
     gpus.set_defaults(func=cmd_gpus)
+
+    imgs = sub.add_parser("images", help="check every image the hub can start: present, hub-ready, size, version")
+    imgs.add_argument("-f", "--config", help="the hub's jupyterhub_config.py")
+    imgs.add_argument("--image", action="append", help="check this image instead (repeatable)")
+    imgs.add_argument("--json", action="store_true", help="print JSON")
+    imgs.set_defaults(func=cmd_images)
 
     build = sub.add_parser("build-image", help="derive a hub-ready image from a base image with Python")
     build.add_argument("--base", required=True, help="base image, e.g. nvcr.io/nvidia/pytorch:24.08-py3")

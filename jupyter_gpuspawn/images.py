@@ -15,7 +15,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from importlib.metadata import version as dist_version
+from typing import Optional
 
 from ._version import __version__
 
@@ -67,7 +69,7 @@ RUN set -eu; \\
       echo "jupyter-gpuspawn: the base image {base} has no Python (looked for python3, python, /opt/conda/bin/python)." >&2; \\
       echo "jupyter-gpuspawn: choose a base with Python 3.9 or newer (NGC, PyTorch, conda, python:3.x)." >&2; \\
       exit {NO_PYTHON_EXIT}; fi; \\
-    echo "jupyter-gpuspawn: using $PY ($("$PY" --version 2>&1))"; \\
+    echo "jupyter-gpuspawn [1/2]: installing jupyterhub {jupyterhub_version} with $PY ($("$PY" --version 2>&1))"; \\
     if ! "$PY" -m venv --system-site-packages {VENV} 2>/dev/null; then \\
       rm -rf {VENV}; "$PY" -m venv --without-pip --system-site-packages {VENV}; fi; \\
     if [ -x {VENV}/bin/pip ]; then PIP="{VENV}/bin/python -m pip"; else PIP="$PY -m pip --python {VENV}/bin/python"; fi; \\
@@ -81,6 +83,7 @@ RUN set -eu; \\
 # capabilities, so an editable passwd grants nothing.
 COPY gpuspawn/ /tmp/jupyter-gpuspawn/
 RUN set -eu; \\
+    echo "jupyter-gpuspawn [2/2]: installing jupyter-gpuspawn {__version__} and the entrypoint"; \\
     $(cat {VENV}/.pip-command) install --no-cache-dir --no-deps /tmp/jupyter-gpuspawn/{wheel_name}; \\
     install -m 0755 /tmp/jupyter-gpuspawn/entrypoint.sh /usr/local/bin/jupyter-gpuspawn-entrypoint; \\
     chmod 0666 /etc/passwd /etc/group; \\
@@ -144,3 +147,72 @@ def build_image(base, tag, *, wheel=None, ca_bundle=None, build_args=(), labels=
         if code and no_python:
             print(f"jupyter-gpuspawn: {base} has no Python; build-image needs a base with Python 3.", file=out)
         return code
+
+
+@dataclass(frozen=True)
+class ImageReadiness:
+    image: str
+    present: bool
+    ready: bool = False
+    jupyterhub_version: Optional[str] = None
+    size: Optional[int] = None
+    labelled: bool = False  # made by build-image (carries the ready label)
+
+
+def build_command(image: str) -> str:
+    """The build-image command an admin can paste to make ``image`` hub-ready (the result is tagged locally)."""
+    last = image.rsplit("/", 1)[-1]
+    name, tag = last.split(":", 1) if ":" in last else (last, "latest")
+    return f"jupyter-gpuspawn build-image --base {image} --tag local/{name}-hub:{tag}"
+
+
+def assess_labels(image: str, inspect_data: dict) -> ImageReadiness:
+    """Readiness as far as the image's labels tell (no container run)."""
+    labels = (inspect_data.get("Config") or {}).get("Labels") or {}
+    labelled = READY_LABEL in labels
+    return ImageReadiness(
+        image=image, present=True, ready=labelled, labelled=labelled,
+        jupyterhub_version=labels.get(JUPYTERHUB_VERSION_LABEL), size=inspect_data.get("Size"),
+    )
+
+
+def probe_singleuser(client, image: str) -> bool:
+    """Does ``image`` have jupyterhub-singleuser on its PATH? Runs a throwaway, network-less container (blocking)."""
+    container = client.create_container(
+        image, entrypoint=["/bin/sh", "-c"], command=["command -v jupyterhub-singleuser"], user="65534:65534",
+        network_disabled=True, labels={"org.jupyter.gpuspawn.probe": "1"},
+    )
+    try:
+        client.start(container["Id"])
+        return client.wait(container["Id"], timeout=60).get("StatusCode") == 0
+    except Exception:
+        return False
+    finally:
+        client.remove_container(container["Id"], force=True)
+
+
+def inspect_readiness(client, image: str, probe_cache: Optional[dict] = None) -> ImageReadiness:
+    """Readiness of a local image (blocking): the build-image label, else a probe for jupyterhub-singleuser.
+
+    Probe results are kept in ``probe_cache`` by image ID, so an unlabelled image is probed once per build.
+    """
+    import docker
+
+    try:
+        data = client.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        return ImageReadiness(image=image, present=False)
+    status = assess_labels(image, data)
+    if status.ready:
+        return status
+    cache = probe_cache if probe_cache is not None else {}
+    if data["Id"] not in cache:
+        cache[data["Id"]] = probe_singleuser(client, image)
+    return ImageReadiness(image, True, cache[data["Id"]], None, status.size, False)
+
+
+def version_mismatch(image_version: Optional[str], hub_version: str) -> bool:
+    """Major.minor differ between the image's jupyterhub and the hub's (patch releases are compatible)."""
+    if not image_version:
+        return False
+    return image_version.split(".")[:2] != hub_version.split(".")[:2]

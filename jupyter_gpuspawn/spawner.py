@@ -12,9 +12,10 @@ from dockerspawner import DockerSpawner
 from jupyterhub.traitlets import ByteSpecification, Callable
 from jupyterhub.utils import random_port
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Tuple, Unicode, default, validate
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Tuple, Unicode, default, validate
 
-from . import homes
+from . import homes, images
 from .allocation import POLICIES, AllocationError, GPUAllocator, GPURequest
 from .gpus import INVENTORY_KINDS, InventoryError, shared_inventory
 from .options import OptionsError, options_from_form, validate_options
@@ -30,6 +31,7 @@ class _HubProcessState:
         self.reconciled: Optional[asyncio.Future] = None
         self.ports: set = set()
         self.executor: Optional[ThreadPoolExecutor] = None
+        self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
 
 
 _shared = _HubProcessState()
@@ -151,6 +153,15 @@ class GPUDockerSpawner(DockerSpawner):
         8,
         config=True,
         help="Threads for Docker API calls. DockerSpawner uses one, which serialises every spawn of a burst.",
+    )
+
+    ready_poll_interval = Float(
+        0.1,
+        config=True,
+        help="""Seconds between the spawner's own checks that a new server answers (0: leave it to the hub).
+
+        JupyterHub's own check backs off to 5 s between tries, so in a burst it notices ready servers late; the
+        spawner also notices a container that exited and says so at once.""",
     )
 
     @default("remove")
@@ -310,6 +321,7 @@ class GPUDockerSpawner(DockerSpawner):
         await self._ensure_reconciled()
         snapshot = await self.gpu_snapshot()
         choice = self._validate_user_options(snapshot)
+        await self._preflight_image(choice.image)
         try:
             host_home = homes.host_home_path(self.home_template, self.user.name)
             identity = await self._resolve_identity()
@@ -341,7 +353,9 @@ class GPUDockerSpawner(DockerSpawner):
                 self.ip = "127.0.0.1"
                 self.port = self._reserve_port()
             await self._remove_outdated_container()
-            return await super().start()
+            ip, port = await super().start()
+            await self._wait_until_answering(ip, port)
+            return ip, port
         except asyncio.CancelledError:
             self._release()
             raise
@@ -349,6 +363,65 @@ class GPUDockerSpawner(DockerSpawner):
             self._release()
             await self._remove_failed_container()
             raise
+
+    async def _preflight_image(self, image):
+        """Refuse, before anything is created or held, an image that is missing or cannot run a hub server."""
+        status = await self.docker_call(images.inspect_readiness, image, _shared.probed_images)
+        if not status.present and self.pull_policy in ("ifnotpresent", "always"):
+            self._event(f"Pulling {image}", 5)
+            try:
+                await self.pull_image(image)
+            except Exception as e:
+                raise web.HTTPError(
+                    400, f"Image {image} is not on this server and could not be pulled ({str(e)[:200]}). An admin can build "
+                    f"it offline with: {images.build_command(image)}, or copy it here with docker load."
+                ) from None
+            status = await self.docker_call(images.inspect_readiness, image, _shared.probed_images)
+        if not status.present:
+            raise web.HTTPError(
+                400, f"Image {image} is not on this server (pull_policy={self.pull_policy}). An admin can copy it "
+                f"here with docker load, or build a hub-ready image with: {images.build_command(image)}"
+            )
+        if not status.ready:
+            raise web.HTTPError(
+                400, f"Image {image} cannot run a JupyterHub server (no jupyterhub-singleuser). An admin can make "
+                f"it ready with: {images.build_command(image)}"
+            )
+        hub_version = images.hub_jupyterhub_version()
+        if images.version_mismatch(status.jupyterhub_version, hub_version):
+            self._event(
+                f"Warning: {image} carries JupyterHub {status.jupyterhub_version}, the hub runs {hub_version}; "
+                "rebuild it with build-image if the server misbehaves", 5,
+            )
+
+    async def _wait_until_answering(self, ip, port):
+        """Return once the server answers HTTP, raise if its container exits, give up quietly at http_timeout."""
+        if not self.ready_poll_interval:
+            return
+        host = f"[{ip}]" if ":" in ip else ip
+        url = f"http://{host}:{port}{self.server.base_url}api"
+        client = AsyncHTTPClient()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        next_container_check = loop.time() + 1
+        while loop.time() < deadline:
+            try:
+                await client.fetch(url, connect_timeout=1, request_timeout=2, follow_redirects=False)
+                return
+            except HTTPClientError:
+                return  # it answered (any HTTP status): the hub takes it from here
+            except (OSError, asyncio.TimeoutError):
+                pass
+            if loop.time() >= next_container_check:
+                next_container_check = loop.time() + 1
+                exited = await super().poll()
+                if exited is not None:
+                    self.log.error("Container %s exited while starting: %s", self.object_name, exited)
+                    raise web.HTTPError(
+                        500, f"Your server stopped while starting ({exited.split(',')[0]}). Try again; if it keeps "
+                        "happening, tell the admin the time of this attempt."
+                    )
+            await asyncio.sleep(self.ready_poll_interval)
 
     def _report_assignment(self, uuids, snapshot):
         if not uuids:

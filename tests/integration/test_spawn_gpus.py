@@ -66,7 +66,8 @@ def test_home_is_mounted_and_files_belong_to_the_user(make_hub):
 
     [container] = labelled("dana")
     assert container["Config"]["User"] == f"{uid}:{uid}"
-    assert exec_in(container, "sh", "-c", "id -u; echo $HOME").split() == [str(uid), "/home/dana"]
+    # dana's uid is in no passwd of the image: the entrypoint made her a named user with the mounted HOME
+    assert exec_in(container, "sh", "-c", "id -u; id -un; echo $HOME").split() == [str(uid), "dana", "/home/dana"]
     # hardening defaults
     host = container["HostConfig"]
     assert host["CapDrop"] == ["ALL"]

@@ -1,0 +1,72 @@
+"""Hub-ready images: build-image output, preflight refusals, the images command."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from jupyter_gpuspawn import __version__
+from jupyter_gpuspawn.images import hub_jupyterhub_version
+
+from .conftest import gpuspawn_containers
+from .hub import TEST_IMAGE
+
+CLI = os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn")
+
+
+def docker(*args, **kwargs):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, **kwargs)
+
+
+def test_setup_built_the_singleuser_image_with_build_image(docker_engine):
+    # scripts/setup made TEST_IMAGE with build-image from a registry-less Debian base (Python, no Jupyter)
+    labels = json.loads(docker("image", "inspect", TEST_IMAGE, check=True).stdout)[0]["Config"]["Labels"]
+    assert labels["org.jupyter.gpuspawn.ready"] == __version__
+    assert labels["org.jupyter.gpuspawn.jupyterhub-version"] == hub_jupyterhub_version()
+    out = docker("run", "--rm", "--user", "234567:234567", "-e", "HOME=/tmp/h", "-e", "JUPYTERHUB_USER=zoe",
+                 TEST_IMAGE, "sh", "-c", "id -un; echo $HOME; jupyterhub-singleuser --version", check=True).stdout
+    assert out.split() == ["zoe", "/tmp/h", hub_jupyterhub_version()]
+
+
+def test_image_that_cannot_run_a_hub_server_is_refused_before_anything_starts(make_hub):
+    hub = make_hub(n_gpus=1, extra_config="""
+c.GPUDockerSpawner.allowed_images = {"ready": "local/gpuspawn-singleuser:latest", "raw": "local/base:bookworm",
+                                     "gone": "local/not-built:1"}
+c.GPUDockerSpawner.pull_policy = "never"
+""")
+    hub.create_users("vic")
+    r = hub.spawn("vic", {"image": "raw", "gpus": 1})
+    assert r.status_code == 400
+    message = r.json()["message"]
+    assert "local/base:bookworm cannot run a JupyterHub server" in message
+    assert "jupyter-gpuspawn build-image --base local/base:bookworm --tag local/base-hub:bookworm" in message
+
+    r = hub.spawn("vic", {"image": "gone", "gpus": 1})
+    assert r.status_code == 400 and "local/not-built:1 is not on this server" in r.json()["message"]
+    assert gpuspawn_containers() == []
+    assert docker("ps", "-aq", "--filter", "label=org.jupyter.gpuspawn.probe").stdout.strip() == ""
+    hub.spawn_ready("vic", {"image": "ready", "gpus": 1})  # nothing was held
+
+
+def test_build_image_refuses_a_base_without_python(docker_engine):
+    docker("build", "-q", "-t", "local/base-nopython:bookworm", "-",
+           input="FROM local/base:bookworm\nRUN rm -f /usr/bin/python3* /usr/bin/python*\n", check=True)
+    tag = "local/should-not-exist:1"
+    r = subprocess.run([CLI, "build-image", "--base", "local/base-nopython:bookworm", "--tag", tag],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "local/base-nopython:bookworm has no Python" in r.stdout + r.stderr
+    assert docker("image", "inspect", tag).returncode != 0
+
+
+def test_images_command_is_the_admins_checklist(make_hub):
+    hub = make_hub(n_gpus=1, extra_config="""
+c.GPUDockerSpawner.allowed_images = {"ready": "local/gpuspawn-singleuser:latest", "raw": "local/base:bookworm"}
+""")
+    r = subprocess.run([CLI, "images", "-f", hub.config_file, "--json"], capture_output=True, text=True)
+    assert r.returncode == 1  # one image is not ready
+    rows = {row["image"]: row for row in json.loads(r.stdout)}
+    assert rows[TEST_IMAGE]["ready"] and rows[TEST_IMAGE]["jupyterhub_version"] == hub_jupyterhub_version()
+    assert rows[TEST_IMAGE]["size"] > 0
+    assert rows["local/base:bookworm"]["present"] and not rows["local/base:bookworm"]["ready"]
