@@ -155,11 +155,11 @@ def cmd_build_image(args) -> int:
 
     if args.dockerfile_only:
         print(images.dockerfile(args.base, images.hub_jupyterhub_version(), wheel_name="jupyter_gpuspawn.whl",
-                                ca_bundle=bool(args.ca_bundle)))
+                                ca_bundle=bool(args.ca_bundle), install_python=args.install_python))
         return 0
     return images.build_image(
         args.base, args.tag, wheel=args.wheel, ca_bundle=args.ca_bundle, build_args=args.build_arg,
-        labels=args.label, network=args.network,
+        labels=args.label, network=args.network, install_python=args.install_python,
     )
 
 
@@ -188,6 +188,8 @@ def build_parser():
     build.add_argument("--build-arg", action="append", default=[], help="passed to docker build (repeatable)")
     build.add_argument("--label", action="append", default=[], help="extra image label KEY=VALUE (repeatable)")
     build.add_argument("--network", help="network for the build, e.g. host")
+    build.add_argument("--install-python", action="store_true",
+                       help="if the base has no Python (CUDA runtime, r-base), install it with its package manager")
     build.add_argument("--dockerfile-only", action="store_true", help="print the Dockerfile and exit")
     build.set_defaults(func=cmd_build_image)
     return parser

@@ -50,7 +50,8 @@ def hub_jupyterhub_version() -> str:
     return dist_version("jupyterhub")
 
 
-def dockerfile(base: str, jupyterhub_version: str, *, wheel_name: str, ca_bundle: bool = False) -> str:
+def dockerfile(base: str, jupyterhub_version: str, *, wheel_name: str, ca_bundle: bool = False,
+               install_python: bool = False) -> str:
     """The Dockerfile text for ``base``. The build context holds ``gpuspawn/`` (wheel, entrypoint, CA bundle)."""
     ca_lines = ""
     pip_cert = ""
@@ -65,9 +66,18 @@ USER root
 RUN set -eu; \\
     PY=""; for p in /opt/conda/bin/python python3 python; do \\
       if command -v "$p" >/dev/null 2>&1; then PY="$(command -v "$p")"; break; fi; done; \\
+    if [ -z "$PY" ] && [ "{int(install_python)}" = 1 ]; then \\
+      echo "jupyter-gpuspawn [0/2]: the base has no Python; installing it with the base's package manager"; \\
+      if command -v apt-get >/dev/null 2>&1; then \\
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+          python3 python3-venv python3-pip ca-certificates && rm -rf /var/lib/apt/lists/*; \\
+      elif command -v microdnf >/dev/null 2>&1; then microdnf install -y python3 python3-pip && microdnf clean all; \\
+      elif command -v dnf >/dev/null 2>&1; then dnf install -y python3 python3-pip && dnf clean all; \\
+      elif command -v apk >/dev/null 2>&1; then apk add --no-cache python3 py3-pip; fi; \\
+      PY="$(command -v python3 || true)"; fi; \\
     if [ -z "$PY" ]; then \\
       echo "jupyter-gpuspawn: the base image {base} has no Python (looked for python3, python, /opt/conda/bin/python)." >&2; \\
-      echo "jupyter-gpuspawn: choose a base with Python 3.9 or newer (NGC, PyTorch, conda, python:3.x)." >&2; \\
+      echo "jupyter-gpuspawn: choose a base with Python 3.9 or newer (NGC, PyTorch, conda, python:3.x), or pass --install-python." >&2; \\
       exit {NO_PYTHON_EXIT}; fi; \\
     echo "jupyter-gpuspawn [1/2]: installing jupyterhub {jupyterhub_version} with $PY ($("$PY" --version 2>&1))"; \\
     if ! "$PY" -m venv --system-site-packages {VENV} 2>/dev/null; then \\
@@ -112,7 +122,7 @@ def build_wheel(dest: str) -> str:
 
 
 def build_image(base, tag, *, wheel=None, ca_bundle=None, build_args=(), labels=(), network=None,
-                out=sys.stdout) -> int:
+                install_python=False, out=sys.stdout) -> int:
     """Build ``tag`` from ``base`` with docker, streaming docker's progress to ``out``. Returns docker's exit code."""
     with tempfile.TemporaryDirectory(prefix="gpuspawn-build-") as context:
         payload = os.path.join(context, "gpuspawn")
@@ -127,7 +137,8 @@ def build_image(base, tag, *, wheel=None, ca_bundle=None, build_args=(), labels=
         if ca_bundle:
             shutil.copy(ca_bundle, os.path.join(payload, "ca-bundle.crt"))
         with open(os.path.join(context, "Dockerfile"), "w") as f:
-            f.write(dockerfile(base, hub_jupyterhub_version(), wheel_name=wheel_name, ca_bundle=bool(ca_bundle)))
+            f.write(dockerfile(base, hub_jupyterhub_version(), wheel_name=wheel_name, ca_bundle=bool(ca_bundle),
+                               install_python=install_python))
         cmd = ["docker", "build", "-t", tag]
         if network:
             cmd += ["--network", network]
@@ -145,7 +156,7 @@ def build_image(base, tag, *, wheel=None, ca_bundle=None, build_args=(), labels=
             out.flush()
         code = proc.wait()
         if code and no_python:
-            print(f"jupyter-gpuspawn: {base} has no Python; build-image needs a base with Python 3.", file=out)
+            print(f"jupyter-gpuspawn: {base} has no Python; use a base with Python 3, or --install-python.", file=out)
         return code
 
 

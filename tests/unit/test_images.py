@@ -52,3 +52,10 @@ def test_version_mismatch_is_major_minor():
     assert version_mismatch("5.2.1", "6.1.1")
     assert not version_mismatch("6.1.0", "6.1.1")
     assert not version_mismatch(None, "6.1.1")
+
+
+def test_install_python_only_when_asked():
+    plain = dockerfile("nvidia/cuda:12.4.1-runtime-ubuntu22.04", "6.1.1", wheel_name="w.whl")
+    assert 'if [ -z "$PY" ] && [ "0" = 1 ]' in plain
+    asked = dockerfile("r-base:4.4.1", "6.1.1", wheel_name="w.whl", install_python=True)
+    assert 'if [ -z "$PY" ] && [ "1" = 1 ]' in asked and "python3-venv" in asked
