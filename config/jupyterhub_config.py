@@ -4,6 +4,7 @@
   listening on 127.0.0.1:8000 only.
 - Real NVIDIA GPUs when a driver answers, otherwise the simulated GPUs in simulated-gpus.yaml (the UI says so).
 - The locally built image local/gpuspawn-singleuser:latest (no registry needed).
+- Three demo courses (demo-courses/: exclusive GPUs, a shared GPU lab, CPU only), open to everyone.
 - Homes under GPUSPAWN_DEMO_DIR/home (default: .demo/home in the checkout), owned by uids from 200000 up.
 For a production hub start from production_example.py instead.
 """
@@ -38,6 +39,7 @@ c.GPUDockerSpawner.uid_map_file = f"{demo_dir}/uids.json"
 c.GPUDockerSpawner.mem_limit = "4G"
 c.GPUDockerSpawner.cpu_limit = 2.0
 c.GPUDockerSpawner.default_gpus = 0
+c.GPUDockerSpawner.courses_dir = os.path.join(here, "demo-courses")  # edit a file: the form changes, no restart
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 120
 

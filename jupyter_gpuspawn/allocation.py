@@ -186,7 +186,8 @@ class GPUAllocator:
         outside = sum(1 for gpu in gpus if self._busy_outside_hub(gpu))
         note = f" ({outside} busy with work outside JupyterHub)" if outside else ""
         if free == 0:
-            return f"All {total} GPUs are in use{note}; try a CPU-only server or try again later."
+            which = "The only GPU is" if total == 1 else f"All {total} GPUs are"
+            return f"{which} in use{note}; try a CPU-only server or try again later."
         return (
             f"Only {free} of {total} GPUs {'is' if free == 1 else 'are'} free{note} and you asked for "
             f"{request.count}; ask for fewer or try again later."

@@ -150,6 +150,28 @@ def cmd_images(args) -> int:
     return 0 if all(s.present and s.ready for s in statuses) else 1
 
 
+def cmd_validate(args) -> int:
+    from .courses import validate_directory
+
+    settings = _hub_config(args.config)
+    directory = args.directory or settings.get("courses_dir")
+    if not directory:
+        print("error: give a course directory, or -f a config that sets GPUDockerSpawner.courses_dir", file=sys.stderr)
+        return 2
+    roots = args.data_root or settings.get("course_data_roots", [])
+    if not os.path.isdir(directory):
+        print(f"error: {directory} is not a directory", file=sys.stderr)
+        return 2
+    problems = validate_directory(directory, roots)
+    for problem in problems:
+        print(problem)
+    from .courses import course_files
+
+    count = len(course_files(directory))
+    print(f"{count} course file(s) checked, {len(problems)} problem(s)", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def cmd_build_image(args) -> int:
     from . import images
 
@@ -173,6 +195,12 @@ def build_parser():
     gpus.add_argument("--simulated-gpus", help="file of simulated GPUs (implies --inventory simulated)")
     gpus.add_argument("--json", action="store_true", help="print JSON")
     gpus.set_defaults(func=cmd_gpus)
+
+    val = sub.add_parser("validate", help="check course files; prints every problem, exits non-zero if any")
+    val.add_argument("directory", nargs="?", help="course directory (default: the config's courses_dir)")
+    val.add_argument("-f", "--config", help="the hub's jupyterhub_config.py (courses_dir, course_data_roots)")
+    val.add_argument("--data-root", action="append", help="allowed root for course mounts (repeatable)")
+    val.set_defaults(func=cmd_validate)
 
     imgs = sub.add_parser("images", help="check every image the hub can start: present, hub-ready, size, version")
     imgs.add_argument("-f", "--config", help="the hub's jupyterhub_config.py")

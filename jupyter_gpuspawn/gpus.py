@@ -12,15 +12,14 @@ second, so a burst of spawns or form renders costs one NVML sweep, not one each.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional
+
+from .cached import Cached
 
 INVENTORY_KINDS = ("auto", "nvml", "simulated", "none")
 
@@ -45,7 +44,6 @@ class Snapshot:
     source: str  # "nvml", "simulated" or "none"
     gpus: tuple = ()
     errors: tuple = ()
-    taken_at: float = field(default_factory=time.monotonic)
 
     @property
     def simulated(self) -> bool:
@@ -60,17 +58,15 @@ class InventoryError(ValueError):
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_SIZE_FACTORS = {
-    "": 1, "B": 1,
-    "K": 1000, "KB": 1000, "KI": 1024, "KIB": 1024,
-    "M": 1000**2, "MB": 1000**2, "MI": 1024**2, "MIB": 1024**2,
-    "G": 1000**3, "GB": 1000**3, "GI": 1024**3, "GIB": 1024**3,
-    "T": 1000**4, "TB": 1000**4, "TI": 1024**4, "TIB": 1024**4,
-}
+# Binary units throughout, as JupyterHub's ByteSpecification and Docker read them: 4G (or 4GB, 4GiB) is 4 GiB.
+_SIZE_FACTORS = {"": 1, "B": 1}
+for _power, _letter in enumerate("KMGT", start=1):
+    for _suffix in (_letter, _letter + "B", _letter + "I", _letter + "IB"):
+        _SIZE_FACTORS[_suffix] = 1024**_power
 
 
 def parse_size(value, what="size") -> int:
-    """Bytes from an int or a string such as ``"80GiB"``, ``"81559MiB"``, ``"512M"``."""
+    """Bytes from an int or a string such as ``"80GiB"``, ``"81559MiB"``, ``"512M"`` (binary units)."""
     if isinstance(value, bool):
         raise InventoryError(f"{what} must be a size like 80GiB, got {value!r}")
     if isinstance(value, int):
@@ -236,11 +232,8 @@ class GPUInventory:
             raise InventoryError("gpu_inventory = 'simulated' needs simulated_gpus = '/path/to/gpus.yaml'")
         self.kind = kind
         self.simulated_path = simulated_path
-        self.cache_seconds = cache_seconds
         self._nvml = NVMLReader() if kind in ("auto", "nvml") else None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="gpuspawn-inventory")
-        self._cached: Optional[Snapshot] = None
-        self._pending: Optional[asyncio.Future] = None
+        self._cached = Cached(self.read, cache_seconds, "inventory")
 
     def read(self) -> Snapshot:
         """Read the source now (blocking). Never raises for a missing driver; raises InventoryError for bad config."""
@@ -254,29 +247,12 @@ class GPUInventory:
             return Snapshot(source="none")
         return snapshot
 
-    def _fresh(self) -> Optional[Snapshot]:
-        cached = self._cached
-        if cached is not None and time.monotonic() - cached.taken_at < self.cache_seconds:
-            return cached
-        return None
-
     def snapshot_sync(self) -> Snapshot:
-        cached = self._fresh()
-        if cached is None:
-            cached = self._cached = self.read()
-        return cached
+        return self._cached.get_sync()
 
     async def snapshot(self) -> Snapshot:
         """The current snapshot, at most ``cache_seconds`` old; concurrent callers share one read."""
-        cached = self._fresh()
-        if cached is not None:
-            return cached
-        if self._pending is None or self._pending.done():
-            loop = asyncio.get_running_loop()
-            self._pending = asyncio.ensure_future(loop.run_in_executor(self._executor, self.read))
-        snapshot = await asyncio.shield(self._pending)
-        self._cached = snapshot
-        return snapshot
+        return await self._cached.get()
 
 
 _inventories: dict = {}

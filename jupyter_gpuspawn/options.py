@@ -1,14 +1,14 @@
 """Validation of ``user_options``: one path for the spawn form and the REST API.
 
-Allowed keys: ``course`` (course id), ``image`` (a key, never a raw image name unless the admin allows any image),
-``gpus`` (int). Anything else is refused with a message a student understands; nothing is passed through to
-Docker.
+Allowed keys: ``course`` (course id), ``image`` (an image key within the course, never a raw image name unless
+the admin allows any image), ``gpus`` (int). Anything else is refused with a message a student understands;
+nothing is passed through to Docker.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 ALLOWED_KEYS = ("course", "image", "gpus")
 MAX_KEY_LENGTH = 128
@@ -17,15 +17,19 @@ IMAGE_REF_RE = re.compile(r"[a-z0-9]+(?:[._/:-][a-zA-Z0-9]+)*(?:@sha256:[0-9a-f]
 
 
 class OptionsError(ValueError):
-    """A user_options problem; ``str(e)`` is the message for the student (HTTP 400)."""
+    """A user_options problem; ``str(e)`` is the message for the student, ``status`` the HTTP status."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
 class SpawnChoice:
-    image_key: str  # key in allowed images ("" = the hub's default image)
+    course: object  # courses.Course (the implicit one on hubs without course files)
+    image_key: str  # key within the course ("" = the hub's default image)
     image: str  # the docker image to run
     gpus: int
-    course: str = ""
 
 
 def shorten(value, limit=40) -> str:
@@ -35,25 +39,55 @@ def shorten(value, limit=40) -> str:
 
 
 def parse_gpu_count(value, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionsError(f"gpus must be a whole number from 0 to {maximum}, got {shorten(value)}.")
-    if not 0 <= value <= maximum:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        if maximum == 0:
+            raise OptionsError(f"No GPUs can be requested here; ask for 0 GPUs (got {shorten(value)}).")
         raise OptionsError(f"gpus must be a whole number from 0 to {maximum}, got {shorten(value)}.")
     return value
 
 
-def validate_options(
-    user_options: Optional[Mapping],
-    *,
-    allowed_images,
-    default_image: str,
-    default_gpus: int,
-    max_gpus: int,
-) -> SpawnChoice:
-    """Check ``user_options`` against the hub's images and GPU bounds.
+def _choose_course(requested, visible: Sequence, known_ids) -> object:
+    if requested in ("", None):
+        if not visible:
+            raise OptionsError("No course environment is open to you. Ask your instructor to add you.", 403)
+        return visible[0]
+    if not isinstance(requested, str) or len(requested) > MAX_KEY_LENGTH:
+        raise OptionsError(f"course must be the id of one of your courses, got {shorten(requested)}.")
+    for course in visible:
+        if course.id == requested:
+            return course
+    if requested in known_ids:
+        raise OptionsError(f"You are not enrolled in course {shorten(requested)}; ask its instructor.", 403)
+    if len(visible) == 1 and visible[0].id == "":
+        raise OptionsError("This hub has no courses configured; leave out 'course'.")
+    offered = ", ".join(c.id for c in visible if c.id) or "none"
+    raise OptionsError(f"There is no course {shorten(requested)}. Your courses: {offered}.")
 
-    ``allowed_images`` is DockerSpawner's: a dict key -> image, or ``"*"`` (any image; not recommended).
-    An empty dict means users cannot choose an image (DockerSpawner 13+ default-deny).
+
+def _choose_image(requested, course):
+    if requested in ("", None):
+        default = course.images[0]
+        return default.key, default.image
+    if not isinstance(requested, str) or len(requested) > MAX_KEY_LENGTH:
+        raise OptionsError(f"image must be the name of one of the offered images, got {shorten(requested)}.")
+    found = course.image_for(requested)
+    if found is not None:
+        return found.key, found.image
+    if course.any_image:
+        if not IMAGE_REF_RE.fullmatch(requested):
+            raise OptionsError(f"{shorten(requested)} is not a valid image name.")
+        return requested, requested
+    offered = [img.key for img in course.images if img.key]
+    if not offered:
+        raise OptionsError("Choosing an image is not allowed here; leave out 'image'.")
+    raise OptionsError(f"Image {shorten(requested)} is not offered here. Choose one of: {', '.join(sorted(offered))}.")
+
+
+def validate_options(user_options: Optional[Mapping], *, visible: Sequence, known_ids=(), max_gpus: int
+                     ) -> SpawnChoice:
+    """Check ``user_options`` against the courses the user may use (``visible``) and the GPUs there are.
+
+    ``known_ids`` are all course ids, so a course the user may not use gets 403 rather than "no such course".
     """
     if user_options is None:
         user_options = {}
@@ -63,39 +97,34 @@ def validate_options(
     if unknown:
         names = ", ".join(shorten(k, 30) for k in unknown[:5])
         raise OptionsError(f"Unknown spawn option(s) {names}. Allowed options: {', '.join(ALLOWED_KEYS)}.")
-
-    course = user_options.get("course", "")
-    if course not in ("", None):
-        raise OptionsError("This hub has no courses configured; leave out 'course'.")
-
-    image_key = user_options.get("image", "")
-    if image_key in ("", None):
-        image_key, image = "", default_image
-    elif not isinstance(image_key, str) or len(image_key) > MAX_KEY_LENGTH:
-        raise OptionsError(f"image must be the name of one of the offered images, got {shorten(image_key)}.")
-    elif allowed_images == "*":
-        if not IMAGE_REF_RE.fullmatch(image_key):
-            raise OptionsError(f"{shorten(image_key)} is not a valid image name.")
-        image = image_key
-    elif not allowed_images:
-        raise OptionsError("Choosing an image is not allowed on this hub; leave out 'image'.")
-    elif image_key not in allowed_images:
-        offered = ", ".join(sorted(allowed_images))
-        raise OptionsError(f"Image {shorten(image_key)} is not offered here. Choose one of: {offered}.")
-    else:
-        image = allowed_images[image_key]
-
-    gpus = parse_gpu_count(user_options.get("gpus", default_gpus), max_gpus)
-    return SpawnChoice(image_key=image_key, image=image, gpus=gpus)
+    course = _choose_course(user_options.get("course"), visible, set(known_ids))
+    image_key, image = _choose_image(user_options.get("image"), course)
+    limit = min(course.gpu_max, max_gpus)
+    gpus = parse_gpu_count(user_options.get("gpus", min(course.gpu_default, limit)), limit)
+    return SpawnChoice(course=course, image_key=image_key, image=image, gpus=gpus)
 
 
 def options_from_form(formdata: Mapping) -> dict:
-    """Form fields (lists of strings) -> user_options. Values are checked later, by :func:`validate_options`."""
-    options = {}
-    for key in ALLOWED_KEYS:
+    """Form fields (lists of strings) -> user_options. Values are checked later, by :func:`validate_options`.
+
+    Each course card has its own image and GPU fields (``image:<course>``, ``gpus:<course>``) so the form works
+    without JavaScript: only the chosen course's fields count.
+    """
+    def first(key):
         values = formdata.get(key)
-        if values:
-            options[key] = values[0]
+        return values[0] if values else None
+
+    options = {}
+    course = first("course")
+    if course is not None:
+        options["course"] = course
+    suffix = f":{course}" if course is not None else ""
+    for key in ("image", "gpus"):
+        value = first(key + suffix)
+        if value is None:
+            value = first(key)
+        if value is not None:
+            options[key] = value
     gpus = options.get("gpus")
     if isinstance(gpus, str) and gpus.strip().isdigit() and len(gpus.strip()) <= 4:
         options["gpus"] = int(gpus.strip())

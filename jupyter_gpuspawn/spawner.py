@@ -17,6 +17,9 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Tuple, Unic
 
 from . import homes, images
 from .allocation import POLICIES, AllocationError, GPUAllocator, GPURequest
+from .cached import Cached
+from .courses import Course, CourseCatalog
+from .form import render_form, template_environment
 from .gpus import INVENTORY_KINDS, InventoryError, shared_inventory
 from .options import OptionsError, options_from_form, validate_options
 from .reconcile import list_assignments
@@ -32,6 +35,8 @@ class _HubProcessState:
         self.ports: set = set()
         self.executor: Optional[ThreadPoolExecutor] = None
         self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
+        self.catalogs: dict = {}  # (courses_dir, data roots) -> Cached catalog view
+        self.form_environments: dict = {}  # template paths -> jinja2 Environment
 
 
 _shared = _HubProcessState()
@@ -88,6 +93,26 @@ class GPUDockerSpawner(DockerSpawner):
         config=True,
         help="""A GPU that no server of this hub holds, but whose used memory is at least this much (or that runs
         compute processes), is busy with work outside the hub and is not handed out.""",
+    )
+
+    # ---- courses and the spawn form ---------------------------------------------------------------------------------
+    courses_dir = Unicode(
+        "",
+        config=True,
+        help="""Directory of course files (one YAML file per course; see config/courses/). Reloaded on change, no
+        hub restart needed. When set, courses define what users can start and allowed_images is not used.""",
+    )
+    course_data_roots = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Host directories under which course mounts may point (e.g. /srv/datasets). Others are refused.",
+    )
+    form_template_paths = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Directories searched first for gpuspawn_form.html, so a site can override the spawn form.",
     )
 
     # ---- users and homes ------------------------------------------------------------------------------------------
@@ -182,6 +207,10 @@ class GPUDockerSpawner(DockerSpawner):
     def _default_options_from_form(self):
         return options_from_form
 
+    @default("options_form")
+    def _default_options_form(self):
+        return lambda spawner: spawner.render_options_form()
+
     @validate("uid_range")
     def _validate_uid_range(self, proposal):
         first, last = proposal["value"]
@@ -199,6 +228,8 @@ class GPUDockerSpawner(DockerSpawner):
         self._chosen_image = ""
         self._default_image = self.image
         # The admin's settings stay the base; each start merges the GPU spec into them.
+        self._course: Optional[Course] = None
+        self._admin_limits = (self.mem_limit, self.cpu_limit)
         self._admin_create_kwargs = self.extra_create_kwargs
         self._admin_host_config = self.extra_host_config
         self.extra_create_kwargs = lambda spawner: spawner._create_kwargs()
@@ -278,17 +309,46 @@ class GPUDockerSpawner(DockerSpawner):
         return await self._blocking(func, self.client, *args)
 
     # ---- user options --------------------------------------------------------------------------------------------
-    def _validate_user_options(self, snapshot):
-        try:
-            return validate_options(
-                self.user_options,
-                allowed_images=self._get_allowed_images(),
-                default_image=self._default_image,
-                default_gpus=min(self.default_gpus, len(snapshot.gpus)),
-                max_gpus=len(snapshot.gpus),
+    def _catalog(self) -> Cached:
+        key = (self.courses_dir, tuple(self.course_data_roots))
+        if key not in _shared.catalogs:
+            catalog = CourseCatalog(self.courses_dir, self.course_data_roots)
+            _shared.catalogs[key] = Cached(catalog.refresh, 1.0, "courses")
+        return _shared.catalogs[key]
+
+    async def user_courses(self, snapshot):
+        """(courses this user may use, every course id, catalog errors). Without course files: the implicit one."""
+        if not self.courses_dir:
+            implicit = Course.implicit(
+                default_image=self._default_image, allowed_images=self._get_allowed_images(),
+                default_gpus=self.default_gpus, max_gpus=len(snapshot.gpus), policy=self.gpu_policy,
+                max_users_per_gpu=self.max_users_per_gpu,
             )
+            return [implicit], [""], ()
+        view = await self._catalog().get()
+        groups = [g.name for g in getattr(self.user, "groups", [])]
+        admin = bool(getattr(self.user, "admin", False))
+        visible = [c for c in view.courses if c.visible_to(self.user.name, groups, admin)]
+        return visible, [c.id for c in view.courses], view.errors
+
+    async def _validate_user_options(self, snapshot):
+        visible, known, _ = await self.user_courses(snapshot)
+        try:
+            return validate_options(self.user_options, visible=visible, known_ids=known, max_gpus=len(snapshot.gpus))
         except OptionsError as e:
-            raise web.HTTPError(400, str(e)) from None
+            raise web.HTTPError(e.status, str(e)) from None
+
+    async def render_options_form(self):
+        await self._ensure_reconciled()
+        snapshot = await self.gpu_snapshot()
+        visible, _, errors = await self.user_courses(snapshot)
+        paths = tuple(self.form_template_paths)
+        if paths not in _shared.form_environments:
+            _shared.form_environments[paths] = template_environment(paths)
+        return render_form(
+            _shared.form_environments[paths], courses=visible, previous=self.user_options or {}, snapshot=snapshot,
+            allocator=self.allocator, admin_errors=errors if getattr(self.user, "admin", False) else (),
+        )
 
     async def check_allowed(self, image):
         # DockerSpawner.start re-checks user_options['image']; ours was validated (and resolved) already.
@@ -320,8 +380,10 @@ class GPUDockerSpawner(DockerSpawner):
         self._chosen_image = ""
         await self._ensure_reconciled()
         snapshot = await self.gpu_snapshot()
-        choice = self._validate_user_options(snapshot)
+        choice = await self._validate_user_options(snapshot)
+        course = choice.course
         await self._preflight_image(choice.image)
+        await self._check_course_data(course)
         try:
             host_home = homes.host_home_path(self.home_template, self.user.name)
             identity = await self._resolve_identity()
@@ -330,7 +392,7 @@ class GPUDockerSpawner(DockerSpawner):
 
         request = GPURequest(
             user=self.user.name, server=self.name or "", count=choice.gpus,
-            policy=self.gpu_policy, max_users_per_gpu=self.max_users_per_gpu,
+            policy=course.policy, max_users_per_gpu=course.max_users_per_gpu,
         )
         try:
             # choose + reserve: synchronous, nothing awaited in between
@@ -342,9 +404,10 @@ class GPUDockerSpawner(DockerSpawner):
         try:
             self._report_assignment(uuids, snapshot)
             self._assignment = GPUAssignment(
-                user=self.user.name, server=self.name or "", gpus=uuids, policy=self.gpu_policy,
-                max_users_per_gpu=self.max_users_per_gpu, course=choice.course, image_key=choice.image_key,
+                user=self.user.name, server=self.name or "", gpus=uuids, policy=course.policy,
+                max_users_per_gpu=course.max_users_per_gpu, course=course.id, image_key=choice.image_key,
             )
+            self._apply_course(course)
             self._identity, self._host_home = identity, host_home
             self.image = self._chosen_image = choice.image
             if self.create_home and await self._blocking(homes.ensure_home, host_home, identity):
@@ -422,6 +485,22 @@ class GPUDockerSpawner(DockerSpawner):
                         "happening, tell the admin the time of this attempt."
                     )
             await asyncio.sleep(self.ready_poll_interval)
+
+    async def _check_course_data(self, course: Course):
+        missing = [m for m in course.mounts if not await self._blocking(os.path.isdir, m.source)]
+        if missing:
+            self.log.error("course %s: mount sources missing: %s", course.id, [m.source for m in missing])
+            raise web.HTTPError(
+                500, f"The course data for {course.title} ({missing[0].target}) is not available on this server; "
+                "tell your instructor."
+            )
+
+    def _apply_course(self, course: Course):
+        """Course limits replace the spawner-wide ones for this start; without a value the admin's apply."""
+        self._course = course
+        admin_mem, admin_cpu = self._admin_limits
+        self.mem_limit = course.mem_limit if course.mem_limit is not None else admin_mem
+        self.cpu_limit = course.cpu_limit if course.cpu_limit is not None else admin_cpu
 
     def _report_assignment(self, uuids, snapshot):
         if not uuids:
@@ -524,7 +603,8 @@ class GPUDockerSpawner(DockerSpawner):
             hardening["security_opt"] = ["no-new-privileges:true"]
         if self.cap_add:
             hardening["cap_add"] = list(self.cap_add)
-        defaults = {"shm_size": self.shm_size}
+        course_shm = self._course.shm_size if self._course else None
+        defaults = {"shm_size": course_shm or self.shm_size}
         if self.pids_limit:
             defaults["pids_limit"] = self.pids_limit
         if self.ulimits:
@@ -539,6 +619,8 @@ class GPUDockerSpawner(DockerSpawner):
     @property
     def volume_binds(self):
         binds = super().volume_binds
+        for mount in self._course.mounts if self._course else ():
+            binds[mount.source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
         if self._host_home:
             binds[self._host_home] = {"bind": self._container_home(), "mode": "rw"}
         return binds
@@ -546,6 +628,7 @@ class GPUDockerSpawner(DockerSpawner):
     @property
     def volume_mount_points(self):
         points = super().volume_mount_points
+        points += [m.target for m in self._course.mounts] if self._course else []
         if self._host_home:
             points.append(self._container_home())
         return points
@@ -553,6 +636,8 @@ class GPUDockerSpawner(DockerSpawner):
     def get_env(self):
         env = super().get_env()
         # The NVIDIA runtime and our status extension trust these: only the spawner sets them.
+        if self._course is not None:
+            env.update(dict(self._course.env))  # course files cannot hold reserved names (checked on load)
         for name in ("LD_PRELOAD", "CUDA_VISIBLE_DEVICES"):
             env.pop(name, None)
         if self._assignment is not None:
@@ -592,3 +677,4 @@ class GPUDockerSpawner(DockerSpawner):
     def clear_state(self):
         super().clear_state()
         self._assignment = None
+        self._course = None

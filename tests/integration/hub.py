@@ -75,7 +75,7 @@ c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
 c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]
 c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
-    "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users"]}}]
+    "scopes": ["admin:users", "admin:servers", "admin:groups", "access:servers", "read:users", "list:users"]}}]
 c.JupyterHub.spawner_class = {spawner_class!r}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60

@@ -56,7 +56,7 @@ def test_shared_policy_packs_up_to_max_users_and_never_mixes_with_exclusive():
     with pytest.raises(NoGPUAvailable):
         alloc.allocate(GPURequest("c", **shared), inventory)
     alloc.release("b")
-    with pytest.raises(NoGPUAvailable):
+    with pytest.raises(NoGPUAvailable, match="The only GPU is in use"):
         alloc.allocate(GPURequest("d", count=1), inventory)  # exclusive cannot join a shared GPU
 
 

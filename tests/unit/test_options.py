@@ -4,23 +4,70 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_gpuspawn.options import OptionsError, SpawnChoice, options_from_form, validate_options
+from jupyter_gpuspawn.courses import Course, CourseImage
+from jupyter_gpuspawn.options import OptionsError, options_from_form, validate_options
 
 IMAGES = {"pytorch": "local/pytorch:1", "cpu": "local/cpu:1"}
 
 
+def implicit(allowed=IMAGES, max_gpus=4, default_gpus=0):
+    return Course.implicit(default_image="local/default:1", allowed_images=allowed, default_gpus=default_gpus,
+                           max_gpus=max_gpus, policy="exclusive", max_users_per_gpu=1)
+
+
 def check(options, allowed=IMAGES, max_gpus=4, default_gpus=0):
-    return validate_options(options, allowed_images=allowed, default_image="local/default:1",
-                            default_gpus=default_gpus, max_gpus=max_gpus)
+    return validate_options(options, visible=[implicit(allowed, max_gpus, default_gpus)], known_ids=[""],
+                            max_gpus=max_gpus)
 
 
 def test_defaults():
-    assert check({}) == SpawnChoice(image_key="", image="local/default:1", gpus=0)
+    choice = check({})
+    assert (choice.image_key, choice.image, choice.gpus, choice.course.id) == ("", "local/default:1", 0, "")
     assert check(None, default_gpus=1).gpus == 1
 
 
 def test_image_key_resolves_to_the_image():
-    assert check({"image": "pytorch", "gpus": 2}) == SpawnChoice("pytorch", "local/pytorch:1", 2)
+    choice = check({"image": "pytorch", "gpus": 2})
+    assert (choice.image_key, choice.image, choice.gpus) == ("pytorch", "local/pytorch:1", 2)
+
+
+A = Course(id="a", title="A", images=(CourseImage("pt", "local/pt:1"), CourseImage("tf", "local/tf:1")),
+           gpu_default=1, gpu_max=2, groups=("group-a",))
+B = Course(id="b", title="B", images=(CourseImage("cpu", "local/cpu:1"),), gpu_max=0, groups=("group-b",))
+
+
+def test_course_choice_and_bounds():
+    choice = validate_options({"course": "a"}, visible=[A], known_ids=["a", "b"], max_gpus=8)
+    assert (choice.course, choice.image, choice.gpus) == (A, "local/pt:1", 1)
+    assert validate_options({"course": "a", "image": "tf", "gpus": 2}, visible=[A], known_ids=["a"],
+                            max_gpus=8).image == "local/tf:1"
+    with pytest.raises(OptionsError, match="from 0 to 2"):
+        validate_options({"course": "a", "gpus": 3}, visible=[A], known_ids=["a"], max_gpus=8)
+    with pytest.raises(OptionsError, match="from 0 to 1"):  # fewer GPUs on the host than the course allows
+        validate_options({"course": "a", "gpus": 2}, visible=[A], known_ids=["a"], max_gpus=1)
+    with pytest.raises(OptionsError, match="ask for 0"):
+        validate_options({"course": "b", "gpus": 1}, visible=[B], known_ids=["b"], max_gpus=8)
+    with pytest.raises(OptionsError, match="Choose one of: pt, tf"):
+        validate_options({"course": "a", "image": "cpu"}, visible=[A], known_ids=["a"], max_gpus=8)
+
+
+def test_course_of_others_is_forbidden_and_unknown_course_is_bad_request():
+    with pytest.raises(OptionsError) as e:
+        validate_options({"course": "b"}, visible=[A], known_ids=["a", "b"], max_gpus=8)
+    assert e.value.status == 403 and "not enrolled" in str(e.value)
+    with pytest.raises(OptionsError) as e:
+        validate_options({"course": "zzz"}, visible=[A], known_ids=["a", "b"], max_gpus=8)
+    assert e.value.status == 400 and "Your courses: a" in str(e.value)
+    with pytest.raises(OptionsError) as e:
+        validate_options({}, visible=[], known_ids=["a"], max_gpus=8)
+    assert e.value.status == 403
+
+
+def test_visibility_rules():
+    assert A.visible_to("x", ["group-a"]) and not A.visible_to("x", ["group-b"])
+    assert A.visible_to("x", [], is_admin=True)
+    assert Course(id="c", title="C", images=A.images, users=("x",)).visible_to("x", [])
+    assert Course(id="d", title="D", images=A.images).visible_to("anyone", [])
 
 
 @pytest.mark.parametrize(
@@ -63,6 +110,9 @@ def test_long_values_are_not_echoed_whole():
 def test_form_fields_become_options():
     assert options_from_form({"image": ["cpu"], "gpus": ["2"], "junk": ["x"]}) == {"image": "cpu", "gpus": 2}
     assert options_from_form({"gpus": ["2.5"]}) == {"gpus": "2.5"}  # refused later, with a message
+    # only the chosen course's fields count
+    form = {"course": ["b"], "image:a": ["pt"], "gpus:a": ["2"], "image:b": ["cpu"], "gpus:b": ["0"]}
+    assert options_from_form(form) == {"course": "b", "image": "cpu", "gpus": 0}
 
 
 json_values = st.recursive(

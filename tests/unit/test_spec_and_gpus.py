@@ -58,7 +58,7 @@ def test_protected_env_names():
 
 def test_parse_size():
     assert parse_size("80GiB") == 80 * 1024**3
-    assert parse_size("512M") == 512 * 1000**2
+    assert parse_size("512M") == parse_size("512MB") == 512 * 1024**2
     assert parse_size(123) == 123
     for bad in ("lots", -1, True, "1XB"):
         with pytest.raises(InventoryError):
@@ -134,8 +134,8 @@ def test_inventory_caches_and_shares_one_read(tmp_path):
     path = write(tmp_path, [{"uuid": "GPU-a", "memory_total": 1}])
     inv = GPUInventory("simulated", path, cache_seconds=60)
     calls = []
-    real_read = inv.read
-    inv.read = lambda: calls.append(1) or real_read()
+    real_read = inv._cached._read
+    inv._cached._read = lambda: calls.append(1) or real_read()
 
     async def burst():
         return await asyncio.gather(*(inv.snapshot() for _ in range(20)))

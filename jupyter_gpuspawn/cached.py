@@ -1,0 +1,40 @@
+"""A value read by a blocking function, kept for a short time and read off the event loop, one read at a time."""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Generic, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class Cached(Generic[T]):
+    """``await cached.get()`` returns a value at most ``seconds`` old; concurrent callers share one read."""
+
+    def __init__(self, read: Callable[[], T], seconds: float, name: str):
+        self._read = read
+        self.seconds = seconds
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"gpuspawn-{name}")
+        self._value: Optional[T] = None
+        self._taken_at = float("-inf")
+        self._pending: Optional[asyncio.Future] = None
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._taken_at < self.seconds
+
+    def _store(self, value: T) -> T:
+        self._value, self._taken_at = value, time.monotonic()
+        return value
+
+    def get_sync(self) -> T:
+        return self._value if self._fresh() else self._store(self._read())
+
+    async def get(self) -> T:
+        if self._fresh():
+            return self._value
+        if self._pending is None or self._pending.done():
+            loop = asyncio.get_running_loop()
+            self._pending = asyncio.ensure_future(loop.run_in_executor(self._executor, self._read))
+        value = await asyncio.shield(self._pending)
+        return self._store(value)

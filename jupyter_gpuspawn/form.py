@@ -1,0 +1,95 @@
+"""The spawn form: course cards with image and GPU choices and live GPU availability.
+
+Rendered with Jinja (autoescaped: every value from course files or user_options is HTML-escaped) from
+``templates/gpuspawn_form.html``; sites override it by putting a file of that name in a directory listed in
+``GPUDockerSpawner.form_template_paths``.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Mapping, Sequence, Tuple
+
+import jinja2
+
+TEMPLATE = "gpuspawn_form.html"
+
+
+@dataclass(frozen=True)
+class CourseCard:
+    id: str
+    title: str
+    description: str
+    images: Tuple[Tuple[str, str, bool], ...]  # (key, label, selected)
+    gpu_choices: Tuple[Tuple[int, str, bool], ...]  # (count, label, selected)
+    availability: str
+    selected: bool
+
+
+def gpu_models(gpus: Sequence) -> str:
+    counts = Counter(gpu.name for gpu in gpus)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n}× {name}" for name, n in counts.most_common())
+
+
+def availability(course, gpus: Sequence, allocator) -> Tuple[str, int]:
+    total = len(gpus)
+    if total == 0 or course.gpu_max == 0:
+        return ("CPU only" if total else "No GPUs on this server: CPU only"), 0
+    free = allocator.free_count(gpus, course.policy, course.max_users_per_gpu)
+    if course.policy == "shared":
+        text = (f"{free} of {total} GPUs have room — {gpu_models(gpus)} "
+                f"(shared, up to {course.max_users_per_gpu} per GPU)")
+    else:
+        text = f"{free} of {total} GPUs free — {gpu_models(gpus)}"
+    return text, free
+
+
+def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator) -> list:
+    """View models for the cards; the user's previous choice is preselected where it still applies."""
+    chosen_id = previous.get("course") or ""
+    if not any(c.id == chosen_id for c in courses):
+        chosen_id = courses[0].id if courses else ""
+    cards = []
+    for course in courses:
+        selected = course.id == chosen_id
+        wanted_image = previous.get("image") if selected else None
+        image_keys = [img.key for img in course.images]
+        if wanted_image not in image_keys:
+            wanted_image = image_keys[0]
+        images = tuple((img.key, img.label or img.key or img.image, img.key == wanted_image) for img in course.images)
+        text, free = availability(course, gpus, allocator)
+        limit = min(course.gpu_max, len(gpus))
+        wanted_gpus = previous.get("gpus") if selected else None
+        if not isinstance(wanted_gpus, int) or isinstance(wanted_gpus, bool) or not 0 <= wanted_gpus <= limit:
+            wanted_gpus = min(course.gpu_default, limit)
+        choices = []
+        for n in range(limit + 1):
+            label = "0 — CPU only" if n == 0 else f"{n} GPU" + ("s" if n > 1 else "")
+            if n > free:
+                label += f" (only {free} free now)"
+            choices.append((n, label, n == wanted_gpus))
+        cards.append(CourseCard(course.id, course.title, course.description, images, tuple(choices), text, selected))
+    return cards
+
+
+def template_environment(paths: Sequence[str]) -> jinja2.Environment:
+    loaders = [jinja2.FileSystemLoader(list(paths))] if paths else []
+    loaders.append(jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")))
+    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True)
+
+
+def render_form(env: jinja2.Environment, *, courses, previous, snapshot, allocator, admin_errors=()) -> str:
+    cards = course_cards(courses, previous or {}, snapshot.gpus, allocator)
+    free_now = allocator.free_count(snapshot.gpus)
+    return env.get_template(TEMPLATE).render(
+        cards=cards,
+        simulated=snapshot.simulated,
+        gpu_total=len(snapshot.gpus),
+        gpu_free=free_now,
+        gpu_models=gpu_models(snapshot.gpus) if snapshot.gpus else "",
+        admin_errors=list(admin_errors),
+        inventory_errors=list(snapshot.errors),
+    )
