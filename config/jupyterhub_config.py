@@ -1,7 +1,7 @@
 """Demo hub: jupyter-gpuspawn with embedded defaults. Started by `scripts/demo`.
 
-- SQLite database, a demo login (any user name; password from GPUSPAWN_DEMO_PASSWORD, default "gpuspawn"),
-  listening on 127.0.0.1:8000 only.
+- SQLite database, a demo login (any user name; password from GPUSPAWN_DEMO_PASSWORD, default "gpuspawn-demo";
+  user "admin" logs in with the generated password in .demo/admin_password), on 127.0.0.1:8000 only.
 - Real NVIDIA GPUs when a driver answers, otherwise the simulated GPUs in simulated-gpus.yaml (the UI says so).
 - The locally built image local/gpuspawn-singleuser:latest (no registry needed).
 - Three demo courses (demo-courses/: exclusive GPUs, a shared GPU lab, CPU only), open to everyone.
@@ -24,10 +24,25 @@ c.JupyterHub.pid_file = f"{demo_dir}/jupyterhub.pid"
 c.ConfigurableHTTPProxy.pid_file = f"{demo_dir}/jupyterhub-proxy.pid"
 c.JupyterHub.allow_named_servers = True
 
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = os.environ.get("GPUSPAWN_DEMO_PASSWORD", "gpuspawn")
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = os.environ.get("GPUSPAWN_DEMO_PASSWORD", "gpuspawn-demo")
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
+
+
+def _admin_password():
+    """A random admin password, made once and kept in the demo directory (printed by scripts/demo)."""
+    path = os.path.join(demo_dir, "admin_password")
+    if not os.path.exists(path):
+        import secrets
+
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    with open(path) as f:
+        return f.read().strip()
+
+
+c.SharedPasswordAuthenticator.admin_password = _admin_password()
 
 c.JupyterHub.spawner_class = "gpudocker"
 c.GPUDockerSpawner.image = os.environ.get("GPUSPAWN_SINGLEUSER_IMAGE", "local/gpuspawn-singleuser:latest")

@@ -26,6 +26,13 @@ from .reconcile import list_assignments
 from .spec import GPUAssignment, device_requests, gpu_env, merge_host_config
 
 
+class SpawnRefused(web.HTTPError):
+    """An HTTP error whose text, wherever JupyterHub shows it (spawn page, progress, API), is just our message."""
+
+    def __str__(self):
+        return self.log_message or super().__str__()
+
+
 class _HubProcessState:
     """What every spawner of this hub process shares: the allocator, the one-time reconcile, reserved ports."""
 
@@ -247,14 +254,14 @@ class GPUDockerSpawner(DockerSpawner):
         try:
             return shared_inventory(self.gpu_inventory, self.simulated_gpus, self.gpu_inventory_cache_seconds)
         except InventoryError as e:
-            raise web.HTTPError(500, f"GPU inventory is misconfigured: {e}") from None
+            raise SpawnRefused(500, f"GPU inventory is misconfigured: {e}") from None
 
     async def gpu_snapshot(self):
         try:
             return await self.inventory.snapshot()
         except InventoryError as e:
             self.log.error("GPU inventory: %s", e)
-            raise web.HTTPError(500, f"GPU inventory is misconfigured: {e}") from None
+            raise SpawnRefused(500, f"GPU inventory is misconfigured: {e}") from None
 
     @property
     def executor(self):
@@ -291,7 +298,7 @@ class GPUDockerSpawner(DockerSpawner):
         try:
             await asyncio.shield(_shared.reconciled)
         except Exception as e:
-            raise web.HTTPError(500, f"Cannot read running containers from Docker: {e}") from None
+            raise SpawnRefused(500, f"Cannot read running containers from Docker: {e}") from None
 
     async def _reconcile(self):
         assignments = await self.docker_call(list_assignments)
@@ -336,7 +343,7 @@ class GPUDockerSpawner(DockerSpawner):
         try:
             return validate_options(self.user_options, visible=visible, known_ids=known, max_gpus=len(snapshot.gpus))
         except OptionsError as e:
-            raise web.HTTPError(e.status, str(e)) from None
+            raise SpawnRefused(e.status, str(e)) from None
 
     async def render_options_form(self):
         await self._ensure_reconciled()
@@ -388,7 +395,7 @@ class GPUDockerSpawner(DockerSpawner):
             host_home = homes.host_home_path(self.home_template, self.user.name)
             identity = await self._resolve_identity()
         except homes.HomeError as e:
-            raise web.HTTPError(400, str(e)) from None
+            raise SpawnRefused(400, str(e)) from None
 
         request = GPURequest(
             user=self.user.name, server=self.name or "", count=choice.gpus,
@@ -399,7 +406,7 @@ class GPUDockerSpawner(DockerSpawner):
             uuids = self.allocator.allocate(request, snapshot.gpus)
         except AllocationError as e:
             self._event(e.message, 0)
-            raise web.HTTPError(409, e.message) from None
+            raise SpawnRefused(409, e.message) from None
 
         try:
             self._report_assignment(uuids, snapshot)
@@ -435,18 +442,18 @@ class GPUDockerSpawner(DockerSpawner):
             try:
                 await self.pull_image(image)
             except Exception as e:
-                raise web.HTTPError(
+                raise SpawnRefused(
                     400, f"Image {image} is not on this server and could not be pulled ({str(e)[:200]}). An admin can build "
                     f"it offline with: {images.build_command(image)}, or copy it here with docker load."
                 ) from None
             status = await self.docker_call(images.inspect_readiness, image, _shared.probed_images)
         if not status.present:
-            raise web.HTTPError(
+            raise SpawnRefused(
                 400, f"Image {image} is not on this server (pull_policy={self.pull_policy}). An admin can copy it "
                 f"here with docker load, or build a hub-ready image with: {images.build_command(image)}"
             )
         if not status.ready:
-            raise web.HTTPError(
+            raise SpawnRefused(
                 400, f"Image {image} cannot run a JupyterHub server (no jupyterhub-singleuser). An admin can make "
                 f"it ready with: {images.build_command(image)}"
             )
@@ -480,7 +487,7 @@ class GPUDockerSpawner(DockerSpawner):
                 exited = await super().poll()
                 if exited is not None:
                     self.log.error("Container %s exited while starting: %s", self.object_name, exited)
-                    raise web.HTTPError(
+                    raise SpawnRefused(
                         500, f"Your server stopped while starting ({exited.split(',')[0]}). Try again; if it keeps "
                         "happening, tell the admin the time of this attempt."
                     )
@@ -490,7 +497,7 @@ class GPUDockerSpawner(DockerSpawner):
         missing = [m for m in course.mounts if not await self._blocking(os.path.isdir, m.source)]
         if missing:
             self.log.error("course %s: mount sources missing: %s", course.id, [m.source for m in missing])
-            raise web.HTTPError(
+            raise SpawnRefused(
                 500, f"The course data for {course.title} ({missing[0].target}) is not available on this server; "
                 "tell your instructor."
             )
@@ -517,7 +524,7 @@ class GPUDockerSpawner(DockerSpawner):
             if port not in _shared.ports:
                 _shared.ports.add(port)
                 return port
-        raise web.HTTPError(500, "No free port for the server")
+        raise SpawnRefused(500, "No free port for the server")
 
     def _release(self):
         self.allocator.release(*self.server_key)

@@ -1,0 +1,89 @@
+"""The spawn form in a real browser against a real hub and real containers."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from ..integration.conftest import labelled
+from ..integration.hub import TEST_IMAGE
+from .conftest import login, screenshot
+
+pytestmark = pytest.mark.integration
+
+
+def write_courses(directory):
+    courses = [
+        {"id": "dl", "title": "Deep Learning (GPU)", "description": "Exclusive GPUs.", "groups": ["dl"],
+         "gpus": {"default": 1, "max": 2}},
+        {"id": "cpu", "title": "Data Science (CPU)", "description": "No GPU needed.", "gpus": {"max": 0}},
+        {"id": "other", "title": "Someone Else's Course", "groups": ["other"]},
+        {"id": "xss", "title": "<script>alert(1)</script>", "description": "<img src=x onerror=alert(2)>"},
+    ]
+    os.makedirs(directory)
+    for data in courses:
+        data["images"] = [{"key": "default", "image": TEST_IMAGE, "label": "Python + JupyterLab"}]
+        with open(os.path.join(directory, data["id"] + ".yaml"), "w") as f:
+            yaml.safe_dump(data, f)
+
+
+def test_student_sees_their_courses_with_live_gpus_and_lands_in_jupyterlab(make_hub, page, tmp_path):
+    courses_dir = str(tmp_path / "courses")
+    write_courses(courses_dir)
+    hub = make_hub(n_gpus=4, extra_config=f"""
+c.GPUDockerSpawner.courses_dir = {courses_dir!r}
+""")
+    hub.create_users("stu", "busy")
+    r = hub.session.post(f"{hub.api}/groups/dl", json={"users": ["stu", "busy"]})
+    assert r.status_code == 201, r.text
+    hub.spawn_ready("busy", {"course": "dl", "gpus": 1})  # one GPU is taken
+
+    login(page, hub, "stu")
+    page.wait_for_selector(".gpuspawn-form", timeout=30_000)
+    titles = page.locator(".gpuspawn-title").all_inner_texts()
+    assert sorted(titles) == sorted(["Deep Learning (GPU)", "Data Science (CPU)", "<script>alert(1)</script>"])
+    assert "Someone Else's Course" not in page.content()
+    card = page.locator('.gpuspawn-course[data-course="dl"]')
+    assert "3 of 4 GPUs free" in card.locator(".gpuspawn-availability").inner_text()
+    assert page.locator(".gpuspawn-badge").inner_text() == "simulated GPUs"
+    assert page.dialogs == []  # the hostile title and description rendered as text
+    screenshot(page, "spawn-form.png")
+
+    page.check('input[name="course"][value="dl"]')
+    page.select_option('select[name="gpus:dl"]', "1")
+    page.click('form#spawn_form [type="submit"]')
+    page.wait_for_url("**/user/stu/lab**", timeout=90_000)
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    screenshot(page, "jupyterlab-after-spawn.png")
+
+    [container] = labelled("stu")
+    labels = container["Config"]["Labels"]
+    assert labels["org.jupyter.gpuspawn.course"] == "dl"
+    assert len(labels["org.jupyter.gpuspawn.gpus"].split(",")) == 1
+    busy_gpu = labelled("busy")[0]["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+    assert labels["org.jupyter.gpuspawn.gpus"] != busy_gpu
+
+
+def test_form_errors_are_shown_as_messages_not_tracebacks(make_hub, page, tmp_path):
+    courses_dir = str(tmp_path / "courses")
+    write_courses(courses_dir)
+    hub = make_hub(n_gpus=1, extra_config=f"""
+c.GPUDockerSpawner.courses_dir = {courses_dir!r}
+""")
+    hub.create_users("stu2", "hog")
+    r = hub.session.post(f"{hub.api}/groups/dl", json={"users": ["stu2", "hog"]})
+    assert r.status_code == 201, r.text
+    hub.spawn_ready("hog", {"course": "dl", "gpus": 1})
+
+    login(page, hub, "stu2")
+    page.wait_for_selector(".gpuspawn-form", timeout=30_000)
+    assert "0 of 1 GPUs free" in page.locator('.gpuspawn-course[data-course="dl"]').inner_text()
+    page.check('input[name="course"][value="dl"]')
+    page.select_option('select[name="gpus:dl"]', "1")
+    page.click('form#spawn_form [type="submit"]')
+    page.wait_for_selector("text=The only GPU is in use", timeout=30_000)
+    assert "HTTP 409" not in page.content()
+    assert "Traceback" not in page.content()
+    screenshot(page, "spawn-no-gpu-free.png")
+    assert labelled("stu2") == []
