@@ -8,6 +8,14 @@ from ._version import __version__
 __all__ = ["__version__", "GPUDockerSpawner"]
 
 
+def _jupyter_server_extension_points():
+    return [{"module": "jupyter_gpuspawn.status"}]
+
+
+def _jupyter_labextension_paths():
+    return [{"src": "labextension", "dest": "jupyter-gpuspawn"}]
+
+
 def __getattr__(name):
     # Lazy, so `import jupyter_gpuspawn` never imports dockerspawner/docker inside user images.
     if name == "GPUDockerSpawner":

@@ -34,6 +34,9 @@ class GPU:
     utilization_pct: Optional[int] = None
     temperature_c: Optional[int] = None
     process_count: int = 0  # compute processes NVML sees on the device
+    power_w: Optional[float] = None
+    compute_capability: Optional[str] = None
+    processes: tuple = ()  # (pid, used_memory bytes or None) as NVML reports them: host PIDs
 
     def to_dict(self):
         return asdict(self)
@@ -95,7 +98,8 @@ def read_simulated(path) -> Snapshot:
     """Read simulated devices from ``path``: a list of devices, or a mapping with a ``gpus`` list.
 
     Each device needs ``uuid`` (``GPU-…``), ``name`` and ``memory_total``; ``memory_used``, ``utilization``
-    (percent), ``temperature`` and ``processes`` (count) are optional and mimic a busy GPU.
+    (percent), ``temperature`` and ``processes`` (a count, or a list of {pid, used_memory}) are optional and
+    mimic a busy GPU.
     """
     try:
         data = _load_structured_file(path)
@@ -103,14 +107,18 @@ def read_simulated(path) -> Snapshot:
         raise InventoryError(f"simulated GPU file {path} does not exist") from None
     except Exception as e:
         raise InventoryError(f"simulated GPU file {path} cannot be parsed: {e}") from None
+    return parse_simulated(data, f"simulated GPU file {path}")
+
+
+def parse_simulated(data, where_file: str) -> Snapshot:
     if isinstance(data, dict):
         data = data.get("gpus")
     if not isinstance(data, list):
-        raise InventoryError(f"simulated GPU file {path}: expected a list of GPUs (or a 'gpus:' list)")
-    allowed = {"uuid", "name", "memory_total", "memory_used", "utilization", "temperature", "processes"}
+        raise InventoryError(f"{where_file}: expected a list of GPUs (or a 'gpus:' list)")
+    allowed = {"uuid", "name", "memory_total", "memory_used", "utilization", "temperature", "processes", "index"}
     gpus, seen = [], set()
-    for index, dev in enumerate(data):
-        where = f"simulated GPU file {path}, GPU #{index}"
+    for position, dev in enumerate(data):
+        where = f"{where_file}, GPU #{position}"
         if not isinstance(dev, dict):
             raise InventoryError(f"{where}: expected a mapping with uuid, name, memory_total")
         unknown = sorted(set(dev) - allowed)
@@ -127,16 +135,23 @@ def read_simulated(path) -> Snapshot:
         util = dev.get("utilization")
         if util is not None and (not isinstance(util, int) or isinstance(util, bool) or not 0 <= util <= 100):
             raise InventoryError(f"{where}: utilization must be an integer percentage 0-100, got {util!r}")
+        processes = dev.get("processes", 0) or 0
+        if isinstance(processes, list):
+            procs = tuple((int(p["pid"]), parse_size(p.get("used_memory", 0), f"{where}: used_memory"))
+                          for p in processes)
+        else:
+            procs = ()
         gpus.append(
             GPU(
                 uuid=uuid,
-                index=index,
+                index=int(dev.get("index", position)),
                 name=str(dev.get("name") or "Simulated GPU"),
                 memory_total=parse_size(dev["memory_total"], f"{where}: memory_total"),
                 memory_used=parse_size(dev.get("memory_used", 0), f"{where}: memory_used"),
                 utilization_pct=util,
                 temperature_c=dev.get("temperature"),
-                process_count=int(dev.get("processes", 0) or 0),
+                process_count=len(procs) if procs else int(processes) if not isinstance(processes, list) else 0,
+                processes=procs,
             )
         )
     return Snapshot(source="simulated", gpus=tuple(gpus))
@@ -210,6 +225,8 @@ class NVMLReader:
         util = optional(nvml.nvmlDeviceGetUtilizationRates)
         temperature = optional(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
         processes = optional(nvml.nvmlDeviceGetComputeRunningProcesses) or []
+        power_mw = optional(nvml.nvmlDeviceGetPowerUsage)
+        capability = optional(nvml.nvmlDeviceGetCudaComputeCapability)
         return GPU(
             uuid=uuid,
             index=index,
@@ -219,6 +236,10 @@ class NVMLReader:
             utilization_pct=None if util is None else int(util.gpu),
             temperature_c=temperature,
             process_count=len(processes),
+            power_w=None if power_mw is None else power_mw / 1000,
+            compute_capability=None if capability is None else f"{capability[0]}.{capability[1]}",
+            # usedGpuMemory is None where the driver does not say (e.g. under MIG or on Windows)
+            processes=tuple((int(p.pid), getattr(p, "usedGpuMemory", None)) for p in processes),
         )
 
 

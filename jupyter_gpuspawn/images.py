@@ -111,9 +111,11 @@ def build_wheel(dest: str) -> str:
     source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(os.path.join(source, "pyproject.toml")):
         raise RuntimeError("build-image needs a source checkout of jupyter-gpuspawn (or --wheel FILE)")
+    # the build hook runs `jupyter-builder` (the labextension build): it lives next to this Python
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dest, source],
-        check=True,
+        check=True, env=env,
     )
     wheels = [f for f in os.listdir(dest) if f.endswith(".whl")]
     if not wheels:

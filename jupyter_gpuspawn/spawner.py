@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -47,6 +48,19 @@ class _HubProcessState:
 
 
 _shared = _HubProcessState()
+
+
+def simulated_description(uuids, snapshot) -> str:
+    """In demo mode, the assigned simulated GPUs as JSON for the status extension (it has no driver to ask)."""
+    if not snapshot.simulated or not uuids:
+        return ""
+    gpus = snapshot.by_uuid()
+    return json.dumps([
+        {"uuid": u, "index": gpus[u].index, "name": gpus[u].name, "memory_total": gpus[u].memory_total,
+         "memory_used": gpus[u].memory_used, "utilization": gpus[u].utilization_pct,
+         "temperature": gpus[u].temperature_c}
+        for u in uuids
+    ])
 
 
 def _short_uuid(uuid: str) -> str:
@@ -236,6 +250,7 @@ class GPUDockerSpawner(DockerSpawner):
         self._default_image = self.image
         # The admin's settings stay the base; each start merges the GPU spec into them.
         self._course: Optional[Course] = None
+        self._simulated_env = ""
         self._admin_limits = (self.mem_limit, self.cpu_limit)
         self._admin_create_kwargs = self.extra_create_kwargs
         self._admin_host_config = self.extra_host_config
@@ -410,6 +425,7 @@ class GPUDockerSpawner(DockerSpawner):
 
         try:
             self._report_assignment(uuids, snapshot)
+            self._simulated_env = simulated_description(uuids, snapshot)
             self._assignment = GPUAssignment(
                 user=self.user.name, server=self.name or "", gpus=uuids, policy=course.policy,
                 max_users_per_gpu=course.max_users_per_gpu, course=course.id, image_key=choice.image_key,
@@ -649,6 +665,8 @@ class GPUDockerSpawner(DockerSpawner):
             env.pop(name, None)
         if self._assignment is not None:
             env.update(gpu_env(self._assignment.gpus, self._assignment.course, self.image))
+            if self._simulated_env:
+                env["JUPYTER_GPUSPAWN_SIMULATED_GPUS"] = self._simulated_env
         if self._host_home:
             env["HOME"] = self._container_home()
         return env

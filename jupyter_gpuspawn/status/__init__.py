@@ -1,0 +1,20 @@
+"""jupyter-gpuspawn's server extension: the status endpoint the JupyterLab extension polls."""
+from __future__ import annotations
+
+from jupyter_server.utils import url_path_join
+
+from .collector import StatusCollector
+
+__all__ = ["StatusCollector", "load_jupyter_server_extension"]
+
+
+def load_jupyter_server_extension(serverapp):
+    from .handlers import StatusHandler
+
+    collector = StatusCollector(parent=serverapp)
+    route = url_path_join(serverapp.web_app.settings["base_url"], "gpuspawn", "status")
+    serverapp.web_app.add_handlers(".*$", [(route, StatusHandler, {"collector": collector})])
+    serverapp.log.info("jupyter-gpuspawn status endpoint at %s", route)
+
+
+_load_jupyter_server_extension = load_jupyter_server_extension

@@ -1,0 +1,161 @@
+"""One status document for this container and its GPUs, collected off the event loop and shared by all tabs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Optional
+
+from traitlets import CaselessStrEnum, Float, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ..cached import Cached
+from ..gpus import GPU, InventoryError, NVMLReader, parse_simulated
+from . import container
+
+
+def assigned_gpus(env) -> Optional[list]:
+    """UUIDs this container was given; [] for CPU-only; None when unknown (NVIDIA_VISIBLE_DEVICES=all)."""
+    ours = env.get("JUPYTER_GPUSPAWN_GPUS")
+    if ours is not None:
+        return [u for u in ours.split(",") if u]
+    visible = env.get("NVIDIA_VISIBLE_DEVICES", "").strip()
+    if visible in ("", "void", "none", "NoDevFiles"):
+        return []
+    if visible == "all":
+        return None
+    return [u for u in visible.split(",") if u]
+
+
+def _env_size(value) -> Optional[int]:
+    try:
+        return int(float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class StatusCollector(LoggingConfigurable):
+    """Settings: ``c.StatusCollector.…`` in the server's config (defaults fit a jupyter-gpuspawn container)."""
+
+    gpu_source = CaselessStrEnum(
+        ["auto", "nvml", "simulated", "none"], default_value="auto", config=True,
+        help="auto: NVML when a driver answers, else the simulated GPUs the spawner described, else none.",
+    )
+    cgroup_root = Unicode("/sys/fs/cgroup", config=True, help="Where this container's cgroup is mounted.")
+    proc_root = Unicode("/proc", config=True, help="procfs of this container.")
+    shm_path = Unicode("/dev/shm", config=True, help="Shared memory mount to report.")
+    cache_seconds = Float(1.0, config=True, help="How long one collection is shared by all requests.")
+    simulated_gpus = Unicode(config=True, help="JSON list of simulated GPUs (default: JUPYTER_GPUSPAWN_SIMULATED_GPUS).")
+
+    @default("simulated_gpus")
+    def _default_simulated(self):
+        return os.environ.get("JUPYTER_GPUSPAWN_SIMULATED_GPUS", "")
+
+    def __init__(self, env=None, **kwargs):
+        super().__init__(**kwargs)
+        self.env = dict(os.environ if env is None else env)
+        self._nvml = NVMLReader()
+        self._cpu = container.CPUMeter()
+        self._cached = Cached(self.collect, self.cache_seconds, "status")
+
+    async def status(self) -> dict:
+        return await self._cached.get()
+
+    # ---- one collection (blocking) ---------------------------------------------------------------------------
+    def collect(self) -> dict:
+        errors = []
+        info = self._container()
+        gpus, gpu_errors = self._gpus()
+        errors += gpu_errors
+        return {"container": info, "gpus": gpus, "errors": errors, "collected_at": time.time()}
+
+    def _container(self) -> dict:
+        cg = container.read_cgroup(self.cgroup_root)
+        env = self.env
+        memory_limit = cg["memory_limit"] or _env_size(env.get("MEM_LIMIT"))
+        cpu_limit = cg["cpu_limit"]
+        if cpu_limit is None and env.get("CPU_LIMIT"):
+            try:
+                cpu_limit = float(env["CPU_LIMIT"])
+            except ValueError:
+                pass
+        cid = container.container_id(self.proc_root)
+        return {
+            "image": env.get("JUPYTER_GPUSPAWN_IMAGE") or env.get("JUPYTER_IMAGE_SPEC"),
+            "course": env.get("JUPYTER_GPUSPAWN_COURSE") or None,
+            "user": env.get("JUPYTERHUB_USER"),
+            "server_name": env.get("JUPYTERHUB_SERVER_NAME") or None,
+            "container_id": cid[:12] if cid else None,
+            "hostname": socket.gethostname(),
+            "uptime_seconds": container.uptime_seconds(self.proc_root),
+            "memory_limit": memory_limit,
+            "memory_used": cg["memory_used"],
+            "cpu_limit": cpu_limit,
+            "cpu_used": self._cpu.sample(cg["cpu_usage_seconds"]),
+            "pids": cg["pids"],
+            "pids_limit": cg["pids_limit"],
+            "cgroup_version": cg["cgroup_version"],
+            **container.shm_usage(self.shm_path),
+        }
+
+    def _device_snapshot(self):
+        """(devices, source, errors) from NVML or the spawner's description of simulated GPUs."""
+        errors = []
+        if self.gpu_source in ("auto", "nvml"):
+            snap = self._nvml.read()
+            if snap.gpus or self.gpu_source == "nvml":
+                return snap.gpus, "nvml", list(snap.errors)
+            errors += list(snap.errors)
+        if self.gpu_source in ("auto", "simulated") and self.simulated_gpus:
+            try:
+                snap = parse_simulated(json.loads(self.simulated_gpus), "simulated GPUs")
+                return snap.gpus, "simulated", []
+            except (ValueError, InventoryError) as e:
+                errors.append(f"simulated GPUs cannot be read: {e}")
+        return (), "none", errors
+
+    def _gpus(self):
+        wanted = assigned_gpus(self.env)
+        if wanted == []:
+            return [], []
+        devices, source, errors = self._device_snapshot()
+        found = {gpu.uuid: gpu for gpu in devices}
+        if wanted is None:  # NVIDIA_VISIBLE_DEVICES=all: every device this container can see is its own
+            wanted = list(found)
+        out = []
+        missing = []
+        my_cgroup = container.own_cgroup(self.proc_root)
+        for uuid in wanted:
+            gpu = found.get(uuid)
+            if gpu is None:
+                missing.append(uuid)
+                out.append({"uuid": uuid, "index": None, "name": None, "utilization_pct": None,
+                            "memory_used": None, "memory_total": None, "temperature_c": None, "power_w": None,
+                            "compute_capability": None, "processes": [], "simulated": source == "simulated"})
+                continue
+            out.append(self._gpu_entry(gpu, my_cgroup, source))
+        if missing and not errors:
+            errors.append(f"No metrics for {', '.join(missing)}: the GPU is not visible to this container.")
+        elif missing:
+            errors = [f"GPU metrics are unavailable ({e}). Your GPUs are still assigned: {', '.join(missing)}."
+                      for e in errors]
+        return out, errors
+
+    def _gpu_entry(self, gpu: GPU, my_cgroup, source) -> dict:
+        processes, unattributed = [], 0
+        for pid, used in gpu.processes:
+            # NVML reports host PIDs; a process counts as ours only if it resolves in our /proc *and* sits in
+            # our cgroup. Anything else is never shown: on a shared GPU it may be another student's.
+            cg = container.own_cgroup(self.proc_root, pid)
+            if cg is not None and cg == my_cgroup:
+                comm = container._read(os.path.join(self.proc_root, str(pid), "comm"))
+                processes.append({"pid": pid, "used_memory": used, "command": comm})
+            else:
+                unattributed += 1
+        return {
+            "uuid": gpu.uuid, "index": gpu.index, "name": gpu.name, "utilization_pct": gpu.utilization_pct,
+            "memory_used": gpu.memory_used, "memory_total": gpu.memory_total, "temperature_c": gpu.temperature_c,
+            "power_w": gpu.power_w, "compute_capability": gpu.compute_capability, "processes": processes,
+            "other_processes": unattributed, "simulated": source == "simulated",
+        }

@@ -1,0 +1,144 @@
+// Polls {baseUrl}gpuspawn/status and keeps a short history for the sparklines.
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+export interface IGPUProcess {
+  pid: number;
+  used_memory: number | null;
+  command: string | null;
+}
+
+export interface IGPU {
+  uuid: string;
+  index: number | null;
+  name: string | null;
+  utilization_pct: number | null;
+  memory_used: number | null;
+  memory_total: number | null;
+  temperature_c: number | null;
+  power_w: number | null;
+  compute_capability: string | null;
+  processes: IGPUProcess[];
+  other_processes?: number;
+  simulated?: boolean;
+}
+
+export interface IContainer {
+  image?: string | null;
+  course?: string | null;
+  user?: string | null;
+  container_id?: string | null;
+  hostname?: string | null;
+  uptime_seconds?: number | null;
+  memory_limit?: number | null;
+  memory_used?: number | null;
+  cpu_limit?: number | null;
+  cpu_used?: number | null;
+  pids?: number | null;
+  pids_limit?: number | null;
+  shm_size?: number | null;
+  shm_used?: number | null;
+}
+
+export interface IStatus {
+  container: IContainer;
+  gpus: IGPU[];
+  errors: string[];
+}
+
+export interface IHistory {
+  utilization: number[];
+  memory: number[];
+}
+
+export class StatusModel {
+  constructor(intervalSeconds: number, historyMinutes: number) {
+    this._settings = ServerConnection.makeSettings();
+    this._historyMinutes = historyMinutes;
+    this._poll = new Poll({
+      factory: () => this._refresh(),
+      frequency: { interval: this._ms(intervalSeconds), backoff: true, max: 60 * 1000 },
+      standby: 'when-hidden',
+      name: 'jupyter-gpuspawn:status'
+    });
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+  get status(): IStatus | null {
+    return this._status;
+  }
+  get error(): string | null {
+    return this._error;
+  }
+  history(uuid: string): IHistory {
+    return this._history.get(uuid) ?? { utilization: [], memory: [] };
+  }
+
+  configure(intervalSeconds: number, historyMinutes: number): void {
+    this._historyMinutes = historyMinutes;
+    void this._poll.schedule({
+      interval: this._ms(intervalSeconds),
+      phase: 'reconnected'
+    });
+    this._poll.frequency = { ...this._poll.frequency, interval: this._ms(intervalSeconds) };
+  }
+
+  refresh(): Promise<void> {
+    return this._poll.refresh();
+  }
+
+  dispose(): void {
+    this._poll.dispose();
+  }
+
+  private _ms(seconds: number): number {
+    return Math.max(1, seconds || 2) * 1000;
+  }
+
+  private async _refresh(): Promise<void> {
+    const url = URLExt.join(this._settings.baseUrl, 'gpuspawn', 'status');
+    try {
+      const response = await ServerConnection.makeRequest(url, {}, this._settings);
+      if (!response.ok) {
+        throw new Error(`the status endpoint answered ${response.status}`);
+      }
+      this._status = (await response.json()) as IStatus;
+      this._error = null;
+      this._record(this._status);
+    } catch (reason) {
+      this._error = `Status unavailable: ${(reason as Error).message ?? reason}`;
+      this._changed.emit();
+      throw reason; // lets Poll back off
+    }
+    this._changed.emit();
+  }
+
+  private _record(status: IStatus): void {
+    const keep = Math.max(
+      2,
+      Math.round((this._historyMinutes * 60 * 1000) / (this._poll.frequency.interval || 2000))
+    );
+    for (const gpu of status.gpus) {
+      const entry = this._history.get(gpu.uuid) ?? { utilization: [], memory: [] };
+      entry.utilization.push(gpu.utilization_pct ?? 0);
+      entry.memory.push(
+        gpu.memory_total ? (100 * (gpu.memory_used ?? 0)) / gpu.memory_total : 0
+      );
+      entry.utilization.splice(0, Math.max(0, entry.utilization.length - keep));
+      entry.memory.splice(0, Math.max(0, entry.memory.length - keep));
+      this._history.set(gpu.uuid, entry);
+    }
+  }
+
+  private _settings: ServerConnection.ISettings;
+  private _poll: Poll;
+  private _status: IStatus | null = null;
+  private _error: string | null = null;
+  private _historyMinutes: number;
+  private _history = new Map<string, IHistory>();
+  private _changed = new Signal<this, void>(this);
+}

@@ -1,0 +1,168 @@
+// The "My container" side panel: container card, one card per GPU with sparklines, processes, errors.
+// Built with textContent only: nothing from the server is parsed as HTML.
+import { Widget } from '@lumino/widgets';
+import { bytesPair, duration, shortUuid } from './format';
+import { IGPU, IStatus, StatusModel } from './model';
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className?: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function row(list: HTMLElement, label: string, value: string, key?: string): void {
+  const dt = el('dt', undefined, label);
+  const dd = el('dd', undefined, value);
+  if (key) {
+    dd.dataset.key = key;
+  }
+  list.append(dt, dd);
+}
+
+export function sparkline(values: number[], label: string): SVGSVGElement {
+  const width = 120;
+  const height = 24;
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('class', 'jp-gpuspawn-sparkline');
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', label);
+  const line = document.createElementNS(SVG_NS, 'polyline');
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  line.setAttribute(
+    'points',
+    values
+      .map((v, i) => `${(i * step).toFixed(1)},${(height - (Math.min(100, Math.max(0, v)) / 100) * height).toFixed(1)}`)
+      .join(' ')
+  );
+  svg.appendChild(line);
+  return svg;
+}
+
+export class ContainerPanel extends Widget {
+  constructor(model: StatusModel) {
+    super();
+    this._model = model;
+    this.id = 'jp-gpuspawn-panel';
+    this.addClass('jp-gpuspawn-panel');
+    this.title.caption = 'My container';
+    model.changed.connect(this._render, this);
+    this._render();
+  }
+
+  dispose(): void {
+    this._model.changed.disconnect(this._render, this);
+    super.dispose();
+  }
+
+  private _render(): void {
+    const status = this._model.status;
+    const node = this.node;
+    node.replaceChildren(el('h2', 'jp-gpuspawn-heading', 'My container'));
+    if (this._model.error) {
+      node.appendChild(el('p', 'jp-gpuspawn-error', this._model.error));
+    }
+    if (!status) {
+      node.appendChild(el('p', undefined, 'Loading…'));
+      return;
+    }
+    node.appendChild(this._containerCard(status));
+    if (status.gpus.length === 0) {
+      node.appendChild(el('p', 'jp-gpuspawn-cpu-only', 'CPU only: no GPU is assigned to this server.'));
+    }
+    for (const gpu of status.gpus) {
+      node.appendChild(this._gpuCard(gpu));
+    }
+    if (status.errors.length) {
+      const list = el('ul', 'jp-gpuspawn-errors');
+      for (const message of status.errors) {
+        list.appendChild(el('li', undefined, message));
+      }
+      node.appendChild(list);
+    }
+  }
+
+  private _containerCard(status: IStatus): HTMLElement {
+    const c = status.container;
+    const card = el('section', 'jp-gpuspawn-card jp-gpuspawn-container');
+    const list = el('dl');
+    row(list, 'Image', c.image ?? '?', 'image');
+    if (c.course) {
+      row(list, 'Course', c.course, 'course');
+    }
+    row(list, 'Memory', bytesPair(c.memory_used, c.memory_limit), 'memory');
+    const cpuUsed = c.cpu_used === null || c.cpu_used === undefined ? '?' : c.cpu_used.toFixed(2);
+    row(list, 'CPU', `${cpuUsed} of ${c.cpu_limit ?? 'all'} cores`, 'cpu');
+    row(list, 'Shared memory', bytesPair(c.shm_used, c.shm_size), 'shm');
+    row(list, 'Processes', `${c.pids ?? '?'} of ${c.pids_limit ?? 'no limit'}`, 'pids');
+    row(list, 'Uptime', duration(c.uptime_seconds), 'uptime');
+    if (c.container_id) {
+      row(list, 'Container', c.container_id, 'container-id');
+    }
+    card.append(el('h3', undefined, 'Container'), list);
+    return card;
+  }
+
+  private _gpuCard(gpu: IGPU): HTMLElement {
+    const card = el('section', 'jp-gpuspawn-card jp-gpuspawn-gpu');
+    card.dataset.uuid = gpu.uuid;
+    const title = el('h3', undefined, `GPU ${gpu.index ?? '?'}: ${gpu.name ?? 'unknown'}`);
+    if (gpu.simulated) {
+      title.appendChild(el('span', 'jp-gpuspawn-badge', 'simulated'));
+    }
+    const list = el('dl');
+    row(list, 'UUID', shortUuid(gpu.uuid), 'uuid');
+    row(list, 'Utilisation', gpu.utilization_pct === null ? '?' : `${gpu.utilization_pct}%`, 'utilization');
+    row(list, 'Memory', bytesPair(gpu.memory_used, gpu.memory_total), 'gpu-memory');
+    row(list, 'Temperature', gpu.temperature_c === null ? '?' : `${gpu.temperature_c} °C`, 'temperature');
+    if (gpu.power_w !== null) {
+      row(list, 'Power', `${gpu.power_w.toFixed(0)} W`, 'power');
+    }
+    if (gpu.compute_capability) {
+      row(list, 'Compute capability', gpu.compute_capability, 'cc');
+    }
+    const history = this._model.history(gpu.uuid);
+    const lines = el('div', 'jp-gpuspawn-sparklines');
+    lines.append(
+      el('span', undefined, 'utilisation'),
+      sparkline(history.utilization, 'GPU utilisation, last minutes'),
+      el('span', undefined, 'memory'),
+      sparkline(history.memory, 'GPU memory, last minutes')
+    );
+    card.append(title, list, lines);
+    const procs = el('div', 'jp-gpuspawn-processes');
+    if (gpu.processes.length === 0) {
+      procs.appendChild(el('p', undefined, 'No GPU processes of yours.'));
+    } else {
+      const table = el('table');
+      const head = el('tr');
+      head.append(el('th', undefined, 'PID'), el('th', undefined, 'Command'), el('th', undefined, 'Memory'));
+      table.appendChild(head);
+      for (const p of gpu.processes) {
+        const tr = el('tr');
+        tr.append(
+          el('td', undefined, String(p.pid)),
+          el('td', undefined, p.command ?? '?'),
+          el('td', undefined, p.used_memory === null ? '?' : bytesPair(p.used_memory, null).replace(' (no limit)', ''))
+        );
+        table.appendChild(tr);
+      }
+      procs.appendChild(table);
+    }
+    card.appendChild(procs);
+    return card;
+  }
+
+  private _model: StatusModel;
+}
