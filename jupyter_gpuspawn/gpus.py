@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -160,10 +161,13 @@ def parse_simulated(data, where_file: str) -> Snapshot:
 class NVMLReader:
     """Reads devices through NVML. Initialises on first use; a missing driver is an error entry, not a crash."""
 
+    RETRY_SECONDS = 30.0  # a missing driver is re-checked this often, not on every read
+
     def __init__(self):
         self._lock = threading.Lock()
         self._initialised = False
         self._pynvml = None
+        self._failure = None  # (message, monotonic time) of the last failed nvmlInit
 
     def available(self) -> bool:
         with self._lock:
@@ -173,16 +177,21 @@ class NVMLReader:
         """Initialise NVML once; return an error message or None."""
         if self._initialised:
             return None
+        if self._failure and time.monotonic() - self._failure[1] < self.RETRY_SECONDS:
+            return self._failure[0]
         try:
             import pynvml
-        except ImportError:
-            return "nvidia-ml-py is not installed"
-        try:
+
             pynvml.nvmlInit()
+        except ImportError:
+            self._failure = ("nvidia-ml-py is not installed", time.monotonic())
+            return self._failure[0]
         except pynvml.NVMLError as e:
-            return f"NVIDIA driver not available: {e}"
+            self._failure = (f"NVIDIA driver not available: {e}", time.monotonic())
+            return self._failure[0]
         self._pynvml = pynvml
         self._initialised = True
+        self._failure = None
         return None
 
     def read(self) -> Snapshot:

@@ -6,7 +6,8 @@ The generated image
   never touching the base's Python (works with PEP 668 "externally managed" system Pythons);
 - installs JupyterLab only when the base has none;
 - gets an entrypoint that turns any uid:gid into a named user with HOME = the mounted home, without root;
-- is labelled ``org.jupyter.gpuspawn.ready=<version>`` and records the jupyterhub version it carries.
+- is labelled ``org.jupyter.gpuspawn.ready=<version>`` and records the jupyterhub version it carries;
+- has JupyterLab's news announcements off: offline GPU servers should not offer to fetch from the internet.
 """
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ RUN set -eu; \\
     $(cat {VENV}/.pip-command) install --no-cache-dir --no-deps /tmp/jupyter-gpuspawn/{wheel_name}; \\
     install -m 0755 /tmp/jupyter-gpuspawn/entrypoint.sh /usr/local/bin/jupyter-gpuspawn-entrypoint; \\
     chmod 0666 /etc/passwd /etc/group; \\
+    {VENV}/bin/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" \\
+      >/dev/null 2>&1 || true; \\
     rm -rf /tmp/jupyter-gpuspawn /root/.cache; \\
     {VENV}/bin/jupyterhub-singleuser --version
 ENV PATH={VENV}/bin:$PATH

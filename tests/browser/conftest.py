@@ -50,3 +50,4 @@ def login(page, hub, user, password="pw"):
     page.fill("#username_input", user)
     page.fill("#password_input", password)
     page.click("#login_submit")
+

@@ -5,6 +5,10 @@ import json
 import os
 
 import pytest
+# pytest-jupyter's fixtures and hooks for this directory only: its autouse event-loop fixtures would fight
+# Playwright's loop in the browser tier.
+from pytest_jupyter.jupyter_core import *  # noqa: F401,F403
+from pytest_jupyter.jupyter_server import *  # noqa: F401,F403
 
 
 GPU_A = "GPU-aaaaaaaa-0000-4000-8000-000000000001"

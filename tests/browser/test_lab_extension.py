@@ -1,0 +1,63 @@
+"""The JupyterLab extension inside a real hub-spawned container: status bar and "My container" panel."""
+from __future__ import annotations
+
+import pytest
+
+from ..integration.conftest import labelled
+from ..integration.hub import TEST_IMAGE
+from .conftest import login, screenshot
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_bar_and_panel_show_this_containers_gpu_and_limits(make_hub, page):
+    hub = make_hub(n_gpus=2, extra_config='c.GPUDockerSpawner.mem_limit = "1G"\n')
+    hub.create_users("lab")
+    hub.spawn_ready("lab", {"gpus": 1})
+    [container] = labelled("lab")
+    uuid = container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+
+    r = hub.session.get(hub.user_url("lab") + "gpuspawn/status")
+    assert r.status_code == 200, r.text
+    status = r.json()
+    [gpu] = status["gpus"]
+    assert gpu["uuid"] == uuid and gpu["simulated"] is True
+    other = next(g["uuid"] for g in hub.gpus if g["uuid"] != uuid)
+    assert other not in r.text  # the other GPU never shows up
+    assert status["container"]["memory_limit"] == 1024**3
+    assert status["container"]["image"] == TEST_IMAGE
+
+    login(page, hub, "lab")
+    page.goto(hub.user_url("lab") + "lab")
+    item = page.locator(".jp-gpuspawn-statusbar")
+    item.wait_for(timeout=90_000)
+    page.wait_for_function(
+        "() => document.querySelector('.jp-gpuspawn-statusbar').textContent.includes('RAM')", timeout=30_000)
+    text = item.inner_text()
+    assert f"GPU {gpu['index']}:" in text and "/80 GB" in text and "/1.0 GB" in text, text
+    screenshot(page, "lab-status-bar.png")
+
+    item.click()
+    panel = page.locator("#jp-gpuspawn-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+    card = panel.locator(f'.jp-gpuspawn-gpu[data-uuid="{uuid}"]')
+    card.wait_for(timeout=30_000)
+    assert card.locator('dd[data-key="uuid"]').inner_text() == uuid[:12]
+    assert "/80 GB" in card.locator('dd[data-key="gpu-memory"]').inner_text()
+    assert "simulated" in card.locator("h3").inner_text()
+    assert panel.locator('dd[data-key="image"]').inner_text() == TEST_IMAGE
+    assert "/1.0 GB" in panel.locator('dd[data-key="memory"]').inner_text()
+    assert panel.locator(f'[data-uuid="{other}"]').count() == 0
+    screenshot(page, "lab-my-container-panel.png")
+
+
+def test_cpu_only_server_says_so(make_hub, page):
+    hub = make_hub(n_gpus=1)
+    hub.create_users("cpu")
+    hub.spawn_ready("cpu", {"gpus": 0})
+    login(page, hub, "cpu")
+    page.goto(hub.user_url("cpu") + "lab")
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.jp-gpuspawn-statusbar');"
+        " return e && e.textContent.includes('CPU only'); }", timeout=90_000)
+    assert hub.gpus[0]["uuid"] not in page.content()
