@@ -110,19 +110,18 @@ CMD ["jupyterhub-singleuser"]
 
 
 def build_wheel(dest: str) -> str:
-    """Build this package's wheel from the checkout (or copy the installed one's source) into ``dest``."""
+    """Put this package's wheel into ``dest``: built from the source checkout (labextension included), or,
+    for an installed release, the same version downloaded from the configured package index."""
     source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.exists(os.path.join(source, "pyproject.toml")):
-        raise RuntimeError("build-image needs a source checkout of jupyter-gpuspawn (or --wheel FILE)")
-    # the build hook runs `jupyter-builder` (the labextension build): it lives next to this Python
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dest, source],
-        check=True, env=env,
-    )
+    if os.path.exists(os.path.join(source, "pyproject.toml")):
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dest, source]
+    else:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", dest,
+               f"jupyter-gpuspawn=={__version__}"]
+    subprocess.run(cmd, check=True)
     wheels = [f for f in os.listdir(dest) if f.endswith(".whl")]
     if not wheels:
-        raise RuntimeError("building the jupyter-gpuspawn wheel produced no file")
+        raise RuntimeError("no jupyter-gpuspawn wheel was produced; pass --wheel FILE")
     return wheels[0]
 
 

@@ -1,8 +1,8 @@
 // The "My container" side panel: container card, one card per GPU with sparklines, processes, errors.
 // Built with textContent only: nothing from the server is parsed as HTML.
-import { Widget } from '@lumino/widgets';
 import { bytesPair, duration, shortUuid } from './format';
 import { IGPU, IStatus, StatusModel } from './model';
+import { StatusView } from './view';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -50,28 +50,21 @@ export function sparkline(values: number[], label: string): SVGSVGElement {
   return svg;
 }
 
-export class ContainerPanel extends Widget {
+export class ContainerPanel extends StatusView {
   constructor(model: StatusModel) {
-    super();
-    this._model = model;
+    super(model);
     this.id = 'jp-gpuspawn-panel';
     this.addClass('jp-gpuspawn-panel');
     this.title.caption = 'My container';
-    model.changed.connect(this._render, this);
-    this._render();
+    this.render();
   }
 
-  dispose(): void {
-    this._model.changed.disconnect(this._render, this);
-    super.dispose();
-  }
-
-  private _render(): void {
-    const status = this._model.status;
+  protected render(): void {
+    const status = this.model.status;
     const node = this.node;
     node.replaceChildren(el('h2', 'jp-gpuspawn-heading', 'My container'));
-    if (this._model.error) {
-      node.appendChild(el('p', 'jp-gpuspawn-error', this._model.error));
+    if (this.model.error) {
+      node.appendChild(el('p', 'jp-gpuspawn-error', this.model.error));
     }
     if (!status) {
       node.appendChild(el('p', undefined, 'Loading…'));
@@ -132,7 +125,7 @@ export class ContainerPanel extends Widget {
     if (gpu.compute_capability) {
       row(list, 'Compute capability', gpu.compute_capability, 'cc');
     }
-    const history = this._model.history(gpu.uuid);
+    const history = this.model.history(gpu.uuid);
     const lines = el('div', 'jp-gpuspawn-sparklines');
     lines.append(
       el('span', undefined, 'utilisation'),
@@ -163,6 +156,4 @@ export class ContainerPanel extends Widget {
     card.appendChild(procs);
     return card;
   }
-
-  private _model: StatusModel;
 }

@@ -1,28 +1,21 @@
 // The status-bar item: "GPU 0: 37% · 12.1/80 GB · RAM 3.2/16 GB", or "CPU only · RAM …".
-import { Widget } from '@lumino/widgets';
 import { bytesPair } from './format';
 import { StatusModel } from './model';
+import { StatusView } from './view';
 
-export class StatusBarItem extends Widget {
+export class StatusBarItem extends StatusView {
   constructor(model: StatusModel, onClick: () => void) {
-    super();
-    this._model = model;
+    super(model);
     this.addClass('jp-gpuspawn-statusbar');
     this.node.title = 'My container and GPUs (click for details)';
     this.node.addEventListener('click', onClick);
-    model.changed.connect(this._update, this);
-    this._update();
+    this.render();
   }
 
-  dispose(): void {
-    this._model.changed.disconnect(this._update, this);
-    super.dispose();
-  }
-
-  private _update(): void {
-    const status = this._model.status;
+  protected render(): void {
+    const status = this.model.status;
     if (!status) {
-      this.node.textContent = this._model.error ? 'GPU status unavailable' : 'GPU …';
+      this.node.textContent = this.model.error ? 'GPU status unavailable' : 'GPU …';
       return;
     }
     const parts: string[] = [];
@@ -38,6 +31,4 @@ export class StatusBarItem extends Widget {
     parts.push(`RAM ${bytesPair(c.memory_used, c.memory_limit)}`);
     this.node.textContent = parts.join(' · ');
   }
-
-  private _model: StatusModel;
 }

@@ -28,16 +28,20 @@ def write_courses(directory):
             yaml.safe_dump(data, f)
 
 
-def test_student_sees_their_courses_with_live_gpus_and_lands_in_jupyterlab(make_hub, page, tmp_path):
+def hub_with_a_busy_gpu(make_hub, tmp_path, n_gpus, student, other):
+    """A hub with the example courses, ``student`` and ``other`` in the dl group, ``other`` holding one GPU."""
     courses_dir = str(tmp_path / "courses")
     write_courses(courses_dir)
-    hub = make_hub(n_gpus=4, extra_config=f"""
-c.GPUDockerSpawner.courses_dir = {courses_dir!r}
-""")
-    hub.create_users("stu", "busy")
-    r = hub.session.post(f"{hub.api}/groups/dl", json={"users": ["stu", "busy"]})
+    hub = make_hub(n_gpus=n_gpus, extra_config=f"c.GPUDockerSpawner.courses_dir = {courses_dir!r}\n")
+    hub.create_users(student, other)
+    r = hub.session.post(f"{hub.api}/groups/dl", json={"users": [student, other]})
     assert r.status_code == 201, r.text
-    hub.spawn_ready("busy", {"course": "dl", "gpus": 1})  # one GPU is taken
+    hub.spawn_ready(other, {"course": "dl", "gpus": 1})
+    return hub
+
+
+def test_student_sees_their_courses_with_live_gpus_and_lands_in_jupyterlab(make_hub, page, tmp_path):
+    hub = hub_with_a_busy_gpu(make_hub, tmp_path, 4, "stu", "busy")
 
     login(page, hub, "stu")
     page.wait_for_selector(".gpuspawn-form", timeout=30_000)
@@ -66,15 +70,7 @@ c.GPUDockerSpawner.courses_dir = {courses_dir!r}
 
 
 def test_form_errors_are_shown_as_messages_not_tracebacks(make_hub, page, tmp_path):
-    courses_dir = str(tmp_path / "courses")
-    write_courses(courses_dir)
-    hub = make_hub(n_gpus=1, extra_config=f"""
-c.GPUDockerSpawner.courses_dir = {courses_dir!r}
-""")
-    hub.create_users("stu2", "hog")
-    r = hub.session.post(f"{hub.api}/groups/dl", json={"users": ["stu2", "hog"]})
-    assert r.status_code == 201, r.text
-    hub.spawn_ready("hog", {"course": "dl", "gpus": 1})
+    hub = hub_with_a_busy_gpu(make_hub, tmp_path, 1, "stu2", "hog")
 
     login(page, hub, "stu2")
     page.wait_for_selector(".gpuspawn-form", timeout=30_000)
