@@ -22,8 +22,10 @@ from .spec import is_protected_env
 log = logging.getLogger("jupyter_gpuspawn.courses")
 
 COURSE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
-ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-SIZE = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[KMGTkmgt]?i?[Bb]?\s*$"}]}
+# Patterns end in \Z, not $: jsonschema applies them with re.search, where $ also matches before a final newline
+# ("dl\n" would pass as an id). Same-class bug: kubespawner/dockerspawner regex advisories.
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
+SIZE = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\d+(\.\d+)?[KMGTkmgt]?i?[Bb]?\Z"}]}
 # Environment variables a course may not set: the spawner's own, the NVIDIA runtime's, the loader's, the user's.
 RESERVED_ENV = ("HOME", "USER", "PATH", "SHELL")
 # Mount targets that would hide parts of the image the server needs.
@@ -49,7 +51,7 @@ COURSE_SCHEMA = {
                 "required": ["key", "image"],
                 "properties": {
                     "key": {"type": "string", "pattern": ID_PATTERN},
-                    "image": {"type": "string", "minLength": 1, "maxLength": 300, "pattern": r"^[^\s]+$"},
+                    "image": {"type": "string", "minLength": 1, "maxLength": 300, "pattern": r"^[^\s]+\Z"},
                     "label": {"type": "string", "maxLength": 200},
                 },
             },
@@ -88,7 +90,7 @@ COURSE_SCHEMA = {
         },
         "env": {
             "type": "object",
-            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"},
+            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z"},
             "additionalProperties": {"type": "string", "maxLength": 4096},
         },
     },

@@ -78,7 +78,7 @@ def parse_size(value, what="size") -> int:
             raise InventoryError(f"{what} must not be negative, got {value}")
         return value
     if isinstance(value, str):
-        match = _SIZE_RE.match(value)
+        match = _SIZE_RE.fullmatch(value)
         if match:
             number, unit = match.groups()
             return int(float(number) * _SIZE_FACTORS[(unit or "").upper()])

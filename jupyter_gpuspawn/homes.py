@@ -136,6 +136,9 @@ def ensure_home(path: str, identity: Identity) -> bool:
     if os.path.isdir(path):
         return False
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    os.mkdir(path, mode=0o700)
+    try:
+        os.mkdir(path, mode=0o700)
+    except FileExistsError:
+        return False  # another server of the same user created it a moment ago
     os.chown(path, identity.uid, identity.gid)
     return True

@@ -14,8 +14,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    # module scope: Playwright's sync API keeps an event loop running while it lives, which later tiers'
+    # asyncio.run() and pytest-jupyter must not find
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} not found; scripts/setup installs Debian's chromium", pytrace=False)
     from playwright.sync_api import sync_playwright

@@ -49,6 +49,21 @@ def test_status_bar_and_panel_show_this_containers_gpu_and_limits(make_hub, page
     assert "/1.0 GB" in panel.locator('dd[data-key="memory"]').inner_text()
     assert panel.locator(f'[data-uuid="{other}"]').count() == 0
     screenshot(page, "lab-my-container-panel.png")
+    light_background = panel.evaluate("e => getComputedStyle(e).backgroundColor")
+
+    # dark theme: the panel follows JupyterLab's theme variables
+    r = hub.session.put(hub.user_url("lab") + "lab/api/settings/@jupyterlab/apputils-extension:themes",
+                        json={"raw": '{"theme": "JupyterLab Dark"}'})
+    assert r.status_code == 204, r.text
+    page.reload()
+    page.locator(".jp-gpuspawn-statusbar").click(timeout=90_000)
+    panel.wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    dark_background = panel.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert dark_background != light_background
+    channels = [int(c) for c in dark_background[dark_background.index("(") + 1:-1].split(",")[:3]]
+    assert sum(channels) / 3 < 100, dark_background  # actually dark
+    screenshot(page, "lab-my-container-panel-dark.png")
 
 
 def test_cpu_only_server_says_so(make_hub, page):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -70,3 +71,28 @@ c.GPUDockerSpawner.allowed_images = {"ready": "local/gpuspawn-singleuser:latest"
     assert rows[TEST_IMAGE]["ready"] and rows[TEST_IMAGE]["jupyterhub_version"] == hub_jupyterhub_version()
     assert rows[TEST_IMAGE]["size"] > 0
     assert rows["local/base:bookworm"]["present"] and not rows["local/base:bookworm"]["ready"]
+
+
+def test_built_image_lists_both_extensions_enabled_and_ok(docker_engine):
+    out = docker("run", "--rm", "--user", "234567:234567", "-e", "HOME=/tmp", "-e", "NO_COLOR=1", TEST_IMAGE,
+                 "sh", "-c", "jupyter labextension list 2>&1; jupyter server extension list 2>&1", check=True).stdout
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert re.search(r"jupyter-gpuspawn v[\d.]+ enabled OK", plain), plain
+    assert "jupyter_gpuspawn enabled" in plain and re.search(r"jupyter_gpuspawn [\d.]+ OK", plain), plain
+    assert "apputils-extension:announcements" in plain  # listed among disabled: no news fetching offline
+
+
+def test_jupyterhub_version_mismatch_is_a_warning_in_progress(make_hub):
+    docker("build", "-q", "-t", "local/gpuspawn-old-hub:1", "-",
+           input=f"FROM {TEST_IMAGE}\nLABEL org.jupyter.gpuspawn.jupyterhub-version=5.0.0\n", check=True)
+    hub = make_hub(n_gpus=1, extra_config="""
+c.GPUDockerSpawner.allowed_images = {"old": "local/gpuspawn-old-hub:1"}
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
+""")
+    hub.create_users("olga")
+    assert hub.spawn("olga", {"image": "old"}).status_code == 202
+    from .test_lifecycle import read_progress
+
+    messages = [e.get("message", "") for e in read_progress(hub, "olga")]
+    assert any(f"carries JupyterHub 5.0.0, the hub runs {hub_jupyterhub_version()}" in m for m in messages), messages
+    hub.wait_ready("olga")  # a warning, not a refusal

@@ -60,13 +60,14 @@ def test_shared_policy_packs_up_to_max_users_and_never_mixes_with_exclusive():
         alloc.allocate(GPURequest("d", count=1), inventory)  # exclusive cannot join a shared GPU
 
 
-def test_shared_spreads_before_it_packs():
+def test_shared_packs_onto_shared_gpus_to_keep_whole_gpus_free():
     alloc = GPUAllocator()
     inventory = gpus(2)
-    shared = dict(count=1, policy="shared", max_users_per_gpu=4)
+    shared = dict(count=1, policy="shared", max_users_per_gpu=2)
     first = alloc.allocate(GPURequest("a", **shared), inventory)
     second = alloc.allocate(GPURequest("b", **shared), inventory)
-    assert first != second
+    assert first == second  # the second seat goes next to the first
+    assert alloc.allocate(GPURequest("c", count=1), inventory) != first  # a whole GPU is still free
 
 
 def test_least_loaded_gpu_first():

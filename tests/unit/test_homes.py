@@ -96,3 +96,13 @@ def test_ensure_home_creates_owned_dir_and_never_reowns(tmp_path):
     assert (st_.st_uid, st_.st_gid, st_.st_mode & 0o777) == (ident.uid, ident.gid, 0o700)
     assert homes.ensure_home(path, homes.Identity(1, 1, "range")) is False
     assert os.stat(path).st_uid == ident.uid
+
+
+def test_ensure_home_tolerates_a_concurrent_creation(tmp_path, monkeypatch):
+    # two named servers of a new user start at once: both see no home, one mkdir wins
+    path = str(tmp_path / "h" / "bob")
+    ident = homes.Identity(os.getuid(), os.getgid(), "range")
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(homes.os.path, "isdir", lambda p: False if p == path else real_isdir(p))
+    assert homes.ensure_home(path, ident) is True
+    assert homes.ensure_home(path, ident) is False  # the loser of the race does not fail

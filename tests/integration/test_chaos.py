@@ -1,0 +1,163 @@
+"""Chaos: a class of 30 logs in at 9:00 while the hub is killed, Docker restarts and an admin deletes a container.
+
+Bounded in time, loopback only. Afterwards: no GPU held beyond its policy, running containers and hub records
+agree, failed spawns left nothing behind, and every user can spawn again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+import yaml
+
+from .conftest import gpuspawn_containers, inspect
+from .hub import TEST_IMAGE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COURSES = [
+    {"id": "excl", "title": "Exclusive GPUs", "gpus": {"default": 1, "max": 2, "policy": "exclusive"}},
+    {"id": "shared", "title": "Shared GPUs",
+     "gpus": {"default": 1, "max": 1, "policy": "shared", "max_users_per_gpu": 2}},
+    {"id": "cpu", "title": "CPU only", "gpus": {"max": 0}},
+]
+REQUESTS = [("excl", 1), ("excl", 2), ("shared", 1), ("cpu", 0), ("excl", 0), ("shared", 0)]
+
+
+def restart_dockerd():
+    subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=False)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "dockerd did not stop"
+        time.sleep(0.5)
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup"), "docker"], check=True, capture_output=True)
+
+
+def running_assignments():
+    found = []
+    for cid in gpuspawn_containers():
+        data = inspect(cid)
+        if data["State"]["Running"]:
+            labels = data["Config"]["Labels"]
+            found.append((labels["org.jupyter.gpuspawn.user"], labels["org.jupyter.gpuspawn.server"],
+                          [u for u in labels["org.jupyter.gpuspawn.gpus"].split(",") if u],
+                          labels["org.jupyter.gpuspawn.gpu-policy"], int(labels["org.jupyter.gpuspawn.max-users-per-gpu"])))
+    return found
+
+
+def assert_no_overbooking(assignments):
+    holders = defaultdict(list)
+    for user, server, gpus, policy, max_users in assignments:
+        for uuid in gpus:
+            holders[uuid].append((user, policy, max_users))
+    for uuid, held in holders.items():
+        policies = {p for _, p, _ in held}
+        if "exclusive" in policies:
+            assert len(held) == 1, f"{uuid} held exclusively by several: {held}"
+        else:
+            assert len(held) <= min(m for _, _, m in held), f"{uuid} shared beyond its limit: {held}"
+
+
+def settle(hub, users, timeout=180):
+    """Wait until no server is pending: each is ready or gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = hub.session.get(f"{hub.api}/users", params={"state": "active"})
+        if r.ok and not any(s.get("pending") for u in r.json() for s in u.get("servers", {}).values()):
+            return
+        time.sleep(1)
+    raise AssertionError("servers still pending after the chaos")
+
+
+def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tmp_path):
+    courses_dir = tmp_path / "courses"
+    courses_dir.mkdir()
+    for course in COURSES:
+        course["images"] = [{"key": "default", "image": TEST_IMAGE}]
+        (courses_dir / f"{course['id']}.yaml").write_text(yaml.safe_dump(course))
+    hub = make_hub(n_gpus=8, extra_config=f"""
+c.GPUDockerSpawner.courses_dir = {str(courses_dir)!r}
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
+""")
+    users = [f"s{i:02d}" for i in range(30)]
+    hub.create_users(*users)
+    rng = random.Random(9)
+    wanted = {u: REQUESTS[i % len(REQUESTS)] for i, u in enumerate(users)}
+    outcome = Counter()
+    lock = threading.Lock()
+
+    def spawn(user):
+        course, gpus = wanted[user]
+        time.sleep(rng.random() * 2)
+        try:
+            r = hub.spawn(user, {"course": course, "gpus": gpus})
+            kind = ("accepted" if r.status_code in (201, 202) else
+                    "refused" if r.status_code < 500 and r.json().get("message") else "failed")
+        except requests.RequestException:
+            kind = "failed"  # the hub was down
+        with lock:
+            outcome[kind] += 1
+
+    def chaos():
+        time.sleep(1.5)
+        for user in rng.sample(users, 3):
+            try:
+                hub.session.delete(f"{hub.api}/users/{user}/server", timeout=10)
+            except requests.RequestException:
+                pass
+        time.sleep(1.5)
+        hub.kill9()
+        running = [c for c in gpuspawn_containers() if inspect(c)["State"]["Running"]]
+        if running:
+            subprocess.run(["docker", "rm", "-f", rng.choice(running)], capture_output=True)
+        restart_dockerd()
+        hub.start()
+
+    started = time.monotonic()
+    chaos_thread = threading.Thread(target=chaos)
+    chaos_thread.start()
+    with ThreadPoolExecutor(30) as pool:
+        list(pool.map(spawn, users))
+    chaos_thread.join()
+    settle(hub, users)
+
+    # after reconcile: GPUs within policy, containers and hub records agree
+    assignments = running_assignments()
+    assert_no_overbooking(assignments)
+    hub_servers = {}
+    for u in hub.session.get(f"{hub.api}/users").json():
+        for name, s in u.get("servers", {}).items():
+            hub_servers[(u["name"], name)] = s
+    containers = {(user, server) for user, server, *_ in assignments}
+    assert containers == {k for k, s in hub_servers.items() if s.get("ready")}, (containers, hub_servers)
+    ready = len(containers)
+
+    # every user can spawn again: nothing is left reserved
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda u: hub.stop_server(u) if (u, "") in hub_servers else None, users))
+    assert [c for c in gpuspawn_containers() if inspect(c)["State"]["Running"]] == []
+    gpu_users, cpu_users = users[:8], users[8:]
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda u: hub.spawn(u, {"course": "excl", "gpus": 1} if u in gpu_users
+                                                      else {"course": "cpu"}), users))
+    assert all(r.status_code in (201, 202) for r in responses), [r.text for r in responses if r.status_code >= 300]
+    for user in users:
+        hub.wait_ready(user, timeout=240)
+    final = running_assignments()
+    assert_no_overbooking(final)
+    assert sorted(u for a in final for u in a[2]) == sorted(g["uuid"] for g in hub.gpus)
+
+    tried = len(users)
+    print(f"\nchaos summary ({time.monotonic() - started:.0f} s)")
+    print(f"  spawns tried {tried} | accepted {outcome['accepted']} (ready after the chaos: {ready}) | "
+          f"refused with a clear message {outcome['refused']} | failed (hub down) {outcome['failed']}")
+    print(f"  then every user spawned again: {len(gpu_users)} with a GPU each (all 8 GPUs), "
+          f"{len(cpu_users)} CPU-only")
+    with open(os.path.join(ROOT, "test-artifacts", "chaos-summary.json"), "w") as f:
+        json.dump({"tried": tried, **outcome, "ready_after_chaos": ready}, f)

@@ -1,0 +1,62 @@
+"""Security regressions for the advisory classes the anchor projects suffered (pure parts; see also integration)."""
+from __future__ import annotations
+
+import pytest
+
+from jupyter_gpuspawn import homes
+from jupyter_gpuspawn.allocation import GPUAllocator
+from jupyter_gpuspawn.courses import Course, CourseError, CourseImage, parse_course
+from jupyter_gpuspawn.form import render_form, template_environment
+from jupyter_gpuspawn.gpus import GPU, InventoryError, Snapshot, parse_simulated
+from jupyter_gpuspawn.options import OptionsError, validate_options
+
+BASE = {"id": "dl", "title": "x", "images": [{"key": "k", "image": "local/x:1"}]}
+
+
+@pytest.mark.parametrize("change", [
+    {"id": "dl\n"}, {"id": "dl\nother"},
+    {"images": [{"key": "k\n", "image": "local/x:1"}]},
+    {"images": [{"key": "k", "image": "local/x:1\n"}]},
+    {"env": {"FOO\n": "1"}},
+    {"resources": {"mem_limit": "1G\n"}},
+])
+def test_regex_validation_uses_full_matches_in_course_files(change):
+    with pytest.raises(CourseError):
+        parse_course(dict(BASE, **change), "x.yaml")
+
+
+def test_regex_validation_uses_full_matches_elsewhere(tmp_path):
+    anything = Course.implicit(default_image="d", allowed_images="*", default_gpus=0, max_gpus=0,
+                               policy="exclusive", max_users_per_gpu=1)
+    with pytest.raises(OptionsError):
+        validate_options({"image": "alpine\n"}, visible=[anything], known_ids=[""], max_gpus=0)
+    with pytest.raises(homes.HomeError):
+        homes.host_home_path(str(tmp_path) + "/{username}", "alice\n")
+    with pytest.raises(InventoryError):
+        parse_simulated([{"uuid": "GPU-abc\n", "memory_total": 1}], "test")
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/../../etc", "/etc", "user1/../user10"])
+def test_home_path_traversal(tmp_path, name):
+    with pytest.raises(homes.HomeError):
+        homes.host_home_path(str(tmp_path / "home") + "/{username}", name)
+
+
+def test_home_sibling_prefix(tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home-other").mkdir()
+    (tmp_path / "home" / "x").symlink_to(tmp_path / "home-other")
+    with pytest.raises(homes.HomeError, match="outside"):
+        homes.host_home_path(str(tmp_path / "home") + "/{username}", "x")
+
+
+def test_xss_through_saved_user_options_and_course_titles():
+    course = Course(id="c", title="<script>alert('title')</script>", description="<img src=x onerror=alert(1)>",
+                    images=(CourseImage("k", "local/x:1", "<b>label</b>"), CourseImage("k2", "local/y:1")))
+    hostile = {"course": '"><script>alert(2)</script>', "image": '"><script>alert(3)</script>',
+               "gpus": '"><script>alert(4)</script>'}
+    html = render_form(template_environment([]), courses=[course], previous=hostile,
+                       snapshot=Snapshot("simulated", (GPU("GPU-1", 0, "<i>gpu</i>", 1),)),
+                       allocator=GPUAllocator())
+    assert "<script>alert" not in html and "<img src=x" not in html and "<b>label</b>" not in html
+    assert "<i>gpu</i>" not in html and "alert(2)" not in html and "alert(3)" not in html
