@@ -24,7 +24,7 @@ from .options import OptionsError, options_from_form, validate_options
 from .readiness import ServerExited, wait_until_answering
 from .reconcile import list_assignments
 from .settings import GPUSpawnerSettings
-from .spec import GPUAssignment, device_requests, gpu_env, merge_host_config
+from .spec import GPUAssignment, device_requests, gpu_env, merge_host_config, oauth_client_id
 
 
 class SpawnRefused(web.HTTPError):
@@ -104,6 +104,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._host_home = ""
         self._chosen_image = ""
         self._default_image = self.image
+        if self.name:
+            self.oauth_client_id = oauth_client_id(self.user.name, self.name)
         # The admin's settings stay the base; each start merges the GPU spec into them.
         self._course: Optional[Course] = None
         self._simulated_env = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote
 
 LABEL_PREFIX = "org.jupyter.gpuspawn."
 LABEL_USER = LABEL_PREFIX + "user"
@@ -18,6 +19,18 @@ LABEL_MAX_USERS = LABEL_PREFIX + "max-users-per-gpu"
 # cannot set env at all.
 PROTECTED_ENV = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH")
 PROTECTED_ENV_PREFIXES = ("NVIDIA_", "JUPYTER_GPUSPAWN_", "JUPYTERHUB_")
+
+
+def oauth_client_id(user: str, server: str) -> str:
+    """A server's OAuth client id that no other (user, server) pair can share.
+
+    JupyterHub 6 names a named server's client ``jupyterhub-user-{quote(user)}-{quote(server)}``, so user "a-b"
+    and user "a"'s server "b" collide (the GHSA-v7m9-9497-p9gr class); the second spawn then fails. quote()
+    never produces a bare "%" without two hex digits, so "%-" separates unambiguously (and is legal in a cookie
+    name, which the client id becomes). Default servers keep the hub's own id.
+    """
+    base = f"jupyterhub-user-{quote(user, safe='')}"
+    return f"{base}%-{quote(server, safe='')}" if server else base
 
 
 def is_protected_env(name: str) -> bool:

@@ -60,3 +60,24 @@ def test_xss_through_saved_user_options_and_course_titles():
                        allocator=GPUAllocator())
     assert "<script>alert" not in html and "<img src=x" not in html and "<b>label</b>" not in html
     assert "<i>gpu</i>" not in html and "alert(2)" not in html and "alert(3)" not in html
+
+
+def test_GHSA_v7m9_9497_p9gr_oauth_client_ids_never_collide():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_gpuspawn.spec import oauth_client_id
+
+    assert oauth_client_id("a-b", "") != oauth_client_id("a", "b")
+    assert oauth_client_id("a", "b-c") != oauth_client_id("a-b", "c")
+    assert oauth_client_id("alice", "") == "jupyterhub-user-alice"  # default servers keep the hub's id
+
+    names = st.text(min_size=1, max_size=12)
+
+    @settings(max_examples=300, deadline=None)
+    @given(u1=names, s1=names | st.just(""), u2=names, s2=names | st.just(""))
+    def distinct(u1, s1, u2, s2):
+        if (u1, s1) != (u2, s2):
+            assert oauth_client_id(u1, s1) != oauth_client_id(u2, s2)
+
+    distinct()
