@@ -33,17 +33,28 @@ REQUESTS = [("excl", 1), ("excl", 2), ("shared", 1), ("cpu", 0), ("excl", 0), ("
 def restart_dockerd():
     subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=False)
     deadline = time.monotonic() + 60
-    while subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+    # the socket closes before the daemon has exited; a new one started then finds the old pid file
+    while subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "dockerd did not stop"
         time.sleep(0.5)
-    subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup"), "docker"], check=True, capture_output=True)
+    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup"), "docker"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def running(cid):
+    """Inspect data if the container still exists and runs; containers come and go during the chaos."""
+    try:
+        data = inspect(cid)
+    except subprocess.CalledProcessError:
+        return None
+    return data if data["State"]["Running"] else None
 
 
 def running_assignments():
     found = []
     for cid in gpuspawn_containers():
-        data = inspect(cid)
-        if data["State"]["Running"]:
+        data = running(cid)
+        if data:
             labels = data["Config"]["Labels"]
             found.append((labels["org.jupyter.gpuspawn.user"], labels["org.jupyter.gpuspawn.server"],
                           [u for u in labels["org.jupyter.gpuspawn.gpus"].split(",") if u],
@@ -67,12 +78,16 @@ def assert_no_overbooking(assignments):
 def settle(hub, users, timeout=180):
     """Wait until no server is pending: each is ready or gone."""
     deadline = time.monotonic() + timeout
+    pending = None
     while time.monotonic() < deadline:
         r = hub.session.get(f"{hub.api}/users", params={"state": "active"})
-        if r.ok and not any(s.get("pending") for u in r.json() for s in u.get("servers", {}).values()):
-            return
+        if r.ok:
+            pending = {(u["name"], n): s.get("pending") for u in r.json() for n, s in u.get("servers", {}).items()
+                       if s.get("pending")}
+            if not pending:
+                return
         time.sleep(1)
-    raise AssertionError("servers still pending after the chaos")
+    raise AssertionError(f"servers still pending after the chaos: {pending}\n{hub.log_tail(80)}")
 
 
 def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tmp_path):
@@ -81,10 +96,7 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
     for course in COURSES:
         course["images"] = [{"key": "default", "image": TEST_IMAGE}]
         (courses_dir / f"{course['id']}.yaml").write_text(yaml.safe_dump(course))
-    hub = make_hub(n_gpus=8, extra_config=f"""
-c.GPUDockerSpawner.courses_dir = {str(courses_dir)!r}
-c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
-""")
+    hub = make_hub(n_gpus=8, extra_config=f"c.GPUDockerSpawner.courses_dir = {str(courses_dir)!r}\n")
     users = [f"s{i:02d}" for i in range(30)]
     hub.create_users(*users)
     rng = random.Random(9)
@@ -104,18 +116,36 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
         with lock:
             outcome[kind] += 1
 
+    chaos_errors = []
+
     def chaos():
+        try:
+            run_chaos()
+        except BaseException as e:  # re-raised in the test thread below
+            chaos_errors.append(e)
+
+    def ready_count():
+        try:
+            users_now = hub.session.get(f"{hub.api}/users", params={"state": "ready"}, timeout=5).json()
+            return sum(1 for u in users_now for srv in u.get("servers", {}).values() if srv.get("ready"))
+        except (requests.RequestException, ValueError):
+            return 0
+
+    def run_chaos():
         time.sleep(1.5)
         for user in rng.sample(users, 3):
             try:
                 hub.session.delete(f"{hub.api}/users/{user}/server", timeout=10)
             except requests.RequestException:
                 pass
-        time.sleep(1.5)
+        # kill the hub mid-burst: some servers are up, others still starting
+        deadline = time.monotonic() + 90
+        while ready_count() < 4 and time.monotonic() < deadline:
+            time.sleep(0.5)
         hub.kill9()
-        running = [c for c in gpuspawn_containers() if inspect(c)["State"]["Running"]]
-        if running:
-            subprocess.run(["docker", "rm", "-f", rng.choice(running)], capture_output=True)
+        alive = [c for c in gpuspawn_containers() if running(c)]
+        if alive:
+            subprocess.run(["docker", "rm", "-f", rng.choice(alive)], capture_output=True)
         restart_dockerd()
         hub.start()
 
@@ -125,6 +155,10 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
     with ThreadPoolExecutor(30) as pool:
         list(pool.map(spawn, users))
     chaos_thread.join()
+    with open(os.path.join(ROOT, "test-artifacts", "chaos-hub.log"), "w") as f:
+        f.write(hub.log_tail(100000))
+    if chaos_errors:
+        raise chaos_errors[0]
     settle(hub, users)
 
     # after reconcile: GPUs within policy, containers and hub records agree
@@ -141,7 +175,7 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
     # every user can spawn again: nothing is left reserved
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda u: hub.stop_server(u) if (u, "") in hub_servers else None, users))
-    assert [c for c in gpuspawn_containers() if inspect(c)["State"]["Running"]] == []
+    assert [c for c in gpuspawn_containers() if running(c)] == []
     gpu_users, cpu_users = users[:8], users[8:]
     with ThreadPoolExecutor(12) as pool:
         responses = list(pool.map(lambda u: hub.spawn(u, {"course": "excl", "gpus": 1} if u in gpu_users
