@@ -25,7 +25,13 @@ import requests
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.integration.hub import CONTAINER_PREFIX, TEST_IMAGE, Hub, free_port, simulated_gpus  # noqa: E402
 
-STOCK_CONFIG = """
+# 30 servers starting at once on 2 cores take longer than the test harness's 60 s
+SLOW_HOST_CONFIG = """
+c.Spawner.http_timeout = 300
+c.Spawner.start_timeout = 300
+"""
+
+STOCK_CONFIG = SLOW_HOST_CONFIG + """
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
 
@@ -111,7 +117,7 @@ def run(n: int, rounds: int) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 os.chmod(tmp, 0o755)
                 if kind == "gpudocker":
-                    hub = Hub(tmp, simulated_gpus(n))
+                    hub = Hub(tmp, simulated_gpus(n), extra_config=SLOW_HOST_CONFIG)
                     options = {"gpus": 1}
                 else:
                     hub = Hub(tmp, [], extra_config=STOCK_CONFIG, spawner_class="docker")

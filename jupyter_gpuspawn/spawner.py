@@ -104,11 +104,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._host_home = ""
         self._chosen_image = ""
         self._default_image = self.image
-        if self.name:
-            self.oauth_client_id = oauth_client_id(self.user.name, self.name)
-        # The admin's settings stay the base; each start merges the GPU spec into them.
         self._course: Optional[Course] = None
         self._simulated_env = ""
+        if self.name:
+            self.oauth_client_id = oauth_client_id(self.user.name, self.name)
+        # The admin's settings stay the base; each start merges the course and GPU spec into them.
         self._admin_limits = (self.mem_limit, self.cpu_limit)
         self._admin_create_kwargs = self.extra_create_kwargs
         self._admin_host_config = self.extra_host_config
@@ -317,8 +317,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 await self.pull_image(image)
             except Exception as e:
                 raise SpawnRefused(
-                    400, f"Image {image} is not on this server and could not be pulled ({str(e)[:200]}). An admin can build "
-                    f"it offline with: {images.build_command(image)}, or copy it here with docker load."
+                    400, f"Image {image} is not on this server and could not be pulled ({str(e)[:200]}). "
+                    f"An admin can build it offline with: {images.build_command(image)}, or copy it here with "
+                    "docker load."
                 ) from None
             status = await self.docker_call(images.inspect_readiness, image, _shared.probed_images)
         if not status.present:
@@ -530,8 +531,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return state
 
     def load_state(self, state):
-        super().load_state(state)
         data = state.get("gpuspawn")
+        if data and data.get("image"):
+            # before DockerSpawner's state: setting the image re-renders object_name, which the state then fixes
+            self.image = data["image"]
+        super().load_state(state)
         if not data:
             return
         self._assignment = GPUAssignment(
@@ -539,8 +543,6 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             policy=data.get("policy", "exclusive"), max_users_per_gpu=int(data.get("max_users_per_gpu") or 1),
             course=data.get("course", ""), image_key=data.get("image_key", ""),
         )
-        if data.get("image"):
-            self.image = data["image"]
         if data.get("uid") is not None:
             self._identity = homes.Identity(int(data["uid"]), int(data["gid"]), "state")
 

@@ -62,3 +62,14 @@ def test_state_round_trip():
     fresh.load_state(state)
     assert fresh._assignment == spawner._assignment
     assert fresh._identity.uid == 200001
+
+
+def test_load_state_keeps_the_persisted_container_name():
+    spawner = make_spawner()
+    spawner.object_id = "abc"
+    spawner.object_name = "renamed-by-an-old-template"
+    state = spawner.get_state()
+    fresh = make_spawner()
+    fresh.load_state(state)
+    assert fresh.object_name == "renamed-by-an-old-template"
+    assert fresh.image == state["gpuspawn"]["image"]
