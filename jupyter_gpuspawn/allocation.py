@@ -57,18 +57,6 @@ class GPURequest:
         return (self.user, self.server)
 
 
-@dataclass(frozen=True)
-class GPUView:
-    """One GPU as the form and the CLI show it."""
-
-    uuid: str
-    index: int
-    name: str
-    holders: Tuple[ServerKey, ...]
-    policy: Optional[str]  # policy of the current holders, None when free
-    busy_outside_hub: bool
-
-
 def _plural(n, word):
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -88,9 +76,6 @@ class GPUAllocator:
 
     def assignments(self) -> Dict[ServerKey, Tuple[str, ...]]:
         return dict(self._assignments)
-
-    def holders(self, uuid: str) -> Dict[ServerKey, Hold]:
-        return dict(self._holds.get(uuid, {}))
 
     def user_gpu_count(self, user: str, excluding: Optional[ServerKey] = None) -> int:
         return sum(len(uuids) for key, uuids in self._assignments.items() if key[0] == user and key != excluding)
@@ -125,19 +110,6 @@ class GPUAllocator:
             usable,
             key=lambda g: (-len(self._holds.get(g.uuid, {})), g.memory_used, g.utilization_pct or 0, g.index),
         )
-
-    def view(self, gpus: Sequence) -> list:
-        return [
-            GPUView(
-                uuid=gpu.uuid,
-                index=gpu.index,
-                name=gpu.name,
-                holders=tuple(self._holds.get(gpu.uuid, {})),
-                policy=next((h.policy for h in self._holds.get(gpu.uuid, {}).values()), None),
-                busy_outside_hub=self._busy_outside_hub(gpu),
-            )
-            for gpu in gpus
-        ]
 
     def free_count(self, gpus: Sequence, policy="exclusive", max_users_per_gpu=1) -> int:
         probe = GPURequest(user="", count=1, policy=policy, max_users_per_gpu=max_users_per_gpu)

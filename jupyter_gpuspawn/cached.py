@@ -27,9 +27,6 @@ class Cached(Generic[T]):
         self._value, self._taken_at = value, time.monotonic()
         return value
 
-    def get_sync(self) -> T:
-        return self._value if self._fresh() else self._store(self._read())
-
     async def get(self) -> T:
         if self._fresh():
             return self._value

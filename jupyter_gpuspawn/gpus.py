@@ -277,9 +277,6 @@ class GPUInventory:
             return Snapshot(source="none")
         return snapshot
 
-    def snapshot_sync(self) -> Snapshot:
-        return self._cached.get_sync()
-
     async def snapshot(self) -> Snapshot:
         """The current snapshot, at most ``cache_seconds`` old; concurrent callers share one read."""
         return await self._cached.get()

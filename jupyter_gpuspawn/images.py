@@ -11,6 +11,7 @@ The generated image
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -47,6 +48,7 @@ exec "$@"
 """
 
 
+@functools.lru_cache(maxsize=1)
 def hub_jupyterhub_version() -> str:
     return dist_version("jupyterhub")
 

@@ -265,7 +265,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         await self._preflight_image(choice.image)
         await self._check_course_data(course)
         try:
-            host_home = homes.host_home_path(self.home_template, self.user.name)
+            host_home = await self._blocking(homes.host_home_path, self.home_template, self.user.name)
             identity = await self._resolve_identity()
         except homes.HomeError as e:
             raise SpawnRefused(400, str(e)) from None

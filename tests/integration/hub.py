@@ -174,5 +174,17 @@ c.GPUDockerSpawner.uid_map_file = "{self.uid_map}"
                 raise AssertionError(f"{user}/{server} did not stop")
             time.sleep(0.3)
 
+    def progress_messages(self, user, timeout=120) -> list:
+        """Messages of the hub's progress stream (server-sent events) until the spawn ends."""
+        messages = []
+        with self.session.get(f"{self.api}/users/{user}/server/progress", stream=True, timeout=timeout) as r:
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    messages.append(event.get("message", ""))
+                    if event.get("ready") or event.get("failed"):
+                        break
+        return messages
+
     def user_url(self, user, server=""):
         return f"{self.url}/user/{user}/{server + '/' if server else ''}"

@@ -91,8 +91,6 @@ c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 """)
     hub.create_users("olga")
     assert hub.spawn("olga", {"image": "old"}).status_code == 202
-    from .test_lifecycle import read_progress
-
-    messages = [e.get("message", "") for e in read_progress(hub, "olga")]
+    messages = hub.progress_messages("olga")
     assert any(f"carries JupyterHub 5.0.0, the hub runs {hub_jupyterhub_version()}" in m for m in messages), messages
     hub.wait_ready("olga")  # a warning, not a refusal

@@ -1,24 +1,10 @@
 """Spawn lifecycle: progress events, failure paths, kept containers, bridge networking."""
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 
 from .conftest import gpuspawn_containers, labelled
-
-
-def read_progress(hub, user, timeout=120) -> list:
-    """Events of the hub's progress stream (server-sent events) until the spawn ends."""
-    events = []
-    with hub.session.get(f"{hub.api}/users/{user}/server/progress", stream=True, timeout=timeout) as r:
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                event = json.loads(line[5:])
-                events.append(event)
-                if event.get("ready") or event.get("failed"):
-                    break
-    return events
 
 
 def test_progress_names_the_assigned_gpu(make_hub):
@@ -26,7 +12,7 @@ def test_progress_names_the_assigned_gpu(make_hub):
     hub.create_users("pat")
     r = hub.spawn("pat", {"gpus": 1})
     assert r.status_code == 202
-    messages = [e.get("message", "") for e in read_progress(hub, "pat")]
+    messages = hub.progress_messages("pat")
     [container] = labelled("pat")
     uuid = container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
     assigned = next(m for m in messages if m.startswith("Assigned GPU"))
