@@ -85,6 +85,14 @@ def parse_size(value, what="size") -> int:
     raise InventoryError(f"{what} must be a size like 80GiB or a number of bytes, got {value!r}")
 
 
+def format_size(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at least 1: "24 MiB", "1.5 GiB", "80 GiB"."""
+    for power, unit in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if n >= 1024**power:
+            return f"{n / 1024**power:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} B"
+
+
 def _load_structured_file(path):
     with open(path, encoding="utf-8") as f:
         text = f.read()

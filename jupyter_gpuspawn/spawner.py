@@ -19,9 +19,9 @@ from .allocation import AllocationError, GPUAllocator, GPURequest
 from .cached import Cached
 from .courses import Course, CourseCatalog
 from .form import render_form, template_environment
-from .gpus import InventoryError, shared_inventory
+from .gpus import InventoryError, format_size, shared_inventory
 from .options import OptionsError, options_from_form, validate_options
-from .readiness import ServerExited, wait_until_answering
+from .readiness import ServerExited, container_exit, wait_until_answering
 from .reconcile import list_assignments
 from .settings import GPUSpawnerSettings
 from .spec import GPUAssignment, device_requests, gpu_env, merge_host_config, oauth_client_id
@@ -63,6 +63,10 @@ def simulated_description(uuids, snapshot) -> str:
     ])
 
 
+def _options_applied_in_start(spawner, user_options):
+    pass
+
+
 def _short_uuid(uuid: str) -> str:
     return uuid[:12] if uuid.startswith("GPU-") else uuid[:8]
 
@@ -94,6 +98,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @default("options_form")
     def _default_options_form(self):
         return lambda spawner: spawner.render_options_form()
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # user_options are validated and applied in start(), for form and API alike (JupyterHub < 5.3 has no
+        # hook). This default only tells JupyterHub >= 5.3 they are handled, which it otherwise logs per spawn.
+        return _options_applied_in_start
 
     # ---- set-up -------------------------------------------------------------------------------------------------
     def __init__(self, *args, **kwargs):
@@ -342,17 +352,18 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     async def _wait_until_answering(self, ip, port):
         if not self.ready_poll_interval:
             return
-        host = f"[{ip}]" if ":" in ip else ip
         try:
             await wait_until_answering(
-                f"http://{host}:{port}{self.server.base_url}api", timeout=self.http_timeout,
-                interval=self.ready_poll_interval, exited=super().poll,
+                ip, port, f"{self.server.base_url}api", timeout=self.http_timeout,
+                interval=self.ready_poll_interval, exited=lambda: self.docker_call(container_exit, self.object_id),
             )
         except ServerExited as e:
-            self.log.error("Container %s exited while starting: %s", self.object_name, e.status)
+            self.log.error("Container %s stopped while starting (%s). Its last output:\n%s",
+                           self.object_name, e, e.output.rstrip() or "(none)")
+            hint = f" Its memory limit is {format_size(self.mem_limit)}." if e.oom_killed and self.mem_limit else ""
             raise SpawnRefused(
-                500, f"Your server stopped while starting ({e.status.split(',')[0]}). Try again; if it keeps "
-                "happening, tell the admin the time of this attempt."
+                500, f"Your server stopped while starting ({e}).{hint} Try again; if it keeps happening, tell the "
+                "admin the time of this attempt."
             ) from None
 
     async def _check_course_data(self, course: Course):
@@ -467,7 +478,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     async def _host_config(self):
         admin = await self._admin_value(self._admin_host_config)
-        hardening = {"cap_drop": ["ALL"], "device_requests": device_requests(self._assignment.gpus)}
+        hardening = {
+            "cap_drop": ["ALL"], "device_requests": device_requests(self._assignment.gpus),
+            # removal is the spawner's (on stop, on failure, before a re-create): a container Docker removed by
+            # itself would take its exit code, OOM flag and last output with it
+            "auto_remove": False,
+        }
         if self.no_new_privileges:
             hardening["security_opt"] = ["no-new-privileges:true"]
         if self.cap_add:

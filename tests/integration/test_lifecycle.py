@@ -1,8 +1,10 @@
 """Spawn lifecycle: progress events, failure paths, kept containers, bridge networking."""
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
+import time
 
 from .conftest import gpuspawn_containers, labelled
 
@@ -35,6 +37,37 @@ c.DockerSpawner.extra_create_kwargs = crash_for_quinn
     assert "Traceback" not in r.text
     assert labelled("quinn") == [] and hub.server("quinn") is None
     hub.spawn_ready("ruth", {"gpus": 1})  # the only GPU is free again
+
+
+def test_a_server_that_exits_while_starting_is_reported_at_once_and_releases_its_gpu(make_hub):
+    # the container starts, but its server dies before it ever answers (a broken image, a bad start command)
+    hub = make_hub(n_gpus=1, extra_config="""
+def broken_for_sam(spawner):
+    return {"command": ["sh", "-c", "echo cannot start >&2; exit 3"]} if spawner.user.name == "sam" else {}
+c.DockerSpawner.extra_create_kwargs = broken_for_sam
+""")
+    hub.create_users("sam", "tia")
+    t0 = time.monotonic()
+    r = hub.spawn("sam", {"gpus": 1})
+    # noticed by the spawner's exit checks, long before the hub's http_timeout
+    assert r.status_code >= 400 and time.monotonic() - t0 < 8, (r.status_code, r.text)
+    assert "Your server stopped while starting (exit code 3)" in r.json()["message"], r.text
+    assert "Traceback" not in r.text
+    # the admin gets the server's last output, which Docker would have discarded with an auto-removed container
+    assert re.search(r"stopped while starting \(exit code 3\)\. Its last output:\n\s*cannot start", hub.log_tail(200))
+    assert labelled("sam") == [] and hub.server("sam") is None
+    hub.spawn_ready("tia", {"gpus": 1})  # the only GPU is free again
+
+
+def test_a_server_killed_for_memory_while_starting_says_so(make_hub):
+    # mem_limit is below what jupyterhub-singleuser needs to start: the kernel OOM-kills it
+    hub = make_hub(n_gpus=1, extra_config='c.GPUDockerSpawner.mem_limit = "24M"\n')
+    hub.create_users("uma")
+    r = hub.spawn("uma", {"gpus": 1})
+    assert r.status_code == 500, r.text
+    assert "Your server stopped while starting (it ran out of memory). Its memory limit is 24 MiB." in \
+        r.json()["message"], r.text
+    assert labelled("uma") == []
 
 
 def test_kept_container_with_another_assignment_is_recreated(make_hub):

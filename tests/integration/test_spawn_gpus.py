@@ -44,6 +44,8 @@ def test_each_server_gets_exactly_its_gpus_by_uuid(make_hub):
     # the test image bakes NVIDIA_VISIBLE_DEVICES=all, like NGC images; a CPU-only server must see void
     assert exec_in(cpu_only, "sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES").strip() == "void"
     assert cpu_only["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] == ""
+    # JupyterHub >= 5.3 warns about user_options no hook applied; ours are applied in start()
+    assert "unhandled user_options" not in hub.log_tail(400)
 
 
 def test_home_is_mounted_and_files_belong_to_the_user(make_hub):

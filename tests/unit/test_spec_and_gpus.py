@@ -150,3 +150,12 @@ def test_bad_inventory_config():
     with pytest.raises(InventoryError, match="must be one of"):
         GPUInventory("cuda")
     assert gpus_mod.shared_inventory("none") is gpus_mod.shared_inventory("none")
+
+
+def test_format_size_uses_the_largest_binary_unit():
+    from jupyter_gpuspawn.gpus import format_size, parse_size
+
+    assert format_size(parse_size("24M")) == "24 MiB"
+    assert format_size(parse_size("1.5GiB")) == "1.5 GiB"
+    assert format_size(parse_size("80GiB")) == "80 GiB"
+    assert format_size(512) == "512 B"
