@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .gpus import INVENTORY_KINDS, GPUInventory, InventoryError
+from .gpus import INVENTORY_KINDS, GPUInventory, InventoryError, format_size
 
 
 def _hub_config(path):
@@ -47,10 +47,6 @@ def _running_assignments():
         return [], f"cannot read containers from Docker: {e}"
 
 
-def _fmt_bytes(n):
-    return f"{n / 1024**3:.1f} GiB"
-
-
 def cmd_gpus(args) -> int:
     try:
         snapshot = _inventory_from_args(args).read()
@@ -88,7 +84,7 @@ def cmd_gpus(args) -> int:
         )
         rows.append(
             (str(gpu.index), gpu.uuid, gpu.name,
-             f"{_fmt_bytes(gpu.memory_used)} / {_fmt_bytes(gpu.memory_total)}", held or "-")
+             f"{format_size(gpu.memory_used)} / {format_size(gpu.memory_total)}", held or "-")
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -138,7 +134,7 @@ def cmd_images(args) -> int:
             if images.version_mismatch(s.jupyterhub_version, hub_version):
                 version += f" (hub: {hub_version})"
             rows.append((s.image, "yes" if s.present else "NO", "yes" if s.ready else "NO",
-                         _fmt_bytes(s.size) if s.size else "-", version))
+                         format_size(s.size) if s.size else "-", version))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -177,11 +173,13 @@ def cmd_build_image(args) -> int:
 
     if args.dockerfile_only:
         print(images.dockerfile(args.base, images.hub_jupyterhub_version(), wheel_name="jupyter_gpuspawn.whl",
-                                ca_bundle=bool(args.ca_bundle), install_python=args.install_python))
+                                ca_bundle=bool(args.ca_bundle), install_python=args.install_python,
+                                keep_rfc3987_syntax=args.keep_rfc3987_syntax))
         return 0
     return images.build_image(
         args.base, args.tag, wheel=args.wheel, ca_bundle=args.ca_bundle, build_args=args.build_arg,
         labels=args.label, network=args.network, install_python=args.install_python,
+        keep_rfc3987_syntax=args.keep_rfc3987_syntax,
     )
 
 
@@ -218,6 +216,9 @@ def build_parser():
     build.add_argument("--network", help="network for the build, e.g. host")
     build.add_argument("--install-python", action="store_true",
                        help="if the base has no Python (CUDA runtime, r-base), install it with its package manager")
+    build.add_argument("--keep-rfc3987-syntax", action="store_true",
+                       help="keep jsonschema's IRI-format validator in the image's venv; by default it is removed "
+                            "because importing it costs every server start ~1.7 s of CPU (see config/images.md)")
     build.add_argument("--dockerfile-only", action="store_true", help="print the Dockerfile and exit")
     build.set_defaults(func=cmd_build_image)
     return parser

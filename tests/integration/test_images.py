@@ -82,6 +82,16 @@ def test_built_image_lists_both_extensions_enabled_and_ok(docker_engine):
     assert "apputils-extension:announcements" in plain  # listed among disabled: no news fetching offline
 
 
+def test_built_image_server_start_skips_the_slow_iri_validator(docker_engine):
+    # jupyter_events imports jsonschema's format checkers at every server start; with rfc3987-syntax there that
+    # import compiles ~35 Lark grammars (~1.7 s of CPU). build-image removed it from the venv.
+    probe = ("import sys, jupyter_events.validators, jsonschema; "
+             "print('rfc3987_syntax' in sys.modules, 'uri' in jsonschema.Draft7Validator.FORMAT_CHECKER.checkers)")
+    out = docker("run", "--rm", "--user", "234567:234567", "-e", "HOME=/tmp", TEST_IMAGE, "python", "-c", probe,
+                 check=True).stdout.split()
+    assert out == ["False", "True"], out  # the slow module is not loaded; the other format checks still are
+
+
 def test_jupyterhub_version_mismatch_is_a_warning_in_progress(make_hub):
     docker("build", "-q", "-t", "local/gpuspawn-old-hub:1", "-",
            input=f"FROM {TEST_IMAGE}\nLABEL org.jupyter.gpuspawn.jupyterhub-version=5.0.0\n", check=True)

@@ -59,3 +59,12 @@ def test_install_python_only_when_asked():
     assert 'if [ -z "$PY" ] && [ "0" = 1 ]' in plain
     asked = dockerfile("r-base:4.4.1", "6.1.1", wheel_name="w.whl", install_python=True)
     assert 'if [ -z "$PY" ] && [ "1" = 1 ]' in asked and "python3-venv" in asked
+
+
+def test_slow_iri_validator_is_dropped_from_the_venv_unless_kept():
+    default = dockerfile("python:3.12-slim", "6.1.1", wheel_name="w.whl")
+    assert "/opt/jupyter-gpuspawn/*) if [ \"0\" = 0 ]; then $PIP uninstall -y -q rfc3987-syntax" in default
+    kept = dockerfile("python:3.12-slim", "6.1.1", wheel_name="w.whl", keep_rfc3987_syntax=True)
+    assert "/opt/jupyter-gpuspawn/*) if [ \"1\" = 0 ]" in kept
+    # only the venv's copy is ever removed; a base's own copy is reported, never touched
+    assert "note: the base's own rfc3987-syntax" in default
