@@ -174,17 +174,22 @@ c.GPUDockerSpawner.uid_map_file = "{self.uid_map}"
                 raise AssertionError(f"{user}/{server} did not stop")
             time.sleep(0.3)
 
-    def progress_messages(self, user, timeout=120) -> list:
-        """Messages of the hub's progress stream (server-sent events) until the spawn ends."""
-        messages = []
-        with self.session.get(f"{self.api}/users/{user}/server/progress", stream=True, timeout=timeout) as r:
+    def progress_events(self, user, server="", timeout=120) -> list:
+        """Events of the hub's progress stream (server-sent events) until the spawn ends, as the spawn page sees
+        them: one request per spawn, where polling the REST API would cost the hub a token check per poll."""
+        base = f"{self.api}/users/{user}/servers/{server}" if server else f"{self.api}/users/{user}/server"
+        events = []
+        with self.session.get(f"{base}/progress", stream=True, timeout=timeout) as r:
+            r.raise_for_status()
             for line in r.iter_lines(decode_unicode=True):
                 if line and line.startswith("data:"):
-                    event = json.loads(line[5:])
-                    messages.append(event.get("message", ""))
-                    if event.get("ready") or event.get("failed"):
+                    events.append(json.loads(line[5:]))
+                    if events[-1].get("ready") or events[-1].get("failed"):
                         break
-        return messages
+        return events
+
+    def progress_messages(self, user, timeout=120) -> list:
+        return [event.get("message", "") for event in self.progress_events(user, timeout=timeout)]
 
     def user_url(self, user, server=""):
         return f"{self.url}/user/{user}/{server + '/' if server else ''}"
