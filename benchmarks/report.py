@@ -52,11 +52,13 @@ def main(argv=None):
     lines = [f"# Benchmark report ({datetime.date.today()}, {os.cpu_count()} cores)", "",
              "| benchmark | figure | target | met? |", "|---|---|---|---|"]
     for b in bursts:
-        g, s, r, f = (b["best"][k]["all_ready_s"] for k in spawn_burst.KINDS)
-        lines.append(f"| burst N={b['n']}: all ready (best of {b['rounds']}) | GPUDockerSpawner {g:.2f} s, stock "
-                     f"{s:.2f} s, raw singleuser {r:.2f} s ({g / s:.2f}× stock, {g / r:.2f}× raw); "
-                     f"raw `jupyter server` {f:.2f} s | < 1× stock, ≤ 1.15× raw | "
-                     f"{'yes' if g < s else 'no'} / {'yes' if g <= 1.15 * r else 'no'} |")
+        for how, figures in (("best", {k: v["all_ready_s"] for k, v in b["best"].items()}),
+                             ("median", b["median_of_rounds"])):
+            g, s, r, f = (figures[k] for k in spawn_burst.KINDS)
+            lines.append(f"| burst N={b['n']}: all ready, {how} of {b['rounds']} rounds | GPUDockerSpawner {g:.2f} s, "
+                         f"stock {s:.2f} s, raw singleuser {r:.2f} s ({g / s:.2f}× stock, {g / r:.2f}× raw); "
+                         f"raw `jupyter server` {f:.2f} s | < 1× stock, ≤ 1.15× raw | "
+                         f"{'yes' if g < s else 'no'} / {'yes' if g <= 1.15 * r else 'no'} |")
     lines.append(f"| form render, 30 courses, 16 GPUs | median {form['form']['median_ms']:.2f} ms "
                  f"(page {form['page']['median_ms']:.1f} ms) | ≤ 20 ms | "
                  f"{'yes' if form['form']['median_ms'] <= 20 else 'no'} |")

@@ -162,7 +162,7 @@ def build_image(base, tag, *, wheel=None, ca_bundle=None, build_args=(), labels=
         with open(os.path.join(context, "Dockerfile"), "w") as f:
             f.write(dockerfile(base, hub_jupyterhub_version(), wheel_name=wheel_name, ca_bundle=bool(ca_bundle),
                                install_python=install_python, keep_rfc3987_syntax=keep_rfc3987_syntax))
-        cmd = ["docker", "build", "-t", tag]
+        cmd = ["docker", "build", "--force-rm", "-t", tag]  # a failed step leaves no container behind
         if network:
             cmd += ["--network", network]
         for arg in build_args:

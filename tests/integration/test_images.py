@@ -59,6 +59,9 @@ def test_build_image_refuses_a_base_without_python(docker_engine):
     assert r.returncode != 0
     assert "local/base-nopython:bookworm has no Python" in r.stdout + r.stderr
     assert docker("image", "inspect", tag).returncode != 0
+    # the failed build step's container is gone too (docker build keeps it unless --force-rm)
+    leftovers = docker("ps", "-aq", "--filter", "ancestor=local/base-nopython:bookworm").stdout.split()
+    assert leftovers == [], leftovers
 
 
 def test_images_command_is_the_admins_checklist(make_hub):
