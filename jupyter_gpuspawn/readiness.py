@@ -12,6 +12,7 @@ import ipaddress
 import socket
 from typing import Awaitable, Callable, Optional
 
+from docker.errors import NotFound
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 
@@ -34,8 +35,6 @@ class ServerExited(Exception):
 def container_exit(client, container_id: str, output_lines: int = 20) -> Optional[ServerExited]:
     """None while the container runs; otherwise how it ended (docker-py APIClient; blocking). The container
     must not be auto-removed, or exit code and output are gone with it."""
-    from docker.errors import NotFound
-
     try:
         state = client.inspect_container(container_id)["State"]
     except NotFound:
