@@ -170,17 +170,26 @@ def cmd_validate(args) -> int:
 
 def cmd_build_image(args) -> int:
     from . import images
+    from .wheels import WheelError
 
-    if args.dockerfile_only:
-        print(images.dockerfile(args.base, images.hub_jupyterhub_version(), wheel_name="jupyter_gpuspawn.whl",
-                                ca_bundle=bool(args.ca_bundle), install_python=args.install_python,
-                                keep_rfc3987_syntax=args.keep_rfc3987_syntax))
-        return 0
-    return images.build_image(
-        args.base, args.tag, wheel=args.wheel, ca_bundle=args.ca_bundle, build_args=args.build_arg,
-        labels=args.label, network=args.network, install_python=args.install_python,
-        keep_rfc3987_syntax=args.keep_rfc3987_syntax,
-    )
+    try:
+        images.check_image_reference(args.base, "--base")
+        if args.dockerfile_only:
+            print(images.dockerfile(args.base, images.hub_jupyterhub_version(), wheel_name="jupyter_gpuspawn.whl",
+                                    ca_bundle=bool(args.ca_bundle), install_python=args.install_python,
+                                    keep_rfc3987_syntax=args.keep_rfc3987_syntax))
+            return 0
+        return images.build_image(
+            args.base, args.tag, wheel=args.wheel, ca_bundle=args.ca_bundle, build_args=args.build_arg,
+            labels=args.label, network=args.network, install_python=args.install_python,
+            keep_rfc3987_syntax=args.keep_rfc3987_syntax,
+        )
+    except (ValueError, WheelError) as e:  # a bad --base, or no wheel to install: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a missing --wheel or --ca-bundle file, no docker command
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
 
 
 def build_parser():

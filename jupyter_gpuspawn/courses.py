@@ -7,16 +7,20 @@ invalid keeps its last good version live, so a typo never takes a course away mi
 """
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
+import posixpath
+from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import jsonschema
 
 from .allocation import POLICIES
+from .datafiles import MAX_FILE_BYTES, DataFileError, read_structured_file
 from .gpus import InventoryError, parse_size
+from .options import shorten
 from .spec import is_protected_env
 
 log = logging.getLogger("jupyter_gpuspawn.courses")
@@ -26,11 +30,18 @@ COURSE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 # ("dl\n" would pass as an id). Same-class bug: kubespawner/dockerspawner regex advisories.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 SIZE = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\d+(\.\d+)?[KMGTkmgt]?i?[Bb]?\Z"}]}
-# Environment variables a course may not set: the spawner's own, the NVIDIA runtime's, the loader's, the user's.
-RESERVED_ENV = ("HOME", "USER", "PATH", "SHELL")
-# Mount targets that would hide parts of the image the server needs.
+# Environment variables a course may not set: spec.is_protected_env (one list, shared with the spawner's get_env).
+# Mount targets that would hide parts of the image the server needs (compared after normalize_mount_target).
 FORBIDDEN_TARGETS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
                      "/sys", "/tmp", "/usr", "/var", "/home", "/opt/jupyter-gpuspawn", "/dev/shm")
+# Kernel and device trees: nothing may be mounted anywhere below them (a mount over /proc/sys or /dev/nvidia0
+# would change what the runtime and the server rely on).
+FORBIDDEN_TARGET_TREES = ("/proc", "/sys", "/dev")
+# A problem list longer than this is cut: one broken file must not flood the log or the admin's form.
+MAX_PROBLEMS = 20
+# More than a form can offer; the cap keeps checking a hostile 256 KiB file (thousands of entries) cheap.
+MAX_IMAGES = 100
+MAX_MOUNTS = 50
 
 COURSE_SCHEMA = {
     "type": "object",
@@ -45,6 +56,7 @@ COURSE_SCHEMA = {
         "images": {
             "type": "array",
             "minItems": 1,
+            "maxItems": MAX_IMAGES,
             "items": {
                 "type": "object",
                 "additionalProperties": False,
@@ -77,6 +89,7 @@ COURSE_SCHEMA = {
         },
         "mounts": {
             "type": "array",
+            "maxItems": MAX_MOUNTS,
             "items": {
                 "type": "object",
                 "additionalProperties": False,
@@ -160,36 +173,92 @@ class Course:
 
 
 def _where(error) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    return where if len(where) <= 120 else where[:119] + "…"  # a key may be any length until checked
 
 
 def _explain(error) -> str:
-    """A schema error in words: the key, what is wrong, what is allowed."""
+    """A schema error in words: the key, what is wrong, what is allowed. Values are quoted short (a file may hold
+    a 200 KB string), and jsonschema's own message, which quotes the whole value, is cut."""
     where = _where(error)
+    value = shorten(error.instance)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return f"unknown key(s) {', '.join(map(repr, extra))} in {where}; allowed: {', '.join(allowed)}"
+        extra = sorted(shorten(k, 30) for k in set(error.instance) - set(allowed))
+        more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        return f"unknown key(s) {', '.join(extra[:5])}{more} in {where}; allowed: {', '.join(allowed)}"
     if error.validator == "required":
         return f"{where}: {error.message.replace(' is a required property', '')} is required"
     if error.validator == "enum":
-        return f"{where}: {error.instance!r} is not allowed; use one of {', '.join(map(repr, error.validator_value))}"
+        return f"{where}: {value} is not allowed; use one of {', '.join(map(repr, error.validator_value))}"
     if error.validator == "type":
-        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {value}"
     if error.validator == "pattern" and where.endswith(("id", "key")):
-        return f"{where}: {error.instance!r} must be lower-case letters, digits, - or _ (at most 64)"
+        return f"{where}: {value} must be lower-case letters, digits, - or _ (at most 64)"
     if "propertyNames" in error.schema_path:
-        return f"{where}: {error.instance!r} is not a valid environment variable name"
+        return f"{where}: {value} is not a valid environment variable name"
+    if error.validator == "maxItems":
+        return f"{where}: at most {error.validator_value} entries are allowed, found {len(error.instance)}"
     if error.validator == "anyOf" and where.startswith("resources"):
-        return f"{where}: {error.instance!r} must be a size such as 8G or 512M"
-    return f"{where}: {error.message}"
+        return f"{where}: {value} must be a size such as 8G or 512M"
+    message = error.message if len(error.message) <= 200 else error.message[:199] + "…"
+    return f"{where}: {message}"
+
+
+def normalize_mount_target(target: str) -> str:
+    """A container path in canonical form: ``//etc``, ``/etc/``, ``/./etc`` and ``/data/../etc`` are ``/etc``.
+
+    posixpath.normpath keeps a leading ``//`` (POSIX leaves its meaning to the system), which Docker and the
+    kernel read as ``/``; so leading slashes are collapsed here. Relative paths stay relative (callers refuse them).
+    """
+    normal = posixpath.normpath(target)
+    if normal.startswith("/"):
+        normal = "/" + normal.lstrip("/")
+    return normal
+
+
+def forbidden_target(target: str) -> bool:
+    """Whether a (normalised) mount target would hide a system directory of the image."""
+    return target in FORBIDDEN_TARGETS or any(target.startswith(tree + "/") for tree in FORBIDDEN_TARGET_TREES)
+
+
+def conflicting_mounts(course_mounts: Iterable["Mount"], admin_binds: Mapping) -> List[str]:
+    """Messages for course mounts that would replace or re-mount an admin's volume.
+
+    ``admin_binds`` is DockerSpawner's ``volume_binds`` ({host path or volume name: {"bind": container path,
+    "mode": ...}}, templates already expanded); a plain container path as value is accepted too. A course mount
+    conflicts when its source (already a realpath) is an admin volume's host path, whatever the modes (Docker
+    keys binds by host path: the course's entry would replace the admin's, or make it read-write), or when its
+    target is an admin volume's container path (one would hide the other). Both sides are compared normalised.
+    Reads symlinks of the admin's host paths (os.path.realpath); no other I/O.
+    """
+    admin = []
+    for host, bind in admin_binds.items():
+        container = bind.get("bind", "") if isinstance(bind, Mapping) else bind
+        host_real = os.path.realpath(host) if os.path.isabs(host) else host
+        admin.append((host, host_real, normalize_mount_target(container) if container else ""))
+    problems = []
+    for mount in course_mounts:
+        target = normalize_mount_target(mount.target)
+        for host, host_real, container in admin:
+            if mount.source == host_real:
+                problems.append(f"course mount {mount.source} -> {target}: {host} is an admin volume (mounted at "
+                                f"{container}); a course cannot mount it again or change its mode")
+            elif target == container:
+                problems.append(f"course mount {mount.source} -> {target}: {target} is already the target of the "
+                                f"admin volume {host}")
+    return problems
 
 
 def parse_course(data, path: str, data_roots=()) -> Course:
     """Validate one course file's data; raises CourseError listing every problem."""
     name = os.path.basename(path)
     validator = jsonschema.Draft7Validator(COURSE_SCHEMA)
-    problems = [f"{name}: {_explain(e)}" for e in sorted(validator.iter_errors(data), key=lambda e: list(e.path))]
+    # islice: a list of 100 000 bad items is 100 000 errors; a few are enough to fix the file
+    errors = list(itertools.islice(validator.iter_errors(data), MAX_PROBLEMS + 1))
+    problems = [f"{name}: {_explain(e)}" for e in sorted(errors[:MAX_PROBLEMS], key=lambda e: [str(p) for p in e.path])]
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"{name}: (more problems not shown; fix these first)")
     if problems:
         raise CourseError(problems)
 
@@ -199,25 +268,34 @@ def parse_course(data, path: str, data_roots=()) -> Course:
     if gpu_default > gpu_max:
         problems.append(f"{name}: gpus.default ({gpu_default}) is more than gpus.max ({gpu_max})")
     keys = [img["key"] for img in data["images"]]
-    for key in sorted({k for k in keys if keys.count(k) > 1}):
+    for key in sorted(k for k, n in Counter(keys).items() if n > 1):
         problems.append(f"{name}: images: key {key!r} is used twice")
     for var in data.get("env", {}):
-        if is_protected_env(var) or var in RESERVED_ENV:
-            problems.append(f"{name}: env.{var}: reserved, set by the spawner; remove it")
+        if is_protected_env(var):
+            problems.append(f"{name}: env.{var}: reserved, set by the spawner or trusted by the runtime; remove it")
     mounts = []
+    targets = {}
     roots = [os.path.realpath(r) for r in data_roots]
     for i, m in enumerate(data.get("mounts", [])):
         where = f"{name}: mounts.{i}"
         source = os.path.realpath(m["source"])
-        target = os.path.normpath(m["target"])
+        target = normalize_mount_target(m["target"])
         if not os.path.isabs(m["source"]):
-            problems.append(f"{where}.source: {m['source']!r} must be an absolute path")
+            problems.append(f"{where}.source: {shorten(m['source'])} must be an absolute path")
         elif not any(os.path.commonpath([root, source]) == root for root in roots):
             allowed = ", ".join(data_roots) or "none configured: set GPUDockerSpawner.course_data_roots"
-            problems.append(f"{where}.source: {m['source']!r} is outside the course data roots ({allowed})")
-        if not os.path.isabs(target) or target in FORBIDDEN_TARGETS:
-            problems.append(f"{where}.target: {m['target']!r} must be an absolute path that is not a system "
+            problems.append(f"{where}.source: {shorten(m['source'])} is outside the course data roots ({allowed})")
+        elif ":" in source:
+            # Docker joins a bind as "source:target:mode": a colon in either would shift the fields.
+            problems.append(f"{where}.source: {shorten(m['source'])} must not contain ':'")
+        if not target.startswith("/") or forbidden_target(target):
+            problems.append(f"{where}.target: {shorten(m['target'])} must be an absolute path that is not a system "
                             "directory (e.g. /data/course)")
+        elif ":" in target:
+            problems.append(f"{where}.target: {shorten(m['target'])} must not contain ':'")
+        elif target in targets:
+            problems.append(f"{where}.target: {target} is already the target of mounts.{targets[target]}")
+        targets.setdefault(target, i)
         mounts.append(Mount(source, target, m.get("read_only", True)))
     resources = data.get("resources", {})
     sizes = {}
@@ -250,18 +328,15 @@ def parse_course(data, path: str, data_roots=()) -> Course:
 
 
 def load_course_file(path: str, data_roots=()) -> Course:
+    """Read, parse and validate one course file. The file may be at most MAX_FILE_BYTES (256 KiB) and may not use
+    YAML anchors/aliases (see datafiles.py: an alias bomb would hang the hub's catalog refresh)."""
     name = os.path.basename(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:
-        raise CourseError([f"{name}: cannot be read as {'JSON' if path.endswith('.json') else 'YAML'}: {e}"])
+        data = read_structured_file(path, kind="course files", max_bytes=MAX_FILE_BYTES)
+    except DataFileError as e:
+        raise CourseError([f"{name}: {e}"]) from None
+    except OSError as e:
+        raise CourseError([f"{name}: cannot be read: {e.strerror or e}"]) from None
     if not isinstance(data, dict):
         raise CourseError([f"{name}: expected a mapping of keys (id, title, images, …) at the top level"])
     return parse_course(data, path, data_roots)

@@ -12,7 +12,6 @@ second, so a burst of spawns or form renders costs one NVML sweep, not one each.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -21,6 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from .cached import Cached
+from .datafiles import DataFileError, read_structured_file
+from .options import shorten
 
 INVENTORY_KINDS = ("auto", "nvml", "simulated", "none")
 
@@ -69,20 +70,28 @@ for _power, _letter in enumerate("KMGT", start=1):
         _SIZE_FACTORS[_suffix] = 1024**_power
 
 
+MAX_SIZE = 2**63 - 1  # Docker's limits are int64; a larger number in a file is a mistake, not a size
+
+
 def parse_size(value, what="size") -> int:
     """Bytes from an int or a string such as ``"80GiB"``, ``"81559MiB"``, ``"512M"`` (binary units)."""
     if isinstance(value, bool):
-        raise InventoryError(f"{what} must be a size like 80GiB, got {value!r}")
+        raise InventoryError(f"{what} must be a size like 80GiB, got {shorten(value)}")
     if isinstance(value, int):
         if value < 0:
             raise InventoryError(f"{what} must not be negative, got {value}")
+        if value > MAX_SIZE:
+            raise InventoryError(f"{what} is too large, got {shorten(value)}")
         return value
     if isinstance(value, str):
         match = _SIZE_RE.fullmatch(value)
         if match:
             number, unit = match.groups()
-            return int(float(number) * _SIZE_FACTORS[(unit or "").upper()])
-    raise InventoryError(f"{what} must be a size like 80GiB or a number of bytes, got {value!r}")
+            size = float(number) * _SIZE_FACTORS[(unit or "").upper()]
+            if not size <= MAX_SIZE:  # also inf: float("9" * 400) does not fit
+                raise InventoryError(f"{what} is too large, got {shorten(value)}")
+            return int(size)
+    raise InventoryError(f"{what} must be a size like 80GiB or a number of bytes, got {shorten(value)}")
 
 
 def format_size(n: int) -> str:
@@ -93,33 +102,34 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-def _load_structured_file(path):
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if path.endswith(".json"):
-        return json.loads(text)
-    import yaml  # YAML is a superset of JSON, so this also reads .json files with other names
-
-    return yaml.safe_load(text)
-
-
 def read_simulated(path) -> Snapshot:
     """Read simulated devices from ``path``: a list of devices, or a mapping with a ``gpus`` list.
 
     Each device needs ``uuid`` (``GPU-…``), ``name`` and ``memory_total``; ``memory_used``, ``utilization``
     (percent), ``temperature`` and ``processes`` (a count, or a list of {pid, used_memory}) are optional and
-    mimic a busy GPU.
+    mimic a busy GPU. The file is read like a course file: at most 256 KiB, no YAML anchors/aliases.
     """
     try:
-        data = _load_structured_file(path)
+        data = read_structured_file(path, kind="simulated GPU files")
     except FileNotFoundError:
         raise InventoryError(f"simulated GPU file {path} does not exist") from None
-    except Exception as e:
-        raise InventoryError(f"simulated GPU file {path} cannot be parsed: {e}") from None
+    except OSError as e:
+        raise InventoryError(f"simulated GPU file {path} cannot be read: {e.strerror or e}") from None
+    except DataFileError as e:
+        raise InventoryError(f"simulated GPU file {path}: {e}") from None
     return parse_simulated(data, f"simulated GPU file {path}")
 
 
+def _whole(value, what: str) -> int:
+    """A non-negative int from a simulated-GPU file; InventoryError (not a bare ValueError) otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InventoryError(f"{what} must be a whole number, got {shorten(value)}")
+    return value
+
+
 def parse_simulated(data, where_file: str) -> Snapshot:
+    """Devices from parsed simulated-GPU data. Every problem is an InventoryError naming the file and GPU, with
+    values quoted short (the data may come from a hostile or broken file)."""
     if isinstance(data, dict):
         data = data.get("gpus")
     if not isinstance(data, list):
@@ -130,12 +140,13 @@ def parse_simulated(data, where_file: str) -> Snapshot:
         where = f"{where_file}, GPU #{position}"
         if not isinstance(dev, dict):
             raise InventoryError(f"{where}: expected a mapping with uuid, name, memory_total")
-        unknown = sorted(set(dev) - allowed)
+        unknown = sorted(str(k)[:30] for k in dev if k not in allowed)
         if unknown:
-            raise InventoryError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+            raise InventoryError(f"{where}: unknown key(s) {', '.join(unknown[:5])}; "
+                                 f"allowed: {', '.join(sorted(allowed))}")
         uuid = dev.get("uuid")
         if not isinstance(uuid, str) or not re.fullmatch(r"(GPU|MIG)-[0-9A-Za-z-]{1,80}", uuid):
-            raise InventoryError(f"{where}: uuid must look like GPU-xxxxxxxx, got {uuid!r}")
+            raise InventoryError(f"{where}: uuid must look like GPU-xxxxxxxx, got {shorten(uuid)}")
         if uuid in seen:
             raise InventoryError(f"{where}: duplicate uuid {uuid}")
         seen.add(uuid)
@@ -143,23 +154,32 @@ def parse_simulated(data, where_file: str) -> Snapshot:
             raise InventoryError(f"{where}: memory_total is required")
         util = dev.get("utilization")
         if util is not None and (not isinstance(util, int) or isinstance(util, bool) or not 0 <= util <= 100):
-            raise InventoryError(f"{where}: utilization must be an integer percentage 0-100, got {util!r}")
+            raise InventoryError(f"{where}: utilization must be an integer percentage 0-100, got {shorten(util)}")
+        temperature = dev.get("temperature")
+        if temperature is not None:
+            temperature = _whole(temperature, f"{where}: temperature")
         processes = dev.get("processes", 0) or 0
         if isinstance(processes, list):
-            procs = tuple((int(p["pid"]), parse_size(p.get("used_memory", 0), f"{where}: used_memory"))
-                          for p in processes)
+            procs = []
+            for p in processes:
+                if not isinstance(p, dict) or "pid" not in p:
+                    raise InventoryError(f"{where}: each process needs a pid (and optionally used_memory)")
+                procs.append((_whole(p["pid"], f"{where}: pid"),
+                              parse_size(p.get("used_memory", 0), f"{where}: used_memory")))
+            procs, count = tuple(procs), len(procs)
         else:
-            procs = ()
+            procs, count = (), _whole(processes, f"{where}: processes")
+        name = dev.get("name") or "Simulated GPU"
         gpus.append(
             GPU(
                 uuid=uuid,
-                index=int(dev.get("index", position)),
-                name=str(dev.get("name") or "Simulated GPU"),
+                index=_whole(dev.get("index", position), f"{where}: index"),
+                name=name if isinstance(name, str) and len(name) <= 100 else shorten(name, 100),
                 memory_total=parse_size(dev["memory_total"], f"{where}: memory_total"),
                 memory_used=parse_size(dev.get("memory_used", 0), f"{where}: memory_used"),
                 utilization_pct=util,
-                temperature_c=dev.get("temperature"),
-                process_count=len(procs) if procs else int(processes) if not isinstance(processes, list) else 0,
+                temperature_c=temperature,
+                process_count=count,
                 processes=procs,
             )
         )

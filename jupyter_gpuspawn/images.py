@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from typing import Optional
 
+from . import wheels
 from ._version import __version__
 
 READY_LABEL = "org.jupyter.gpuspawn.ready"
@@ -58,6 +61,29 @@ exec "$@"
 """
 
 
+# An image reference as Docker's reference grammar has it (github.com/distribution/reference):
+# [domain[:port]/]path-component[/path-component...][:tag][@digest], ASCII only. The base is written into the
+# Dockerfile (FROM, comments, a quoted shell echo), so anything else (a newline, a space, a quote) is refused.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE_RE = re.compile(
+    rf"(?:{_DOMAIN}(?::[0-9]{{1,5}})?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,128})?"
+)
+
+
+def check_image_reference(value, what: str = "--base") -> str:
+    """``value`` if it is a valid image reference (e.g. nvcr.io/nvidia/pytorch:24.08-py3), else ValueError with a
+    message that says what was wrong (the value is quoted short and escaped, so a newline shows as \\n)."""
+    if not isinstance(value, str) or len(value) > 512 or not IMAGE_REFERENCE_RE.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:79] + "…"
+        raise ValueError(f"{what} {shown} is not an image reference such as nvcr.io/nvidia/pytorch:24.08-py3 "
+                         "(lower-case name, optional :tag and @digest; no spaces or newlines)")
+    return value
+
+
 @functools.lru_cache(maxsize=1)
 def hub_jupyterhub_version() -> str:
     return dist_version("jupyterhub")
@@ -65,7 +91,13 @@ def hub_jupyterhub_version() -> str:
 
 def dockerfile(base: str, jupyterhub_version: str, *, wheel_name: str, ca_bundle: bool = False,
                install_python: bool = False, keep_rfc3987_syntax: bool = False) -> str:
-    """The Dockerfile text for ``base``. The build context holds ``gpuspawn/`` (wheel, entrypoint, CA bundle)."""
+    """The Dockerfile text for ``base``. The build context holds ``gpuspawn/`` (wheel, entrypoint, CA bundle).
+    ValueError if ``base`` is not an image reference: it is written into the file as it is."""
+    check_image_reference(base)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\.whl", wheel_name):
+        raise ValueError(f"wheel file name {wheel_name!r} must be a plain *.whl file name")
+    if not re.fullmatch(r"[0-9A-Za-z.+-]{1,64}", jupyterhub_version):
+        raise ValueError(f"jupyterhub version {jupyterhub_version!r} is not a version number")
     ca_lines = ""
     pip_cert = ""
     if ca_bundle:
@@ -128,25 +160,33 @@ CMD ["jupyterhub-singleuser"]
 """
 
 
-def build_wheel(dest: str) -> str:
-    """Put this package's wheel into ``dest``: built from the source checkout (labextension included), or,
-    for an installed release, the same version downloaded from the configured package index."""
+def source_checkout() -> Optional[str]:
+    """The source tree this package runs from (an editable install or a checkout on sys.path), else None."""
     source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.exists(os.path.join(source, "pyproject.toml")):
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dest, source]
-    else:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", dest,
-               f"jupyter-gpuspawn=={__version__}"]
-    subprocess.run(cmd, check=True)
-    wheels = [f for f in os.listdir(dest) if f.endswith(".whl")]
-    if not wheels:
-        raise RuntimeError("no jupyter-gpuspawn wheel was produced; pass --wheel FILE")
-    return wheels[0]
+    return source if os.path.exists(os.path.join(source, "pyproject.toml")) else None
+
+
+def build_wheel(dest: str) -> str:
+    """Put this package's wheel into ``dest`` and return its file name: built from the source checkout
+    (labextension included) with pip, or, for a normal install, rebuilt offline from the installed files
+    (wheels.wheel_from_installed). Raises wheels.WheelError (one line, says to pass --wheel) if neither works."""
+    source = source_checkout()
+    if source is None:
+        return wheels.wheel_from_installed(dest)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dest, source]
+    if subprocess.run(cmd).returncode != 0:
+        raise wheels.WheelError(f"pip could not build a wheel from {source}; pass --wheel FILE")
+    found = [f for f in os.listdir(dest) if f.endswith(".whl")]
+    if not found:
+        raise wheels.WheelError("no jupyter-gpuspawn wheel was produced; pass --wheel FILE")
+    return found[0]
 
 
 def build_image(base, tag, *, wheel=None, ca_bundle=None, build_args=(), labels=(), network=None,
                 install_python=False, keep_rfc3987_syntax=False, out=sys.stdout) -> int:
-    """Build ``tag`` from ``base`` with docker, streaming docker's progress to ``out``. Returns docker's exit code."""
+    """Build ``tag`` from ``base`` with docker, streaming docker's progress to ``out``. Returns docker's exit code.
+    ValueError for a ``base`` that is not an image reference; wheels.WheelError if no wheel can be had."""
+    check_image_reference(base)
     with tempfile.TemporaryDirectory(prefix="gpuspawn-build-") as context:
         payload = os.path.join(context, "gpuspawn")
         os.mkdir(payload)
@@ -194,10 +234,11 @@ class ImageReadiness:
 
 
 def build_command(image: str) -> str:
-    """The build-image command an admin can paste to make ``image`` hub-ready (the result is tagged locally)."""
-    last = image.rsplit("/", 1)[-1]
+    """The build-image command an admin can paste to make ``image`` hub-ready (the result is tagged locally).
+    Every argument is shell-quoted: image names come from config files and are pasted into a shell."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
     name, tag = last.split(":", 1) if ":" in last else (last, "latest")
-    return f"jupyter-gpuspawn build-image --base {image} --tag local/{name}-hub:{tag}"
+    return shlex.join(["jupyter-gpuspawn", "build-image", "--base", image, "--tag", f"local/{name}-hub:{tag}"])
 
 
 def assess_labels(image: str, inspect_data: dict) -> ImageReadiness:
@@ -210,11 +251,27 @@ def assess_labels(image: str, inspect_data: dict) -> ImageReadiness:
     )
 
 
+# The probe runs an image nobody has vetted yet: it gets the hardening of a user container and less.
+PROBE_USER = "65534:65534"  # nobody:nogroup, never root
+PROBE_HOST_CONFIG = dict(
+    cap_drop=["ALL"],
+    security_opt=["no-new-privileges:true"],
+    mem_limit="256m",
+    pids_limit=64,
+    network_mode="none",
+)
+# CUDA images bake in NVIDIA_VISIBLE_DEVICES=all: on hosts with nvidia as the default runtime the probe would
+# otherwise get every GPU.
+PROBE_ENV = {"NVIDIA_VISIBLE_DEVICES": "void"}
+
+
 def probe_singleuser(client, image: str) -> bool:
-    """Does ``image`` have jupyterhub-singleuser on its PATH? Runs a throwaway, network-less container (blocking)."""
+    """Does ``image`` have jupyterhub-singleuser on its PATH? Runs a throwaway, hardened container (blocking;
+    docker-py APIClient). The container is removed however the probe ends, even when it cannot start."""
     container = client.create_container(
-        image, entrypoint=["/bin/sh", "-c"], command=["command -v jupyterhub-singleuser"], user="65534:65534",
-        network_disabled=True, labels={"org.jupyter.gpuspawn.probe": "1"},
+        image, entrypoint=["/bin/sh", "-c"], command=["command -v jupyterhub-singleuser"], user=PROBE_USER,
+        environment=dict(PROBE_ENV), network_disabled=True, labels={"org.jupyter.gpuspawn.probe": "1"},
+        host_config=client.create_host_config(**PROBE_HOST_CONFIG),
     )
     try:
         client.start(container["Id"])

@@ -7,6 +7,7 @@ nothing is passed through to Docker.
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
@@ -14,6 +15,8 @@ ALLOWED_KEYS = ("course", "image", "gpus")
 MAX_KEY_LENGTH = 128
 # A docker image reference (registry/name:tag@digest); only consulted when the admin allows any image ("*").
 IMAGE_REF_RE = re.compile(r"[a-z0-9]+(?:[._/:-][a-zA-Z0-9]+)*(?:@sha256:[0-9a-f]{64})?")
+# A GPU count typed in the form: one to four ASCII digits ([0-9], not \d, which matches any Unicode digit).
+ASCII_COUNT_RE = re.compile(r"[0-9]{1,4}")
 
 
 class OptionsError(ValueError):
@@ -33,8 +36,15 @@ class SpawnChoice:
 
 
 def shorten(value, limit=40) -> str:
-    """A user-supplied value fit to quote back in an error message."""
-    text = repr(value)
+    """A user-supplied value fit to quote back in an error message. The work is bounded too: a plain repr() of a
+    value parsed from a hostile file (a list of a million items, a 200 KB string) would take long and say nothing."""
+    if isinstance(value, str):
+        text = repr(value[:limit])
+    else:
+        bounded = reprlib.Repr()
+        bounded.maxlevel, bounded.maxstring, bounded.maxother = 3, limit, limit
+        bounded.maxlist = bounded.maxtuple = bounded.maxdict = bounded.maxset = 6
+        text = bounded.repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -126,6 +136,9 @@ def options_from_form(formdata: Mapping) -> dict:
         if value is not None:
             options[key] = value
     gpus = options.get("gpus")
-    if isinstance(gpus, str) and gpus.strip().isdigit() and len(gpus.strip()) <= 4:
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses with a ValueError (a 500, not the
+    # usual 400), and int() reads "٣" or "１" as numbers nobody typed. Anything else stays a string, and
+    # parse_gpu_count refuses it with its message.
+    if isinstance(gpus, str) and ASCII_COUNT_RE.fullmatch(gpus.strip()):
         options["gpus"] = int(gpus.strip())
     return options

@@ -70,11 +70,31 @@ async def test_forbidden_without_a_token(jp_fetch):
     assert e.value.code == 403
 
 
-async def test_one_collection_is_shared_by_concurrent_requests(jp_fetch, jp_serverapp):
+def routes(router):
+    """(pattern, handler class, kwargs) of every rule under a tornado router (host rules hold nested routers)."""
+    for rule in router.rules:
+        if hasattr(rule.target, "rules"):
+            yield from routes(rule.target)
+        else:
+            yield getattr(rule.matcher, "regex", None), rule.target, rule.target_kwargs
+
+
+async def test_the_extension_registers_its_status_route(jp_serverapp, jp_base_url):
+    from jupyter_gpuspawn.status.collector import StatusCollector
+    from jupyter_gpuspawn.status.handlers import StatusHandler
+
+    ours = [(regex.pattern, kwargs) for regex, target, kwargs in routes(jp_serverapp.web_app.default_router)
+            if target is StatusHandler]
+    assert len(ours) == 1
+    pattern, kwargs = ours[0]
+    assert pattern == f"{jp_base_url}gpuspawn/status$"
+    assert isinstance(kwargs["collector"], StatusCollector)
+    assert jp_serverapp.extension_manager.extensions["jupyter_gpuspawn"].enabled
+
+
+async def test_one_collection_is_shared_by_concurrent_requests(jp_fetch):
     import asyncio
 
-    handlers = [h for rule in jp_serverapp.web_app.default_router.rules for h in [rule]]
-    assert handlers  # the extension registered its route
     bodies = await asyncio.gather(*(jp_fetch("gpuspawn", "status") for _ in range(10)))
     stamps = {json.loads(b.body)["collected_at"] for b in bodies}
     assert len(stamps) == 1

@@ -7,9 +7,12 @@ import time
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jupyter_gpuspawn.allocation import GiB, GPUAllocator, GPURequest
-from jupyter_gpuspawn.courses import CourseCatalog, CourseError, load_course_file
+from jupyter_gpuspawn.courses import (Course, CourseCatalog, CourseError, Mount, conflicting_mounts,
+                                      load_course_file, normalize_mount_target, parse_course)
 from jupyter_gpuspawn.form import render_form, template_environment
 from jupyter_gpuspawn.gpus import GPU, Snapshot
 
@@ -71,13 +74,25 @@ def test_good_course_loads(tmp_path, data_root):
         ({"images": []}, "dl101.yaml: images: [] should be non-empty"),
         ({"images": [{"key": "a", "image": "x"}, {"key": "a", "image": "y"}]}, "images: key 'a' is used twice"),
         ({"resources": {"mem_limit": "lots"}}, "resources.mem_limit: 'lots' must be a size such as 8G or 512M"),
+        ({"resources": {"mem_limit": "9" * 400 + "G"}}, "resources.mem_limit is too large, got '99999"),
+        ({"resources": {"shm_size": 2**64}}, "resources.shm_size is too large, got 18446744073709551616"),
         ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "env.NVIDIA_VISIBLE_DEVICES: reserved, set by the spawner"),
         ({"env": {"LD_PRELOAD": "/x.so"}}, "env.LD_PRELOAD: reserved"),
+        ({"env": {"LD_AUDIT": "/x.so"}}, "env.LD_AUDIT: reserved"),
+        ({"env": {"JPY_API_TOKEN": "x"}}, "env.JPY_API_TOKEN: reserved"),
+        ({"env": {"JUPYTERHUB_API_URL": "http://evil"}}, "env.JUPYTERHUB_API_URL: reserved"),
+        ({"env": {"PYTHONPATH": "/data"}}, "env.PYTHONPATH: reserved"),
+        ({"env": {"MEM_LIMIT": "1"}}, "env.MEM_LIMIT: reserved"),
+        ({"env": {"HOME": "/tmp"}}, "env.HOME: reserved"),
         ({"env": {"1BAD": "x"}}, "'1BAD' is not a valid environment variable name"),
         ({"mounts": [{"source": "/etc", "target": "/data/etc"}]}, "mounts.0.source: '/etc' is outside the course data roots"),
         ({"mounts": [{"source": "@DATA@/../../etc", "target": "/data/x"}]}, "is outside the course data roots"),
         ({"mounts": [{"source": "@DATA@/imagenet", "target": "/etc"}]}, "mounts.0.target: '/etc' must be an absolute path"),
         ({"mounts": [{"source": "@DATA@/imagenet", "target": "data"}]}, "mounts.0.target: 'data' must be an absolute path"),
+        ({"mounts": [{"source": "@DATA@/imagenet", "target": "/data:/etc"}]}, "mounts.0.target: '/data:/etc' must not"),
+        ({"mounts": [{"source": "@DATA@/imagenet", "target": "/data/a"}, {"source": "@DATA@/imagenet",
+                                                                         "target": "/data//a/"}]},
+         "mounts.1.target: /data/a is already the target of mounts.0"),
     ],
 )
 def test_each_kind_of_mistake_names_file_key_and_what_is_allowed(tmp_path, data_root, changes, expected):
@@ -97,17 +112,29 @@ def test_reload_valid_invalid_valid_keeps_last_good(tmp_path, data_root):
     catalog = CourseCatalog(str(tmp_path), [data_root])
     path = write(tmp_path, "dl101.yaml", course_data(data_root))
     view = catalog.refresh()
-    assert [c.title for c in view.courses] == ["Deep Learning 101"] and view.errors == ()
+    [first] = view.courses
+    assert first.title == "Deep Learning 101" and view.errors == ()
 
-    time.sleep(0.01)
-    write(tmp_path, "dl101.yaml", course_data(data_root, title="Deep Learning 101 (v2)", gpus={"policy": "nope"}))
+    # v2 changes title, image and GPUs, but has one mistake: none of it may apply, the old course stays whole
+    write(tmp_path, "dl101.yaml", course_data(
+        data_root, title="Deep Learning 101 (v2)", images=[{"key": "tf", "image": "local/tf:2"}],
+        gpus={"default": 0, "max": 8, "policy": "nope"}))
     os.utime(path, ns=(time.time_ns(), time.time_ns()))
     view = catalog.refresh()
-    assert [c.title for c in view.courses] == ["Deep Learning 101"]  # nothing lost, nothing half-applied
-    assert len(view.errors) == 1 and "gpus.policy" in view.errors[0]
+    [kept] = view.courses
+    assert kept == first  # the same title, images, GPUs, mounts, env: what a student starts is the old version
+    assert [(i.key, i.image) for i in kept.images] == [("pytorch", "local/pytorch-hub:24.08")]
+    assert (kept.gpu_default, kept.gpu_max, kept.policy) == (1, 2, "exclusive")
+    assert len(view.errors) == 1 and "dl101.yaml: gpus.policy: 'nope' is not allowed" in view.errors[0]
+    # still the old version on the next refresh (nothing changed on disk), and after another bad edit
+    assert catalog.refresh().courses == (first,)
+    write(tmp_path, "dl101.yaml", "id: [unclosed\n")
+    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    view = catalog.refresh()
+    assert view.courses == (first,) and "cannot be read as YAML" in view.errors[0]
 
     write(tmp_path, "dl101.yaml", course_data(data_root, title="Deep Learning 101 (v2)"))
-    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    os.utime(path, ns=(time.time_ns() + 2 * 10**9, time.time_ns() + 2 * 10**9))
     view = catalog.refresh()
     assert [c.title for c in view.courses] == ["Deep Learning 101 (v2)"] and view.errors == ()
 
@@ -134,6 +161,214 @@ def test_validate_command_prints_all_errors_and_fails(tmp_path, data_root):
     os.remove(os.path.join(tmp_path, "bad.yaml"))
     r = subprocess.run([cli, "validate", str(tmp_path), "--data-root", data_root], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+# ---- hostile course files -----------------------------------------------------------------------------------------
+def lol_bomb(levels=9, width=9):
+    """The "billion laughs" YAML: ~400 bytes whose aliases stand for width**levels (387 million) strings."""
+    names = "abcdefghijklmnop"[:levels]
+    lines = [f"{names[0]}: &{names[0]} [" + ", ".join(['"lol"'] * width) + "]"]
+    for prev, name in zip(names, names[1:]):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+ANCHORS = "bomb.yaml: YAML anchors/aliases (&, *) are not allowed in course files"
+
+
+def test_alias_bomb_is_refused_at_once(tmp_path):
+    path = write(tmp_path, "bomb.yaml", lol_bomb())
+    assert os.path.getsize(path) < 500
+    started = time.perf_counter()
+    with pytest.raises(CourseError) as e:
+        load_course_file(path)
+    assert time.perf_counter() - started < 0.5
+    assert e.value.problems == [ANCHORS]
+
+
+def test_alias_bomb_does_not_block_the_catalog_refresh(tmp_path, data_root):
+    write(tmp_path, "good.yaml", course_data(data_root))
+    # Not used by any key the schema checks: without the guard this file would give other errors at once instead
+    # of hanging this process (test_validate_command_refuses_an_alias_bomb_quickly shows the hang, in a child).
+    write(tmp_path, "bomb.yaml", lol_bomb())
+    started = time.perf_counter()
+    view = CourseCatalog(str(tmp_path), [data_root]).refresh()
+    assert time.perf_counter() - started < 1
+    assert [c.id for c in view.courses] == ["dl101"] and view.errors == (ANCHORS,)
+
+
+def test_validate_command_refuses_an_alias_bomb_quickly(tmp_path):
+    """The reproduction: `jupyter-gpuspawn validate` on a directory with an alias bomb (capped in time and memory,
+    so a regression fails here instead of hanging the machine)."""
+    import resource
+
+    write(tmp_path, "bomb.yaml", "id: bomb\ntitle: Bomb\n" + lol_bomb() + "description: *i\nimages: *i\n")
+    cli = os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn")
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+
+    r = subprocess.run([cli, "validate", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                       preexec_fn=limit_memory)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stdout == ANCHORS + "\n"
+    assert "1 course file(s) checked, 1 problem(s)" in r.stderr
+
+
+def test_anchors_are_refused_even_when_harmless(tmp_path, data_root):
+    text = yaml.safe_dump(course_data(data_root)) + "description: &d hello\n"
+    with pytest.raises(CourseError) as e:
+        load_course_file(write(tmp_path, "bomb.yaml", text), [data_root])
+    assert e.value.problems == [ANCHORS]
+
+
+def test_course_files_are_capped_in_size(tmp_path, data_root):
+    body = yaml.safe_dump(course_data(data_root))
+    comment = "# " + "x" * 1000 + "\n"
+    near = body + comment * (250 * 1024 // len(comment))
+    assert len(near) < 256 * 1024
+    assert load_course_file(write(tmp_path, "big.yaml", near), [data_root]).id == "dl101"
+    over = body + comment * (257 * 1024 // len(comment) + 1)
+    with pytest.raises(CourseError) as e:
+        load_course_file(write(tmp_path, "big.yaml", over), [data_root])
+    assert e.value.problems == ["big.yaml: is larger than 256 KiB, the limit for course files"]
+
+
+@pytest.mark.parametrize("changes", [
+    {"description": "x" * 200_000},  # jsonschema's own "... is too long" message quotes the whole value
+    {"title": list(range(30_000))},  # a type error quotes the value
+    {"gpus": {"policy": "p" * 100_000}},  # an enum error quotes the value
+    {"id": "I" * 100_000},
+    {"env": {"X" * 100_000: "1"}},
+    {"images": [{"key": "k", "image": "x", "y" * 100_000: 1}]},
+])
+def test_errors_quote_huge_values_short(tmp_path, data_root, changes):
+    with pytest.raises(CourseError) as e:
+        load_course_file(write(tmp_path, "huge.yaml", course_data(data_root, **changes)), [data_root])
+    assert all(p.startswith("huge.yaml: ") and len(p) < 400 for p in e.value.problems), str(e.value)[:1000]
+
+
+def test_a_thousand_bad_items_give_a_short_list(tmp_path, data_root):
+    env = {f"BAD-{i}": "x" for i in range(2000)}
+    with pytest.raises(CourseError) as e:
+        load_course_file(write(tmp_path, "many.yaml", course_data(data_root, env=env)), [data_root])
+    assert len(e.value.problems) == 21 and "more problems not shown" in e.value.problems[-1]
+
+
+def test_thousands_of_images_or_mounts_are_refused(tmp_path, data_root):
+    images = [{"key": "k", "image": "local/x:1"} for i in range(8000)]  # all the same key: quadratic to check
+    mounts = [{"source": f"{data_root}/imagenet", "target": f"/data/{i}"} for i in range(51)]
+    with pytest.raises(CourseError) as e:
+        load_course_file(write(tmp_path, "many.yaml", course_data(data_root, images=images, mounts=mounts)),
+                         [data_root])
+    assert e.value.problems == ["many.yaml: images: at most 100 entries are allowed, found 8000",
+                                "many.yaml: mounts: at most 50 entries are allowed, found 51"]
+
+
+def test_a_fifo_named_like_a_course_file_does_not_block_the_catalog(tmp_path, data_root):
+    import threading
+
+    write(tmp_path, "good.yaml", course_data(data_root))
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    result = []
+    worker = threading.Thread(target=lambda: result.append(CourseCatalog(str(tmp_path), [data_root]).refresh()),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO course file blocked the catalog refresh")
+    [view] = result
+    assert [c.id for c in view.courses] == ["dl101"]
+    assert view.errors == ("fifo.yaml: is not a regular file",)
+
+
+course_leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12)
+               | st.sampled_from(["/etc", "//data", "/data/x", "8G", "9" * 400 + "G", "shared", "k", "local/x:1"]))
+course_values = st.recursive(
+    course_leaf,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.text(max_size=8) | st.sampled_from(["key", "image", "source", "target", "read_only", "default", "max",
+                                               "policy", "mem_limit", "shm_size", "LD_PRELOAD"]), children, max_size=4),
+    max_leaves=12,
+)
+course_sections = {  # each section mostly well-formed, with hostile values where it matters
+    "resources": st.fixed_dictionaries({}, optional={k: course_leaf for k in ("mem_limit", "cpu_limit", "shm_size")}),
+    "mounts": st.lists(st.fixed_dictionaries({"source": st.sampled_from(["/data", "/data/x", "/etc"]) | course_leaf,
+                                              "target": course_leaf}), max_size=3),
+    "gpus": st.fixed_dictionaries({}, optional={k: course_leaf for k in ("default", "max", "policy")}),
+    "env": st.dictionaries(st.text(max_size=10) | st.sampled_from(["LD_PRELOAD", "OK"]), course_leaf, max_size=3),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.dictionaries(st.sampled_from(["id", "title", "description", "groups", "users", "images", "gpus",
+                                              "resources", "mounts", "env"]), course_values, max_size=10),
+       sections=st.fixed_dictionaries({}, optional=course_sections), complete=st.booleans())
+def test_hostile_course_data_is_a_course_or_a_course_error(data, sections, complete):
+    data = dict(data, **sections)
+    if complete:
+        data = dict({"id": "x", "title": "t", "images": [{"key": "k", "image": "local/x:1"}]}, **data)
+    try:
+        course = parse_course(data, "f.yaml", ["/data"])
+    except CourseError as e:  # never another exception: the hub's catalog refresh only expects this one
+        assert e.problems and all(p.startswith("f.yaml: ") and len(p) < 500 for p in e.problems)
+        return
+    assert isinstance(course, Course)
+    assert all(m.target.startswith("/") and not m.target.startswith("//") for m in course.mounts)
+
+
+# ---- mounts --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target, normal", [
+    ("//etc", "/etc"), ("///etc", "/etc"), ("/etc/", "/etc"), ("/./etc", "/etc"), ("/data/../etc", "/etc"),
+    ("//data//x/./", "/data/x"), ("/", "/"), ("//", "/"), ("data/x", "data/x"), ("/../..", "/"),
+])
+def test_mount_targets_are_normalised(target, normal):
+    assert normalize_mount_target(target) == normal
+
+
+@pytest.mark.parametrize("target", [
+    "//etc", "/etc/", "/./etc", "/data/../etc", "//", "/usr//", "//home", "/proc/sys", "/proc/1/root",
+    "/sys/fs/cgroup", "/dev/nvidia0", "//dev/shm", "/dev/shm/x", "/opt/jupyter-gpuspawn/",
+])
+def test_system_directories_cannot_be_mount_targets_however_written(tmp_path, data_root, target):
+    mounts = [{"source": f"{data_root}/imagenet", "target": target}]
+    with pytest.raises(CourseError) as e:
+        load_course_file(write(tmp_path, "c.yaml", course_data(data_root, mounts=mounts)), [data_root])
+    assert e.value.problems == [f"c.yaml: mounts.0.target: {target!r} must be an absolute path that is not a "
+                                "system directory (e.g. /data/course)"]
+
+
+def test_mount_targets_are_stored_normalised(tmp_path, data_root):
+    mounts = [{"source": f"{data_root}/imagenet/", "target": "//data//imagenet/"},
+              {"source": f"{data_root}/imagenet", "target": "/devices", "read_only": False}]
+    course = load_course_file(write(tmp_path, "c.yaml", course_data(data_root, mounts=mounts)), [data_root])
+    assert course.mounts == (Mount(f"{data_root}/imagenet", "/data/imagenet", True),
+                             Mount(f"{data_root}/imagenet", "/devices", False))
+
+
+def test_course_mounts_may_not_take_over_admin_volumes(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (tmp_path / "link").symlink_to(shared)
+    admin = {str(tmp_path / "link"): {"bind": "/srv/shared/", "mode": "ro"},  # a symlink: compared by realpath
+             "jupyterhub-user-alice": {"bind": "/home/jovyan/work", "mode": "rw"},  # a named volume
+             "/opt/tools": "//opt/tools"}  # DockerSpawner's short form: host -> container path
+    same_source = Mount(str(shared), "/data/shared", read_only=False)
+    same_target = Mount(str(tmp_path / "other"), "/srv/shared", read_only=True)
+    same_target_spelled_differently = Mount(str(tmp_path / "tools"), "/opt/./tools/")
+    fine = Mount(str(tmp_path / "other"), "/data/other")
+    problems = conflicting_mounts([same_source, same_target, same_target_spelled_differently, fine], admin)
+    assert problems == [
+        f"course mount {shared} -> /data/shared: {tmp_path / 'link'} is an admin volume (mounted at "
+        "/srv/shared); a course cannot mount it again or change its mode",
+        f"course mount {tmp_path / 'other'} -> /srv/shared: /srv/shared is already the target of the admin volume "
+        f"{tmp_path / 'link'}",
+        f"course mount {tmp_path / 'tools'} -> /opt/tools: /opt/tools is already the target of the admin volume "
+        "/opt/tools",
+    ]
+    assert conflicting_mounts([fine], admin) == [] and conflicting_mounts([same_source], {}) == []
 
 
 # ---- form ----------------------------------------------------------------------------------------------------------

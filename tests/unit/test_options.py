@@ -115,6 +115,35 @@ def test_form_fields_become_options():
     assert options_from_form(form) == {"course": "b", "image": "cpu", "gpus": 0}
 
 
+@pytest.mark.parametrize("typed", ["²", "٣", "１", "1²", "𝟐", "৩", "2\u200b", "0x1", "+1", "-1", "1_0", "12345"])
+def test_gpu_counts_that_are_not_plain_ascii_digits_get_the_usual_400(typed):
+    # "²".isdigit() is True but int("²") raises ValueError; int("٣") and int("１") are 3 and 1, numbers nobody typed.
+    options = options_from_form({"gpus": [typed]})
+    assert options == {"gpus": typed}
+    with pytest.raises(OptionsError) as e:
+        check(options)
+    assert e.value.status == 400
+    assert str(e.value) == f"gpus must be a whole number from 0 to 4, got {typed!r}."
+
+
+def test_ascii_gpu_counts_from_the_form_are_numbers():
+    assert options_from_form({"gpus": [" 3 "]}) == {"gpus": 3}
+    assert options_from_form({"gpus": ["0002"]}) == {"gpus": 2}
+    assert check(options_from_form({"course": [""], "gpus:": ["4"]})).gpus == 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(typed=st.text(max_size=6))
+def test_any_typed_gpu_count_is_accepted_or_refused_with_a_400(typed):
+    options = options_from_form({"gpus": [typed]})
+    try:
+        choice = check(options)
+    except OptionsError as e:
+        assert e.status == 400 and str(e).startswith("gpus must be a whole number from 0 to 4")
+        return
+    assert choice.gpus == int(typed) and typed.strip().isascii()
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=50),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jupyter_gpuspawn import gpus as gpus_mod
 from jupyter_gpuspawn.gpus import GPUInventory, InventoryError, NVMLReader, parse_size, read_simulated
@@ -49,11 +52,48 @@ def test_merge_replaces_admin_gpu_requests_and_keeps_the_rest():
     assert admin["cap_drop"] == ["NET_RAW"]  # the admin's config is not mutated
 
 
-def test_protected_env_names():
+# The one documented list (spec.py) of what a course file or the admin's `environment` may not set.
+PROTECTED_NAMES = {"CUDA_VISIBLE_DEVICES", "MEM_LIMIT", "CPU_LIMIT", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME",
+                   "JUPYTER_CONFIG_DIR", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_IMAGE", "JUPYTER_IMAGE_SPEC",
+                   "HOME", "USER", "PATH", "SHELL"}
+PROTECTED_PREFIXES = ("LD_", "NVIDIA_", "JUPYTERHUB_", "JPY_", "JUPYTER_GPUSPAWN_")
+env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True)
+
+
+def test_protected_env_is_one_documented_list():
+    from jupyter_gpuspawn import spec
+
+    assert set(spec.PROTECTED_ENV) == PROTECTED_NAMES and spec.PROTECTED_ENV_PREFIXES == PROTECTED_PREFIXES
     for name in ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD",
-                 "JUPYTER_GPUSPAWN_GPUS", "JUPYTERHUB_API_TOKEN"):
+                 "LD_LIBRARY_PATH", "LD_AUDIT", "JUPYTER_GPUSPAWN_GPUS", "JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL",
+                 "JPY_API_TOKEN", "MEM_LIMIT", "CPU_LIMIT", "PYTHONPATH", "PYTHONSTARTUP", "HOME", "PATH"):
+        assert is_protected_env(name), name
+    for name in ("OMP_NUM_THREADS", "DATASET_DIR", "LD", "NVIDIA", "JUPYTER_GPUSPAWNX", "ld_preload", "PYTHONPATHS",
+                 "CUDA_HOME", "TF_CPP_MIN_LOG_LEVEL", "MY_LD_PRELOAD", "JUPYTERHUB"):
+        assert not is_protected_env(name), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from(PROTECTED_PREFIXES), rest=st.from_regex(r"[A-Za-z0-9_]{0,30}", fullmatch=True))
+def test_every_name_under_a_protected_prefix_is_protected(prefix, rest):
+    assert is_protected_env(prefix + rest)
+
+
+@settings(max_examples=500, deadline=None)
+@given(name=env_names)
+def test_other_names_are_free(name):
+    if name in PROTECTED_NAMES or name.startswith(PROTECTED_PREFIXES):
         assert is_protected_env(name)
-    assert not is_protected_env("OMP_NUM_THREADS")
+    else:
+        assert not is_protected_env(name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=env_names, value=st.text(max_size=20))
+def test_a_key_with_an_equals_sign_counts_as_the_name_before_it(name, value):
+    # Docker env is a list of "KEY=VALUE": a key "LD_PRELOAD=/x.so" with any value sets LD_PRELOAD.
+    assert is_protected_env(f"{name}={value}") == is_protected_env(name)
+    assert is_protected_env(f"LD_PRELOAD={value}") and is_protected_env(f"PATH={value}")
 
 
 def test_parse_size():
@@ -105,6 +145,68 @@ def test_simulated_inventory_errors_name_file_and_problem(tmp_path, data, messag
 def test_missing_simulated_file(tmp_path):
     with pytest.raises(InventoryError, match="does not exist"):
         read_simulated(str(tmp_path / "nope.yaml"))
+
+
+def test_simulated_file_alias_bomb_is_refused_at_once(tmp_path):
+    from .test_courses import lol_bomb
+
+    path = write(tmp_path, "gpus:\n  - {uuid: GPU-a, memory_total: 1}\n" + lol_bomb(), "gpus.yaml")
+    started = time.perf_counter()
+    with pytest.raises(InventoryError) as e:
+        read_simulated(path)
+    assert time.perf_counter() - started < 0.5
+    assert str(e.value) == (f"simulated GPU file {path}: "
+                            "YAML anchors/aliases (&, *) are not allowed in simulated GPU files")
+
+
+def test_simulated_file_is_capped_in_size(tmp_path):
+    path = write(tmp_path, "- {uuid: GPU-a, memory_total: 1}\n" + ("# " + "x" * 1000 + "\n") * 300, "gpus.yaml")
+    with pytest.raises(InventoryError) as e:
+        read_simulated(path)
+    assert str(e.value) == f"simulated GPU file {path}: is larger than 256 KiB, the limit for simulated GPU files"
+
+
+@pytest.mark.parametrize("device, message", [
+    ({"uuid": "GPU-" + "a" * 100_000, "memory_total": 1}, "uuid must look like GPU-xxxxxxxx, got 'GPU-aaa"),
+    ({"uuid": "GPU-a", "memory_total": "9" * 100_000 + "X"}, "memory_total must be a size like 80GiB"),
+    ({"uuid": "GPU-a", "memory_total": 1, "utilization": list(range(30_000))}, "utilization must be"),
+    ({"uuid": "GPU-a", "memory_total": 1, "k" * 100_000: 1}, "unknown key(s) kkkk"),
+    ({"uuid": "GPU-a", "memory_total": 1, "processes": [{"used_memory": 1}]}, "each process needs a pid"),
+    ({"uuid": "GPU-a", "memory_total": 1, "processes": [{"pid": "x" * 100_000}]}, "pid must be a whole number"),
+    ({"uuid": "GPU-a", "memory_total": 1, "processes": "many"}, "processes must be a whole number, got 'many'"),
+    ({"uuid": "GPU-a", "memory_total": 1, "index": "first"}, "index must be a whole number, got 'first'"),
+    ({"uuid": "GPU-a", "memory_total": 1, "temperature": "hot"}, "temperature must be a whole number"),
+])
+def test_bad_simulated_values_are_inventory_errors_quoted_short(tmp_path, device, message):
+    path = write(tmp_path, [device])
+    with pytest.raises(InventoryError) as e:
+        read_simulated(path)
+    assert message in str(e.value) and len(str(e.value)) < len(path) + 250, str(e.value)[:500]
+
+
+simulated_leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12)
+                  | st.sampled_from(["GPU-a", "80GiB", "9" * 400 + "G", 55, 0]))
+simulated_device = st.fixed_dictionaries(
+    {"uuid": st.sampled_from(["GPU-a", "GPU-b", "MIG-c"]) | simulated_leaf, "memory_total": simulated_leaf},
+    optional={key: simulated_leaf for key in ("name", "memory_used", "utilization", "temperature", "index", "x")}
+    | {"processes": simulated_leaf | st.lists(st.dictionaries(st.sampled_from(["pid", "used_memory", "x"]),
+                                                              simulated_leaf), max_size=2)},
+)
+simulated_values = (st.lists(simulated_device, max_size=3) | st.fixed_dictionaries({"gpus": st.lists(simulated_device)})
+                    | st.recursive(simulated_leaf, lambda c: st.lists(c, max_size=3), max_leaves=5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=simulated_values)
+def test_hostile_simulated_data_is_a_snapshot_or_an_inventory_error(data):
+    from jupyter_gpuspawn.gpus import Snapshot, parse_simulated
+
+    try:
+        snapshot = parse_simulated(data, "gpus.yaml")
+    except InventoryError as e:  # the hub and the status extension catch this one only
+        assert str(e).startswith("gpus.yaml") and len(str(e)) < 400
+        return
+    assert isinstance(snapshot, Snapshot)
 
 
 class FakeNVMLError(Exception):

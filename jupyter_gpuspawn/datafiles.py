@@ -1,0 +1,87 @@
+"""Reading the small YAML/JSON files admins and instructors write (course files, the simulated-GPU file).
+
+The hub reads these files while it serves requests, so reading one must stay cheap whatever it holds:
+- the size is capped, and a file is read at most ``max_bytes + 1`` bytes far, never whole;
+- only regular files are read, opened without blocking (a FIFO named ``x.yaml`` would otherwise hang the hub);
+- YAML anchors and aliases are refused as soon as the parser meets one: a few hundred bytes of nested aliases
+  (the "billion laughs" file) expand to millions of items and keep ``yaml.safe_load`` and the schema check after
+  it busy for minutes. Nobody needs them in these files.
+Messages are short and never quote more than a line of the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+MAX_FILE_BYTES = 256 * 1024
+MAX_MESSAGE = 300
+
+
+class DataFileError(ValueError):
+    """A file that cannot be read as a small YAML/JSON document. The message leaves out the file name, so the
+    caller can prefix it the way its other messages name files."""
+
+
+class _AliasFound(Exception):
+    pass
+
+
+def _no_alias_loader():
+    import yaml  # lazily: importing this package must stay cheap
+
+    class NoAliasSafeLoader(yaml.SafeLoader):
+        """yaml.SafeLoader that stops at the first anchor (&) or alias (*), before anything is expanded."""
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise _AliasFound()
+            return super().compose_node(parent, index)
+
+    return NoAliasSafeLoader
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def read_text(path: str, *, kind: str, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path``. DataFileError if it is not a regular file or is larger than
+    ``max_bytes``; OSError (e.g. FileNotFoundError) passes through."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataFileError("is not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise DataFileError(f"is larger than {max_bytes // 1024} KiB, the limit for {kind}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def parse_text(text: str, *, as_json: bool, kind: str):
+    """``text`` parsed as JSON, or as YAML without anchors/aliases. Raises DataFileError with a short message."""
+    what = "JSON" if as_json else "YAML"
+    try:
+        if as_json:
+            return json.loads(text)
+        import yaml
+
+        return yaml.load(text, Loader=_no_alias_loader())  # a SafeLoader subclass: no Python objects
+    except _AliasFound:
+        raise DataFileError(f"YAML anchors/aliases (&, *) are not allowed in {kind}") from None
+    except RecursionError:
+        raise DataFileError(f"cannot be read as {what}: nested too deeply") from None
+    except Exception as e:
+        raise DataFileError(f"cannot be read as {what}: {_short(e)}") from None
+
+
+def read_structured_file(path: str, *, kind: str, max_bytes: int = MAX_FILE_BYTES):
+    """Read and parse ``path``: JSON if its name ends in .json, else YAML (a superset of JSON). ``kind`` names
+    such files in messages, e.g. "course files". Raises DataFileError or OSError."""
+    text = read_text(path, kind=kind, max_bytes=max_bytes)
+    return parse_text(text, as_json=path.endswith(".json"), kind=kind)
