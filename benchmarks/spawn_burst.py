@@ -1,11 +1,11 @@
 """Burst spawn benchmark: N concurrent spawns through the hub REST API.
 
 Compares, in one run and on the same image:
-- GPUDockerSpawner (1 simulated GPU per server),
+- GPUDockerSpawner (1 simulated GPU per server) on its default isolated bridge network,
 - stock DockerSpawner, configured the way sites hand-write it for host networking,
 - the raw limit: the container a spawner starts (`jupyterhub-singleuser`, the hub's environment, the same uid,
-  host network), started N times straight with `docker run` against an idle hub, until every server answers.
-  No spawner can start that server faster; the two ratios are measured against it.
+  the same isolated network), started N times straight with `docker run` against an idle hub, until every server
+  answers. No spawner can start that server faster; the two ratios are measured against it.
 - for reference, the image's floor without JupyterHub: plain `jupyter server` started the same way. The gap
   between the two raw figures is jupyterhub-singleuser's own start-up (it imports the hub's ORM), which every
   spawner pays.
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.integration.hub import CONTAINER_PREFIX, TEST_IMAGE, Hub, simulated_gpus  # noqa: E402
+from tests.integration.hub import CONTAINER_PREFIX, TEST_IMAGE, TEST_NETWORK, Hub, simulated_gpus  # noqa: E402
 
 # 30 servers starting at once on 2 cores take longer than the test harness's 60 s
 SLOW_HOST_CONFIG = """
@@ -90,36 +90,30 @@ def burst_through_hub(hub: Hub, n: int, options: dict) -> list:
     return latencies
 
 
-def _accepts(port: int) -> bool:
+def _accepts(host: str, port: int) -> bool:
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
-def distinct_free_ports(n: int) -> list:
-    """n free loopback ports, all different (held together while chosen, so no two servers share one)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+SERVER_PORT = 8888  # inside each container, on its own address, as DockerSpawner does
 
 
-def _docker_run_until_answering(args: list, port: int, path: str, timeout: float = 300) -> float:
-    """docker run, then wait the way the spawner does (a cheap connect every 0.1 s, HTTP once the port is open):
-    a costlier wait here would take CPU from the servers and flatter the spawners. A container that exits, or a
-    server that never answers, fails the run with its output instead of hanging it."""
+def _docker_run_until_answering(args: list, path: str, timeout: float = 300) -> float:
+    """docker run on the isolated network, then wait the way the spawner does (a cheap connect every 0.1 s, HTTP
+    once the port is open): a costlier wait here would take CPU from the servers and flatter the spawners. A
+    container that exits, or a server that never answers, fails the run with its output instead of hanging it."""
     t0 = time.monotonic()
-    container = subprocess.run(["docker", "run", "-d", "--network", "host", "--label", "gpuspawn-bench=raw",
+    container = subprocess.run(["docker", "run", "-d", "--network", TEST_NETWORK, "--label", "gpuspawn-bench=raw",
                                 "--user", "200000:200000", *args], check=True, capture_output=True,
                                text=True).stdout.strip()
+    # the address is known once the container runs: one inspect, as the spawner's get_ip_and_port does
+    host = subprocess.run(["docker", "inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{TEST_NETWORK}\")"
+                           ".IPAddress}}", container], check=True, capture_output=True, text=True).stdout.strip()
     next_exit_check = t0 + 20  # rarely: a docker CLI call costs the servers CPU too
     while True:
-        if _accepts(port):
+        if host and _accepts(host, SERVER_PORT):
             try:
-                if requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).ok:
+                if requests.get(f"http://{host}:{SERVER_PORT}{path}", timeout=2).ok:
                     return time.monotonic() - t0
             except requests.ConnectionError:
                 pass
@@ -131,26 +125,25 @@ def _docker_run_until_answering(args: list, port: int, path: str, timeout: float
             if running != "true" or now - t0 > timeout:
                 output = subprocess.run(["docker", "logs", "--tail", "20", container], capture_output=True,
                                         text=True)
-                raise RuntimeError(f"raw server on port {port} did not answer (running: {running}):\n"
+                raise RuntimeError(f"raw server {container[:12]} did not answer (running: {running}):\n"
                                    f"{output.stdout}{output.stderr}")
         time.sleep(0.1)
 
 
 def burst_raw_singleuser(hub: Hub, n: int) -> list:
     """Start the spawner's container (jupyterhub-singleuser with the hub's environment) n times with docker run."""
-    ports = distinct_free_ports(n)
 
     def one(i):
-        port, user = ports[i], f"raw{i}"
+        user = f"raw{i}"
         prefix = f"/user/{user}/"
         env = {
-            "JUPYTERHUB_API_URL": hub.api, "JUPYTERHUB_API_TOKEN": "raw-benchmark-token", "JUPYTERHUB_USER": user,
+            "JUPYTERHUB_API_URL": hub.hub_api, "JUPYTERHUB_API_TOKEN": "raw-benchmark-token", "JUPYTERHUB_USER": user,
             "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}", "JUPYTERHUB_BASE_URL": "/",
             "JUPYTERHUB_SERVICE_PREFIX": prefix, "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}", "HOME": "/tmp",
+            "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{SERVER_PORT}{prefix}", "HOME": "/tmp",
         }
         env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-        return _docker_run_until_answering([*env_args, TEST_IMAGE, "jupyterhub-singleuser"], port, f"{prefix}api")
+        return _docker_run_until_answering([*env_args, TEST_IMAGE, "jupyterhub-singleuser"], f"{prefix}api")
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(one, range(n)))
@@ -158,14 +151,12 @@ def burst_raw_singleuser(hub: Hub, n: int) -> list:
 
 def burst_raw_server(n: int) -> list:
     """Start plain `jupyter server` from the same image n times: the floor without JupyterHub."""
-    ports = distinct_free_ports(n)
 
     def one(i):
-        port = ports[i]
         return _docker_run_until_answering(
-            ["-e", "HOME=/tmp", TEST_IMAGE, "jupyter", "server", "--ip=127.0.0.1", f"--port={port}",
+            ["-e", "HOME=/tmp", TEST_IMAGE, "jupyter", "server", "--ip=0.0.0.0", f"--port={SERVER_PORT}",
              "--IdentityProvider.token=bench"],
-            port, "/api")
+            "/api")
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(one, range(n)))

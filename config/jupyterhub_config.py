@@ -6,9 +6,12 @@
 - The locally built image local/gpuspawn-singleuser:latest (no registry needed).
 - Three demo courses (demo-courses/: exclusive GPUs, a shared GPU lab, CPU only), open to everyone.
 - Homes under GPUSPAWN_DEMO_DIR/home (default: .demo/home in the checkout), owned by uids from 200000 up.
+- Each server on the isolated user network (students cannot reach each other); the hub's API on its gateway.
 For a production hub start from production_example.py instead.
 """
 import os
+
+from jupyter_gpuspawn.network import hub_address
 
 here = os.path.dirname(os.path.abspath(__file__))
 demo_dir = os.environ.get("GPUSPAWN_DEMO_DIR", os.path.join(os.path.dirname(here), ".demo"))
@@ -17,7 +20,8 @@ os.makedirs(demo_dir, exist_ok=True)
 c = get_config()  # noqa: F821
 
 c.JupyterHub.bind_url = os.environ.get("GPUSPAWN_DEMO_URL", "http://127.0.0.1:8000")
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:8081"
+# The hub's API where the containers on the user network reach it (the network's gateway), and nowhere else.
+c.JupyterHub.hub_bind_url = f"http://{hub_address('jupyter-gpuspawn')}:8081"
 c.JupyterHub.db_url = f"sqlite:///{demo_dir}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = f"{demo_dir}/jupyterhub_cookie_secret"
 c.JupyterHub.pid_file = f"{demo_dir}/jupyterhub.pid"
@@ -47,7 +51,7 @@ c.SharedPasswordAuthenticator.admin_password = _admin_password()
 c.JupyterHub.spawner_class = "gpudocker"
 c.GPUDockerSpawner.image = os.environ.get("GPUSPAWN_SINGLEUSER_IMAGE", "local/gpuspawn-singleuser:latest")
 c.GPUDockerSpawner.pull_policy = "never"  # offline-friendly: the image is built locally
-c.GPUDockerSpawner.network_name = "host"  # everything on 127.0.0.1, a free port per server
+c.GPUDockerSpawner.network_name = "jupyter-gpuspawn"  # the default: an isolated bridge the spawner creates
 c.GPUDockerSpawner.home_template = f"{demo_dir}/home/{{username}}"
 c.GPUDockerSpawner.user_id_source = "range"
 c.GPUDockerSpawner.uid_map_file = f"{demo_dir}/uids.json"

@@ -4,11 +4,21 @@ Assumes: hub and user containers on the same host, NVIDIA driver + NVIDIA contai
 accounts through PAM/LDAP (for OAuth logins see the "range" alternative below), images built with
 `jupyter-gpuspawn build-image`.
 """
+from jupyter_gpuspawn.network import hub_address
+
 c = get_config()  # noqa: F821
 
 # --- hub ---------------------------------------------------------------------------------------------------------
 c.JupyterHub.bind_url = "https://0.0.0.0:443"          # ADAPT: behind your TLS terminator, or with ssl_cert/ssl_key
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:8081"    # host networking: containers reach the hub on loopback
+# Containers run on an isolated Docker bridge ("jupyter-gpuspawn": students cannot reach each other's ports); the
+# hub's API listens on that network's gateway address, where containers reach it. Keep the subnet fixed so the
+# address survives a re-created network.
+c.GPUDockerSpawner.network_name = "jupyter-gpuspawn"
+c.GPUDockerSpawner.network_subnet = "10.213.0.0/24"    # ADAPT: a range your site does not route
+c.JupyterHub.hub_bind_url = f"http://{hub_address('jupyter-gpuspawn', subnet='10.213.0.0/24')}:8081"
+# Offline server or exam: c.GPUDockerSpawner.network_internal = True (no route off the host; pass internal=True
+# to hub_address too). Host networking (network_name = "host") shares the host's loopback between all students:
+# trusted single-user hosts only.
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "/srv/jupyterhub/jupyterhub_cookie_secret"
 c.JupyterHub.allow_named_servers = True
@@ -38,8 +48,8 @@ c.GPUDockerSpawner.create_home = False                 # homes come from your ac
 # For OAuth/GitHub logins (no host accounts) instead:
 # c.GPUDockerSpawner.user_id_source = "range"
 # c.GPUDockerSpawner.uid_range = (200000, 299999)
-# c.GPUDockerSpawner.uid_map_file = "/srv/jupyterhub/uids.json"
-# c.GPUDockerSpawner.home_template = "/srv/homes/{username}"
+# c.GPUDockerSpawner.uid_map_file = "/srv/jupyterhub/uids.json"   # default: next to the hub's database
+# c.GPUDockerSpawner.home_template = "/srv/jupyter-gpuspawn/homes/{username}"   # a dedicated root, never /home
 # c.GPUDockerSpawner.create_home = True
 
 # Limits and GPU-container defaults.

@@ -13,8 +13,8 @@ server ``b`` are different keys.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 POLICIES = ("exclusive", "shared")
 GiB = 1024**3
@@ -57,6 +57,15 @@ class GPURequest:
         return (self.user, self.server)
 
 
+@dataclass
+class RebuildReport:
+    """What a rebuild from the running containers changed, for the log."""
+
+    freed: List[Tuple[ServerKey, Tuple[str, ...]]] = field(default_factory=list)  # held, but no container runs
+    adopted: List[Tuple[ServerKey, Tuple[str, ...]]] = field(default_factory=list)  # a container runs, not held
+    conflicts: List[Tuple[str, tuple]] = field(default_factory=list)  # GPUs held beyond their policy
+
+
 def _plural(n, word):
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -69,6 +78,10 @@ class GPUAllocator:
         self._holds: Dict[str, Dict[ServerKey, Hold]] = {}
         # server key -> uuids, in assignment order
         self._assignments: Dict[ServerKey, Tuple[str, ...]] = {}
+        # Every allocate/release/restore bumps the epoch and stamps the server: a rebuild from a container list
+        # read at epoch E must not undo what happened to a server after E (see rebuild).
+        self._epoch = 0
+        self._changed: Dict[ServerKey, int] = {}
 
     # ---- queries ---------------------------------------------------------------------------------------------
     def assignment(self, user: str, server: str = "") -> Tuple[str, ...]:
@@ -170,13 +183,27 @@ class GPUAllocator:
             f"{request.count}; ask for fewer or try again later."
         )
 
+    def mark(self) -> int:
+        """The current epoch; pass it to :meth:`rebuild` with a container list read after this call."""
+        return self._epoch
+
+    def changed_since(self, epoch: int) -> set:
+        """Servers allocated, released or restored after ``epoch``."""
+        return {key for key, changed in self._changed.items() if changed > epoch}
+
+    def _touch(self, key: ServerKey):
+        self._epoch += 1
+        self._changed[key] = self._epoch
+
     def _record(self, key: ServerKey, uuids: Tuple[str, ...], hold: Hold):
+        self._touch(key)
         self._assignments[key] = uuids
         for uuid in uuids:
             self._holds.setdefault(uuid, {})[key] = hold
 
     def release(self, user: str, server: str = "") -> Tuple[str, ...]:
         key = (user, server)
+        self._touch(key)
         uuids = self._assignments.pop(key, ())
         for uuid in uuids:
             holds = self._holds.get(uuid, {})
@@ -194,22 +221,43 @@ class GPUAllocator:
         if uuids:
             self._record((user, server), uuids, Hold(policy, max(1, int(max_users_per_gpu))))
 
-    def rebuild(self, records: Iterable[tuple], keep: Iterable[ServerKey] = ()) -> list:
-        """Replace the table with ``records`` (user, server, uuids, policy, max_users) found on containers.
+    def rebuild(self, records: Iterable[tuple], keep: Iterable[ServerKey] = (), since: Optional[int] = None
+                ) -> RebuildReport:
+        """Make the table what the running containers say: ``records`` are (user, server, uuids, policy,
+        max_users) read from their labels.
 
-        Assignments of servers in ``keep`` (spawns in flight in this process) survive. Returns a list of
-        (uuid, holders) where the found containers overlap beyond policy, for the caller to log.
+        The allocator's truth is "running containers + starts in flight". Servers in ``keep`` (starts in flight,
+        which have no running container yet) keep their current assignment, and so does every server the
+        allocator changed after epoch ``since`` (taken with :meth:`mark` before the containers were listed): a
+        start that finished or a stop that released meanwhile is newer than the list.
         """
-        kept = {key: (self._assignments[key], self._holds_of(key)) for key in keep if key in self._assignments}
+        pinned = set(keep)
+        if since is not None:
+            pinned |= self.changed_since(since)
+        before = {key: (uuids, self._holds_of(key)) for key, uuids in self._assignments.items()}
         self._holds.clear()
         self._assignments.clear()
-        for key, (uuids, hold) in kept.items():
-            self._record(key, uuids, hold)
+        for key in pinned:
+            if key in before:
+                self._assignments[key] = before[key][0]
+                for uuid in before[key][0]:
+                    self._holds.setdefault(uuid, {})[key] = before[key][1]
+        found = set()
         for user, server, uuids, policy, max_users in records:
-            if (user, server) in kept:
+            key = (user, server)
+            if key in pinned or key in found:
                 continue
+            found.add(key)
             self.restore(user, server, uuids, policy, max_users)
-        return self.conflicts()
+        report = RebuildReport(conflicts=self.conflicts())
+        for key, (uuids, _) in sorted(before.items()):
+            if uuids and key not in self._assignments:
+                report.freed.append((key, uuids))
+        for key in sorted(found):
+            uuids = self._assignments.get(key, ())
+            if uuids and before.get(key, ((), None))[0] != uuids:
+                report.adopted.append((key, uuids))
+        return report
 
     def _holds_of(self, key: ServerKey) -> Hold:
         uuids = self._assignments.get(key, ())

@@ -3,8 +3,13 @@
 - Host accounts (PAM, LDAP through NSS) use their real uid/gid.
 - Users with no host account (DummyAuthenticator, OAuth) get a stable uid from a configured range, recorded in a
   small JSON file so it is never handed to another name, even after the user's home is gone.
-- A username can never place a home outside the home root: only plain names are accepted, and the resolved path
-  must sit directly inside the resolved root (no ``..``, no ``/``, no sibling prefix, no look-alike characters).
+- A username can never place a home outside the home root: only plain names are accepted, and the path must sit
+  inside the root (no ``..``, no ``/``, no sibling prefix, no look-alike characters).
+- Below the root no symlink is followed: homes are opened and created component by component with
+  ``O_NOFOLLOW`` relative to their parent's descriptor and chowned through that descriptor, so a user who turns a
+  directory of theirs into a link to someone else's home gets a refusal, not that home.
+- A home is mounted only if it belongs to the user's uid: a hub login that happens to share a name with someone
+  else's home never gets it.
 """
 from __future__ import annotations
 
@@ -53,14 +58,18 @@ def home_root(template: str) -> str:
 
 
 def host_home_path(template: str, username: str) -> str:
-    """The host path for ``username``'s home; refuses anything that would leave the home root."""
+    """The host path for ``username``'s home; refuses anything that would leave the home root.
+
+    Only the root (the admin's fixed directory) is resolved; the rest is checked lexically here and walked without
+    following links by :func:`ensure_home`.
+    """
     name = safe_dir_name(username)
-    root = os.path.realpath(home_root(template))
-    path = os.path.realpath(template.format(username=name))
+    root = home_root(template)
+    path = os.path.normpath(template.format(username=name))
     # commonpath, not startswith: /home/user10 must not pass as inside /home/user1.
     if os.path.commonpath([root, path]) != root or path == root:
         raise HomeError(f"The home directory for {username!r} would be outside {root}; refusing to mount it.")
-    return path
+    return os.path.join(os.path.realpath(root), os.path.relpath(path, root))
 
 
 def host_account(username: str, min_uid: int):
@@ -112,13 +121,27 @@ class UidMap:
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".uids-")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"users": users}, f, indent=1, sort_keys=True)
+                # on disk before the rename, and the rename on disk before the uid is used: after a power cut the
+                # map must not have lost a uid that already owns a home
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
             return uid
 
 
-def resolve_identity(username: str, source: str, min_uid: int, uid_map: UidMap) -> Identity:
-    """uid:gid for ``username`` under ``source`` = host | range | auto."""
-    if source in ("host", "auto"):
+def resolve_identity(username: str, source: str, min_uid: int, uid_map: UidMap, trust_host_accounts: bool = False
+                     ) -> Identity:
+    """uid:gid for ``username`` under ``source`` = host | range | auto.
+
+    ``auto`` uses a host account only when ``trust_host_accounts`` (the authenticator checked that account's
+    password, as PAM does); otherwise the name is just a hub login and gets a uid from the range.
+    """
+    if source == "host" or (source == "auto" and trust_host_accounts):
         found = host_account(username, min_uid)
         if found:
             return Identity(found[0], found[1], "host")
@@ -131,14 +154,56 @@ def resolve_identity(username: str, source: str, min_uid: int, uid_map: UidMap) 
     return Identity(uid, uid, "range")
 
 
-def ensure_home(path: str, identity: Identity) -> bool:
-    """Create ``path`` owned by the user if it is missing; an existing home is never re-owned. Returns created."""
-    if os.path.isdir(path):
-        return False
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_below(parent_fd: int, name: str, shown: str) -> int:
     try:
-        os.mkdir(path, mode=0o700)
-    except FileExistsError:
-        return False  # another server of the same user created it a moment ago
-    os.chown(path, identity.uid, identity.gid)
-    return True
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # ELOOP: a symlink; ENOTDIR: a file or a link
+        raise HomeError(f"{shown} is a symlink or not a directory; refusing to use it as a home. "
+                        "An admin must replace it with a real directory.") from e
+
+
+def ensure_home(path: str, identity: Identity, root: str, create: bool = True) -> bool:
+    """Check (and create if missing) the home ``path`` below ``root``; returns whether it was created.
+
+    Nothing below ``root`` may be a symlink. A missing home is created mode 0700 and chowned through the descriptor
+    it was opened with (no window in which a link could be swapped in); missing directories above it are created
+    root-owned, 0755. An existing home must belong to the user's uid: it is never re-owned, never mounted.
+    """
+    root = os.path.realpath(root)
+    parts = os.path.relpath(path, root).split(os.sep)
+    if os.path.commonpath([root, path]) != root or not parts or ".." in parts or parts == ["."]:
+        raise HomeError(f"The home directory {path} is not inside {root}; refusing to use it.")
+    fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    created = False
+    try:
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            shown = os.path.join(root, *parts[: i + 1])
+            try:
+                child = _open_below(fd, name, shown)
+            except FileNotFoundError:
+                if not create:
+                    return False
+                try:
+                    os.mkdir(name, 0o700 if last else 0o755, dir_fd=fd)
+                    created = last
+                except FileExistsError:
+                    pass  # another server of the same user created it a moment ago
+                child = _open_below(fd, name, shown)
+                if created:
+                    os.fchown(child, identity.uid, identity.gid)
+                    os.fchmod(child, 0o700)
+            os.close(fd)
+            fd = child
+        owner = os.fstat(fd).st_uid
+        if owner != identity.uid:
+            raise HomeError(f"The home directory {path} belongs to uid {owner}, not to this user's uid "
+                            f"{identity.uid}; refusing to mount it. An admin must check who it belongs to.")
+        return created
+    finally:
+        os.close(fd)

@@ -1,15 +1,153 @@
-"""Read GPU assignments back from the labels of running containers (hub restart, the `gpus` command)."""
+"""Read GPU assignments back from container labels (the hub's reconcile, the `gpus` command)."""
 from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from .spec import LABEL_USER, GPUAssignment
 
+# States in which a container holds its GPUs (a paused process keeps its GPU memory; a restarting one comes back).
+HOLDING_STATES = ("running", "paused", "restarting")
 
-def list_assignments(client) -> list:
-    """GPUAssignments of every running container labelled by jupyter-gpuspawn (docker-py APIClient; blocking)."""
-    containers = client.containers(filters={"label": LABEL_USER, "status": "running"})
+
+@dataclass(frozen=True)
+class LabelledContainer:
+    id: str
+    state: str  # Docker's: created, running, paused, restarting, removing, exited, dead
+    assignment: GPUAssignment
+
+    @property
+    def holds_gpus(self) -> bool:
+        return self.state in HOLDING_STATES
+
+
+def list_labelled(client) -> List[LabelledContainer]:
+    """Every container labelled by jupyter-gpuspawn, in any state: one Docker API call (docker-py APIClient;
+    blocking)."""
     found = []
-    for container in containers:
+    for container in client.containers(all=True, filters={"label": LABEL_USER}):
         assignment = GPUAssignment.from_labels(container.get("Labels") or {})
         if assignment is not None:
-            found.append(assignment)
+            found.append(LabelledContainer(container["Id"], container.get("State") or "", assignment))
     return found
+
+
+def list_assignments(client) -> List[GPUAssignment]:
+    """GPUAssignments of the containers that hold GPUs now."""
+    return [c.assignment for c in list_labelled(client) if c.holds_gpus]
+
+
+def remove_container(client, container_id: str) -> None:
+    """Force-remove a container; one that is already gone counts as removed (blocking)."""
+    import docker.errors
+
+    try:
+        client.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def container_holds_gpus(client, container_id: str) -> bool:
+    """Whether Docker says this container may still use its GPUs; an engine that does not answer counts as yes,
+    since nothing then proves the devices are free (blocking)."""
+    import docker.errors
+
+    try:
+        state = client.inspect_container(container_id)["State"]
+    except docker.errors.NotFound:
+        return False
+    except Exception:
+        return True
+    return bool(state.get("Running") or state.get("Paused") or state.get("Restarting"))
+
+
+DockerCall = Callable[..., Awaitable]
+
+
+class Reconciler:
+    """Keeps the allocator equal to "running containers + starts in flight" while the hub runs.
+
+    Once at hub start (rebuild from labels), then every ``interval`` seconds: GPUs whose container is gone (crashed,
+    OOM-killed, ``docker rm -f``, lost with dockerd) are freed even before the hub's poll notices, holders the hub
+    did not know are adopted and logged, containers left ``created`` by an interrupted spawn are removed (they
+    carry device requests for GPUs the allocator may hand out again), and containers whose stop failed are removed
+    again until Docker confirms. One Docker list call per round, off the event loop.
+    """
+
+    def __init__(self, allocator):
+        self.allocator = allocator
+        self.starting: Set[Tuple[str, str]] = set()  # server keys with a start in flight in this process
+        self.removals: Dict[str, Tuple[str, str]] = {}  # container id -> server key: must go, still holds GPUs
+        self.first: Optional[asyncio.Future] = None
+        self.loop: Optional[asyncio.Future] = None
+        self.rounds = 0
+
+    async def ensure_started(self, call: DockerCall, log, interval: float):
+        """Wait for the first rebuild (raises if Docker cannot be read); start the periodic one."""
+        if self.first is None or (self.first.done() and self.first.exception()):
+            self.first = asyncio.ensure_future(self.run_once(call, log))
+        await asyncio.shield(self.first)
+        if self.loop is None and interval > 0:
+            self.loop = asyncio.ensure_future(self._forever(call, log, interval))
+
+    async def _forever(self, call: DockerCall, log, interval: float):
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.run_once(call, log)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # dockerd restarting: change nothing until it answers
+                log.warning("GPU reconcile skipped, holds unchanged: cannot read containers from Docker (%s)", e)
+
+    async def run_once(self, call: DockerCall, log):
+        allocator = self.allocator
+        since = allocator.mark()
+        in_flight = set(self.starting)
+        containers = await call(list_labelled)
+        in_flight |= self.starting
+        in_flight |= allocator.changed_since(since)
+        removed = set()
+        for c in containers:
+            key = (c.assignment.user, c.assignment.server)
+            if c.state == "created" and key not in in_flight:
+                if await self._remove(call, log, c.id, f"left created by an interrupted spawn of {_name(key)}"):
+                    removed.add(c.id)
+        for container_id, key in list(self.removals.items()):
+            if await self._remove(call, log, container_id, f"its stop failed earlier ({_name(key)})"):
+                removed.add(container_id)
+                del self.removals[container_id]
+        records = [
+            (c.assignment.user, c.assignment.server, c.assignment.gpus, c.assignment.policy,
+             c.assignment.max_users_per_gpu)
+            for c in containers if c.holds_gpus and c.id not in removed
+        ]
+        report = allocator.rebuild(records, keep=in_flight, since=since)
+        self.rounds += 1
+        if self.rounds == 1:
+            log.info("GPU allocations rebuilt from %d running container(s): %d GPU(s) held", len(records),
+                     sum(len(r[2]) for r in records))
+        else:
+            for key, uuids in report.adopted:
+                log.warning("GPU reconcile: %s holds %s on a running container this hub did not know; kept held",
+                            _name(key), ",".join(uuids))
+        for key, uuids in report.freed:
+            log.info("GPU reconcile: freed %s of %s: its container no longer runs", ",".join(uuids), _name(key))
+        for uuid, holders in report.conflicts:
+            log.error("GPU %s is held beyond its policy by %s", uuid, [_name(k) for k in holders])
+        return report
+
+    async def _remove(self, call: DockerCall, log, container_id: str, why: str) -> bool:
+        try:
+            await call(remove_container, container_id)
+        except Exception as e:
+            log.error("Could not remove container %s (%s): %s; trying again next round", container_id[:12], why, e)
+            return False
+        log.warning("Removed container %s: %s", container_id[:12], why)
+        return True
+
+
+def _name(key) -> str:
+    user, server = key
+    return f"{user}/{server}" if server else user

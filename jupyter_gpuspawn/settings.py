@@ -1,12 +1,28 @@
 """GPUDockerSpawner's own settings (``c.GPUDockerSpawner.…``), kept apart from the spawner's logic."""
 from __future__ import annotations
 
+import os
+
 from jupyterhub.traitlets import ByteSpecification, Callable
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Tuple, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Tuple, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .allocation import POLICIES
 from .gpus import INVENTORY_KINDS
+
+UID_MAP_NAME = "jupyter_gpuspawn_uids.json"
+
+
+def default_uid_map_file(config) -> str:
+    """Absolute path of the uid map: beside the hub's sqlite file, else in the hub's working directory."""
+    hub_config = config.JupyterHub if "JupyterHub" in config else {}
+    db_url = str(hub_config.get("db_url", "sqlite:///jupyterhub.sqlite"))
+    directory = os.getcwd()
+    if db_url.startswith("sqlite:///"):
+        db_path = db_url[len("sqlite:///"):].split("?", 1)[0]  # sqlite:////abs/x.sqlite -> /abs/x.sqlite
+        if db_path and db_path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(db_path))
+    return os.path.join(directory, UID_MAP_NAME)
 
 
 class GPUSpawnerSettings(LoggingConfigurable):
@@ -55,6 +71,40 @@ class GPUSpawnerSettings(LoggingConfigurable):
         compute processes), is busy with work outside the hub and is not handed out.""",
     )
 
+    reconcile_interval = Float(
+        30,
+        config=True,
+        help="""Seconds between checks of the GPU assignments against the running containers (0: only at hub start).
+
+        A server that stops by itself is noticed by the hub's poll (Spawner.poll_interval) and gives its GPUs back
+        then; this check also frees GPUs of containers that vanished (docker rm -f, dockerd restarted without
+        --live-restore) before the hub notices, removes containers left behind by interrupted spawns, and logs
+        running containers the hub did not know. One Docker API call per check.""",
+    )
+
+    # ---- network ------------------------------------------------------------------------------------------------
+    network_internal = Bool(
+        False,
+        config=True,
+        help="""Create the user network as internal: containers get no route off this host (offline servers,
+        exams). The hub still reaches them and they still reach the hub. Only applies when the spawner creates the
+        network.""",
+    )
+    network_subnet = Unicode(
+        "",
+        config=True,
+        help="""Subnet for the user network when the spawner creates it, e.g. 10.213.0.0/24 (empty: Docker picks
+        one). Set it when other config names the network's gateway address, so a re-created network keeps it.""",
+    )
+    require_isolated_network = Bool(
+        True,
+        config=True,
+        help="""Refuse to start servers on a named network where containers can reach each other (a network made
+        by hand without com.docker.network.bridge.enable_icc=false). Students could otherwise connect to each
+        other's servers and services. network_name "host" (everything on the host's loopback) is an explicit
+        opt-in for trusted single-user hosts only and is not checked.""",
+    )
+
     # ---- courses and the spawn form ---------------------------------------------------------------------------------
     courses_dir = Unicode(
         "",
@@ -81,7 +131,12 @@ class GPUSpawnerSettings(LoggingConfigurable):
         config=True,
         help="""Host path of a user's home, bind-mounted into their container. {username} is the hub user name;
         it must be a plain name (ASCII letters, digits, . _ @ + -) and the path must stay inside the template's
-        directory.""",
+        directory. No symlink below the template's fixed directory is followed, and an existing home owned by
+        another uid than the user's is refused, never mounted.
+
+        The default suits host accounts (PAM). For users with uids from uid_range (OAuth, shared-password and
+        demo logins) use a dedicated directory such as /srv/jupyter-gpuspawn/homes/{username}, so hub users
+        never meet the homes of host accounts.""",
     )
     container_home_template = Unicode(
         "/home/{username}", config=True, help="Where the home is mounted inside the container; also HOME and the cwd."
@@ -95,9 +150,12 @@ class GPUSpawnerSettings(LoggingConfigurable):
         config=True,
         help="""Which uid:gid a container runs as.
 
-        - host: the user's host account (PAM/LDAP through NSS); spawning fails for users without one.
+        - host: the user's host account (PAM/LDAP through NSS); spawning fails for users without one. Set it
+          explicitly when the authenticator checks host accounts but is not a LocalAuthenticator (LDAP).
         - range: a stable uid from uid_range for every user, recorded in uid_map_file (OAuth, demo logins).
-        - auto: the host account when there is one (uid >= min_uid), otherwise a uid from the range.
+        - auto: with a LocalAuthenticator (PAM), the host account when there is one (uid >= min_uid); with any
+          other authenticator (dummy, shared password, OAuth) always the range: a login name alone is no proof
+          of the host account that carries it.
         A uid_gid_hook, when set, overrides all of these.
         """,
     )
@@ -106,9 +164,10 @@ class GPUSpawnerSettings(LoggingConfigurable):
         help="First and last uid handed to users without a host account.",
     )
     uid_map_file = Unicode(
-        "jupyter_gpuspawn_uids.json",
         config=True,
-        help="JSON file recording the uid given to each user without a host account (never reused for another).",
+        help="""JSON file recording the uid given to each user without a host account (never reused for another).
+        Default: jupyter_gpuspawn_uids.json next to the hub's sqlite database (the hub's working directory for
+        other databases), as an absolute path. Back it up with the database.""",
     )
     min_uid = Int(1000, config=True, help="Host accounts below this uid (root, system users) are never used.")
     uid_gid_hook = Callable(
@@ -148,6 +207,10 @@ class GPUSpawnerSettings(LoggingConfigurable):
         JupyterHub's own check backs off to 5 s between tries, so in a burst it notices ready servers late; the
         spawner also notices a container that exited and says so at once.""",
     )
+
+    @default("uid_map_file")
+    def _default_uid_map_file(self):
+        return default_uid_map_file(self.config)
 
     @validate("uid_range")
     def _validate_uid_range(self, proposal):

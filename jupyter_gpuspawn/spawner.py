@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import os
@@ -17,14 +18,16 @@ from traitlets import default
 from . import homes, images
 from .allocation import AllocationError, GPUAllocator, GPURequest
 from .cached import Cached
-from .courses import Course, CourseCatalog
+from .courses import Course, CourseCatalog, conflicting_mounts
 from .form import render_form, template_environment
 from .gpus import InventoryError, format_size, shared_inventory
 from .options import OptionsError, options_from_form, validate_options
+from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
 from .readiness import ServerExited, container_exit, wait_until_answering
-from .reconcile import list_assignments
+from .reconcile import Reconciler, container_holds_gpus
 from .settings import GPUSpawnerSettings
-from .spec import GPUAssignment, device_requests, gpu_env, merge_host_config, oauth_client_id
+from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is_spawner_env, merge_host_config,
+                   oauth_client_id)
 
 
 class SpawnRefused(web.HTTPError):
@@ -35,11 +38,11 @@ class SpawnRefused(web.HTTPError):
 
 
 class _HubProcessState:
-    """What every spawner of this hub process shares: the allocator, the one-time reconcile, reserved ports."""
+    """What every spawner of this hub process shares: the allocator and its reconciler, reserved ports."""
 
     def __init__(self):
         self.allocator = GPUAllocator()
-        self.reconciled: Optional[asyncio.Future] = None
+        self.reconciler = Reconciler(self.allocator)
         self.ports: set = set()
         self.executor: Optional[ThreadPoolExecutor] = None
         self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
@@ -67,6 +70,12 @@ def _options_applied_in_start(spawner, user_options):
     pass
 
 
+def engine_error_text(error: Exception, limit: int = 200) -> str:
+    """A Docker error in one short line (docker-py's explanation, without the request URL)."""
+    text = str(getattr(error, "explanation", "") or error).strip().replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _short_uuid(uuid: str) -> str:
     return uuid[:12] if uuid.startswith("GPU-") else uuid[:8]
 
@@ -84,11 +93,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     @default("network_name")
     def _default_network_name(self):
-        return "host"
+        # an isolated bridge the spawner creates (network.py); "host" only on trusted single-user hosts
+        return DEFAULT_NETWORK
 
     @default("use_internal_ip")
     def _default_use_internal_ip(self):
-        # host mode publishes no ports: the hub talks to the server on 127.0.0.1 directly
+        # the hub reaches each server on its container address (our network) or on 127.0.0.1 (host mode);
+        # only Docker's default bridge needs published ports
         return self.network_name != "bridge"
 
     @default("options_from_form")
@@ -116,6 +127,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._default_image = self.image
         self._course: Optional[Course] = None
         self._simulated_env = ""
+        self._stop_confirmed = False  # poll or stop saw the container gone: its GPUs may be released
         if self.name:
             self.oauth_client_id = oauth_client_id(self.user.name, self.name)
         # The admin's settings stay the base; each start merges the course and GPU spec into them.
@@ -174,25 +186,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 sent += 1
             await asyncio.sleep(0.2)
 
-    # ---- reconcile after a hub restart -----------------------------------------------------------------------------
+    # ---- reconcile: the allocator follows the running containers ----------------------------------------------------
     async def _ensure_reconciled(self):
-        if _shared.reconciled is None or (_shared.reconciled.done() and _shared.reconciled.exception()):
-            _shared.reconciled = asyncio.ensure_future(self._reconcile())
         try:
-            await asyncio.shield(_shared.reconciled)
+            await _shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
         except Exception as e:
             raise SpawnRefused(500, f"Cannot read running containers from Docker: {e}") from None
-
-    async def _reconcile(self):
-        assignments = await self.docker_call(list_assignments)
-        records = [(a.user, a.server, a.gpus, a.policy, a.max_users_per_gpu) for a in assignments]
-        conflicts = self.allocator.rebuild(records)
-        held = sum(len(a.gpus) for a in assignments)
-        self.log.info(
-            "GPU allocations rebuilt from %d running container(s): %d GPU assignment(s)", len(assignments), held
-        )
-        for uuid, holders in conflicts:
-            self.log.error("GPU %s is held beyond its policy by %s", uuid, holders)
 
     async def docker_call(self, func, *args):
         """Run func(docker_client, *args) in the Docker executor."""
@@ -255,11 +254,19 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         else:
             uid_map = homes.UidMap(self.uid_map_file, *self.uid_range)
             identity = await self._blocking(
-                homes.resolve_identity, self.user.name, self.user_id_source, self.min_uid, uid_map
+                homes.resolve_identity, self.user.name, self.user_id_source, self.min_uid, uid_map,
+                self._authenticator_vouches_for_host_accounts(),
             )
         if identity.uid == 0 or identity.gid == 0:
             raise homes.HomeError("Containers never run as root; the uid/gid for this user resolved to 0.")
         return identity
+
+    def _authenticator_vouches_for_host_accounts(self) -> bool:
+        """A LocalAuthenticator (PAM) logs users in as their host account; a dummy, shared-password or OAuth
+        login only proves a name, which must not unlock the host account that happens to carry it."""
+        from jupyterhub.auth import LocalAuthenticator
+
+        return isinstance(getattr(self, "authenticator", None), LocalAuthenticator)
 
     def _container_home(self) -> str:
         return self.container_home_template.format(username=homes.safe_dir_name(self.user.name))
@@ -268,17 +275,28 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     async def start(self):
         self._events = []
         self._chosen_image = ""
+        self._stop_confirmed = False
+        key = self.server_key
+        # in flight: the reconcile keeps this server's GPUs although no container runs for it yet
+        _shared.reconciler.starting.add(key)
+        try:
+            return await self._start()
+        finally:
+            _shared.reconciler.starting.discard(key)
+
+    async def _start(self):
         await self._ensure_reconciled()
         snapshot = await self.gpu_snapshot()
         choice = await self._validate_user_options(snapshot)
         course = choice.course
         await self._preflight_image(choice.image)
-        await self._check_course_data(course)
+        await self._ensure_network()
         try:
             host_home = await self._blocking(homes.host_home_path, self.home_template, self.user.name)
             identity = await self._resolve_identity()
         except homes.HomeError as e:
             raise SpawnRefused(400, str(e)) from None
+        await self._check_course_data(course, host_home)
 
         request = GPURequest(
             user=self.user.name, server=self.name or "", count=choice.gpus,
@@ -301,8 +319,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._apply_course(course)
             self._identity, self._host_home = identity, host_home
             self.image = self._chosen_image = choice.image
-            if self.create_home and await self._blocking(homes.ensure_home, host_home, identity):
-                self._event(f"Created your home directory {host_home}", 15)
+            try:
+                if await self._blocking(homes.ensure_home, host_home, identity,
+                                        homes.home_root(self.home_template), self.create_home):
+                    self._event(f"Created your home directory {host_home}", 15)
+            except homes.HomeError as e:
+                self.log.error("%s: %s", self._log_name, e)
+                raise SpawnRefused(500, f"{e} Tell the admin.") from None
             if self.network_name == "host":
                 self.ip = "127.0.0.1"
                 self.port = self._reserve_port()
@@ -311,12 +334,50 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             await self._wait_until_answering(ip, port)
             return ip, port
         except asyncio.CancelledError:
-            self._release()
+            # the hub gave up on this start (start_timeout) and stops the server next; until Docker confirms the
+            # container is gone its GPUs stay held (a create still running in the executor is caught by the
+            # reconcile as a container left "created")
+            if self.object_id:
+                _shared.reconciler.removals[self.object_id] = self.server_key
+            else:
+                self._release()
             raise
-        except Exception:
-            self._release()
-            await self._remove_failed_container()
-            raise
+        except Exception as e:
+            await self._end_failed_start()
+            if isinstance(e, web.HTTPError):
+                raise
+            # JupyterHub would show "Internal Server Error": say what failed, keep the details for the admin
+            self.log.exception("%s: start failed", self._log_name)
+            raise SpawnRefused(
+                500, f"Your server could not be started ({engine_error_text(e)}). Try again; if it keeps happening, "
+                "tell the admin the time of this attempt."
+            ) from None
+
+    async def _end_failed_start(self):
+        """Remove the container of a failed start, then free its GPUs; if Docker cannot confirm the container is
+        gone, the GPUs stay held and the reconcile removes it and frees them."""
+        container_id = self.object_id
+        if container_id:
+            try:
+                await self.remove_object()
+                self.object_id = ""
+            except Exception as e:
+                self.log.error("Could not remove the container of a failed spawn %s: %s", self.object_name, e)
+                if await self.docker_call(container_holds_gpus, container_id):
+                    _shared.reconciler.removals[container_id] = self.server_key
+                    return
+        self._release()
+
+    async def _ensure_network(self):
+        if self.network_name in BUILTIN_NETWORKS:
+            return
+        ensure = functools.partial(ensure_network, name=self.network_name, internal=self.network_internal,
+                                   subnet=self.network_subnet, require_isolated=self.require_isolated_network)
+        try:
+            await self.docker_call(ensure)
+        except NetworkError as e:
+            self.log.error("%s", e)
+            raise SpawnRefused(500, "The network for user servers is misconfigured; tell the admin.") from None
 
     async def _preflight_image(self, image):
         """Refuse, before anything is created or held, an image that is missing or cannot run a hub server."""
@@ -366,7 +427,18 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 "admin the time of this attempt."
             ) from None
 
-    async def _check_course_data(self, course: Course):
+    async def _check_course_data(self, course: Course, host_home: str):
+        # Docker keys binds by host path: a course mount of an admin volume's path would replace it (or make it
+        # read-write), and one onto an admin volume's or the home's target would hide it
+        admin_binds = dict(DockerSpawner.volume_binds.fget(self))
+        admin_binds[host_home] = {"bind": self._container_home(), "mode": "rw"}
+        clashes = await self._blocking(conflicting_mounts, course.mounts, admin_binds)
+        if clashes:
+            for clash in clashes:
+                self.log.error("course %s: %s", course.id, clash)
+            raise SpawnRefused(
+                500, f"The data mounts of {course.title} clash with the server's own volumes; tell the admin."
+            )
         missing = [m for m in course.mounts if not await self._blocking(os.path.isdir, m.source)]
         if missing:
             self.log.error("course %s: mount sources missing: %s", course.id, [m.source for m in missing])
@@ -424,15 +496,6 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 _shared.ports.add(port)
                 self.port = port
 
-    async def _remove_failed_container(self):
-        if not self.object_id:
-            return
-        try:
-            await self.remove_object()
-        except Exception:
-            self.log.exception("Could not remove the container of a failed spawn: %s", self.object_name)
-        self.object_id = ""
-
     async def create_object(self):
         self._event(f"Creating container from {self.image}", 30)
         return await super().create_object()
@@ -449,15 +512,33 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     async def poll(self):
         await self._ensure_reconciled()
-        return await super().poll()
+        status = await super().poll()
+        if status is not None and self.server_key not in _shared.reconciler.starting:
+            # stopped by itself (Lab's Shut Down, a crash, OOM, docker kill/rm): JupyterHub now calls clear_state()
+            # without stop(), and that is where the GPUs come back
+            self._stop_confirmed = True
+        return status
 
     async def stop(self, now=False):
-        try:
-            if self.object_id:
-                await super().stop(now=now)
-        finally:
-            self._release()
-            self.clear_state()
+        container_id = self.object_id
+        if container_id:
+            try:
+                await self.stop_object()
+                if self.remove:
+                    await self.remove_object()
+                    self.object_id = ""
+            except Exception as e:
+                if await self.docker_call(container_holds_gpus, container_id):
+                    # the hub forgets this server either way (clear_state follows); the GPUs stay held until the
+                    # reconcile has removed the container
+                    _shared.reconciler.removals[container_id] = self.server_key
+                    self.log.error("Could not stop %s (%s); it may still run, so its GPUs stay reserved until the "
+                                   "reconcile removes it", self.object_name, e)
+                    raise SpawnRefused(500, "Your server could not be stopped cleanly; its GPUs are released as "
+                                       "soon as it is gone.") from None
+                self.object_id = ""
+        self._stop_confirmed = True
+        self.clear_state()
 
     # ---- container spec -------------------------------------------------------------------------------------------
     async def _admin_value(self, value):
@@ -520,11 +601,17 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     def get_env(self):
         env = super().get_env()
-        # The NVIDIA runtime and our status extension trust these: only the spawner sets them.
+        # The NVIDIA runtime and our status extension trust these: only the spawner sets them, whatever the
+        # admin's `environment` says (a course's env cannot hold protected names at all; checked on load too).
+        for name in list(env):
+            if name in self.environment and is_spawner_env(name):
+                del env[name]
         if self._course is not None:
-            env.update(dict(self._course.env))  # course files cannot hold reserved names (checked on load)
-        for name in ("LD_PRELOAD", "CUDA_VISIBLE_DEVICES"):
-            env.pop(name, None)
+            env.update({k: v for k, v in self._course.env if not is_protected_env(k)})
+        if self.mem_limit:
+            env["MEM_LIMIT"] = str(self.mem_limit)
+        if self.cpu_limit:
+            env["CPU_LIMIT"] = str(self.cpu_limit)
         if self._assignment is not None:
             env.update(gpu_env(self._assignment.gpus, self._assignment.course, self.image))
             if self._simulated_env:
@@ -564,5 +651,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     def clear_state(self):
         super().clear_state()
+        key = self.server_key
+        if getattr(self, "_stop_confirmed", False):
+            self._release()
+        elif self.allocator.assignment(*key) and key not in _shared.reconciler.starting:
+            self.log.warning("%s: Docker has not confirmed its container stopped; its GPUs stay held until the "
+                             "reconcile sees it gone", self._log_name)
+        self._stop_confirmed = False
         self._assignment = None
         self._course = None

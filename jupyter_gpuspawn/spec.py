@@ -15,10 +15,23 @@ LABEL_GPUS = LABEL_PREFIX + "gpus"
 LABEL_POLICY = LABEL_PREFIX + "gpu-policy"
 LABEL_MAX_USERS = LABEL_PREFIX + "max-users-per-gpu"
 
-# Variables only the spawner sets. A course file or the admin's `environment` cannot override them, and a user
-# cannot set env at all.
-PROTECTED_ENV = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD", "LD_LIBRARY_PATH")
-PROTECTED_ENV_PREFIXES = ("NVIDIA_", "JUPYTER_GPUSPAWN_", "JUPYTERHUB_")
+# Environment variables a course file may not set (a user cannot set env at all). This is the one list:
+# courses.parse_course refuses them, and the spawner's get_env drops them from a course's env and drops the
+# spawner's own (is_spawner_env) from the admin's `environment` before it sets them. Why each:
+PROTECTED_ENV = (
+    "CUDA_VISIBLE_DEVICES",  # would renumber or hide the GPUs assigned by UUID
+    "MEM_LIMIT", "CPU_LIMIT",  # the spawner's limits, shown by the status extension
+    "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME",  # change which code the single-user server runs
+    "JUPYTER_CONFIG_DIR", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH",  # where Jupyter loads config and extensions from
+    "JUPYTER_IMAGE", "JUPYTER_IMAGE_SPEC",  # DockerSpawner's record of the image, read by the status extension
+    "HOME", "USER", "PATH", "SHELL",  # the user's identity and home (set by the spawner and the entrypoint)
+)
+PROTECTED_ENV_PREFIXES = (
+    "LD_",  # the dynamic loader: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ... load code into every process
+    "NVIDIA_",  # read by the NVIDIA container runtime on the host: NVIDIA_VISIBLE_DEVICES picks the GPUs
+    "JUPYTERHUB_", "JPY_",  # the hub's API token, URLs and OAuth settings, which the server trusts
+    "JUPYTER_GPUSPAWN_",  # the spawner's record of GPUs, course and image
+)
 
 
 def oauth_client_id(user: str, server: str) -> str:
@@ -33,7 +46,20 @@ def oauth_client_id(user: str, server: str) -> str:
     return f"{base}%-{quote(server, safe='')}" if server else base
 
 
+def is_spawner_env(name: str) -> bool:
+    """Whether ``name`` is set by the spawner alone, so not even the admin's ``environment`` may override it: the
+    GPU assignment (NVIDIA_*, CUDA_VISIBLE_DEVICES, JUPYTER_GPUSPAWN_*), the limits the status extension shows, and
+    the loader (LD_*). The admin keeps the rest of the protected list (PATH, JUPYTERHUB_SINGLEUSER_APP, ...)."""
+    name = name.split("=", 1)[0]
+    return name in ("CUDA_VISIBLE_DEVICES", "MEM_LIMIT", "CPU_LIMIT") or name.startswith(
+        ("LD_", "NVIDIA_", "JUPYTER_GPUSPAWN_"))
+
+
 def is_protected_env(name: str) -> bool:
+    """Whether ``name`` is in PROTECTED_ENV or starts with one of PROTECTED_ENV_PREFIXES (case-sensitive, as the
+    kernel and the loader read names). Only the part before a "=" counts: Docker gets env as "KEY=VALUE" strings,
+    so a key "LD_PRELOAD=/x.so" would set LD_PRELOAD."""
+    name = name.split("=", 1)[0]
     return name in PROTECTED_ENV or name.startswith(PROTECTED_ENV_PREFIXES)
 
 

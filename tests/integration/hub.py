@@ -17,6 +17,7 @@ import requests
 CACHE = os.environ.get("GPUSPAWN_CACHE", "/var/cache/jupyter-gpuspawn")
 TEST_IMAGE = os.environ.get("GPUSPAWN_SINGLEUSER_IMAGE", "local/gpuspawn-singleuser:latest")
 CONTAINER_PREFIX = "gpuspawn-test"
+TEST_NETWORK = "gpuspawn-test-net"
 
 
 def free_port() -> int:
@@ -62,8 +63,10 @@ class Hub:
         chp = os.path.join(CACHE, "node_modules", ".bin", "configurable-http-proxy")
         return f"""
 c = get_config()  # noqa
+from jupyter_gpuspawn.network import hub_address
 c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}"
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:{self.hub_port}"
+# the hub's API on the user network's gateway: reachable from the containers, from nothing off this host
+c.JupyterHub.hub_bind_url = "http://" + hub_address({TEST_NETWORK!r}, internal=True) + ":{self.hub_port}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{chp!r}]
 c.JupyterHub.db_url = "sqlite:///{self.dir}/jupyterhub.sqlite"
@@ -82,12 +85,21 @@ c.Spawner.http_timeout = 60
 c.DockerSpawner.image = {TEST_IMAGE!r}
 c.DockerSpawner.prefix = "{CONTAINER_PREFIX}"
 c.DockerSpawner.remove = True
+c.GPUDockerSpawner.network_name = {TEST_NETWORK!r}
+c.GPUDockerSpawner.network_internal = True  # test containers get no route off this machine
 c.GPUDockerSpawner.gpu_inventory = "simulated"
 c.GPUDockerSpawner.simulated_gpus = "{self.gpus_file}"
 c.GPUDockerSpawner.home_template = "{self.home_root}/{{username}}"
 c.GPUDockerSpawner.user_id_source = "range"
 c.GPUDockerSpawner.uid_map_file = "{self.uid_map}"
 """
+
+    @property
+    def hub_api(self) -> str:
+        """The hub's API where containers on the test network reach it (its gateway)."""
+        from jupyter_gpuspawn.network import hub_address
+
+        return f"http://{hub_address(TEST_NETWORK, internal=True)}:{self.hub_port}/hub/api"
 
     # ---- process ---------------------------------------------------------------------------------------------
     def start(self, timeout=60):

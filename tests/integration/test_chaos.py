@@ -117,6 +117,7 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
             outcome[kind] += 1
 
     chaos_errors = []
+    survivors = []
 
     def chaos():
         try:
@@ -145,8 +146,14 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
         hub.kill9()
         alive = [c for c in gpuspawn_containers() if running(c)]
         if alive:
-            subprocess.run(["docker", "rm", "-f", rng.choice(alive)], capture_output=True)
+            deleted = rng.choice(alive)
+            subprocess.run(["docker", "rm", "-f", deleted], capture_output=True)
+            alive.remove(deleted)
         restart_dockerd()
+        # dockerd runs with --live-restore: the servers outlive it, so the over-booking checks below have
+        # holders to check against
+        survivors.extend(c for c in alive if running(c))
+        assert survivors, f"no user container survived the dockerd restart (alive before: {len(alive)})"
         hub.start()
 
     started = time.monotonic()
@@ -171,6 +178,7 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
     containers = {(user, server) for user, server, *_ in assignments}
     assert containers == {k for k, s in hub_servers.items() if s.get("ready")}, (containers, hub_servers)
     ready = len(containers)
+    assert any(running(c) for c in survivors), "every server that outlived the dockerd restart was lost"
 
     # every user can spawn again: nothing is left reserved
     with ThreadPoolExecutor(10) as pool:
@@ -189,9 +197,11 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
 
     tried = len(users)
     print(f"\nchaos summary ({time.monotonic() - started:.0f} s)")
+    print(f"  containers that outlived the dockerd restart: {len(survivors)}")
     print(f"  spawns tried {tried} | accepted {outcome['accepted']} (ready after the chaos: {ready}) | "
           f"refused with a clear message {outcome['refused']} | failed (hub down) {outcome['failed']}")
     print(f"  then every user spawned again: {len(gpu_users)} with a GPU each (all 8 GPUs), "
           f"{len(cpu_users)} CPU-only")
     with open(os.path.join(ROOT, "test-artifacts", "chaos-summary.json"), "w") as f:
-        json.dump({"tried": tried, **outcome, "ready_after_chaos": ready}, f)
+        json.dump({"tried": tried, **outcome, "ready_after_chaos": ready, "survived_dockerd_restart": len(survivors)},
+                  f)

@@ -137,3 +137,32 @@ def test_missing_course_data_is_a_clear_error_that_holds_nothing(make_hub, tmp_p
     r = hub.spawn("stu-d", {"course": "d", "gpus": 1})
     assert r.status_code == 500 and "course data for Course D (/data/d) is not available" in r.json()["message"]
     assert gpuspawn_containers() == []
+
+
+def test_a_course_mount_cannot_take_over_an_admin_volume(make_hub, tmp_path):
+    # The admin mounts /datasets read-only for everyone; a course that mounts the same host path read-write
+    # would replace that bind (Docker keys binds by host path) and hand students write access.
+    data_root = tmp_path / "datasets"
+    courses_dir = tmp_path / "courses"
+    (data_root / "shared").mkdir(parents=True)
+    courses_dir.mkdir()
+    os.chmod(tmp_path, 0o755)
+    write_course(str(courses_dir), course("rw", mounts=[
+        {"source": str(data_root / "shared"), "target": "/course-data", "read_only": False}]))
+    write_course(str(courses_dir), course("ok", mounts=[
+        {"source": str(data_root), "target": "/course-data", "read_only": True}]))
+    hub = make_hub(n_gpus=1, extra_config=f"""
+c.GPUDockerSpawner.courses_dir = {str(courses_dir)!r}
+c.GPUDockerSpawner.course_data_roots = [{str(data_root)!r}]
+c.GPUDockerSpawner.volumes = {{{str(data_root / "shared")!r}: {{"bind": "/datasets", "mode": "ro"}}}}
+""")
+    hub.create_users("pia")
+    r = hub.spawn("pia", {"course": "rw", "gpus": 1})
+    assert r.status_code == 500, r.text
+    assert r.json()["message"] == "The data mounts of Course RW clash with the server's own volumes; tell the admin."
+    assert "is an admin volume" in hub.log_tail(50)
+    assert gpuspawn_containers() == []
+    hub.spawn_ready("pia", {"course": "ok", "gpus": 1})  # nothing was held by the refused start
+    [container] = labelled("pia")
+    mounts = {m["Destination"]: m for m in container["Mounts"]}
+    assert mounts["/datasets"]["RW"] is False and mounts["/course-data"]["RW"] is False

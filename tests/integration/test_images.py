@@ -107,3 +107,47 @@ c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
     messages = hub.progress_messages("olga")
     assert any(f"carries JupyterHub 5.0.0, the hub runs {hub_jupyterhub_version()}" in m for m in messages), messages
     hub.wait_ready("olga")  # a warning, not a refusal
+
+
+def test_build_image_from_a_wheel_install_needs_no_checkout_and_no_index(docker_engine, tmp_path):
+    # An admin's install: the package from a wheel (not editable), run from outside any checkout, on a server
+    # whose package index knows no jupyter-gpuspawn release. build-image rebuilds the wheel from the installed
+    # files (labextension included) instead of downloading it.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), root], check=True,
+                   capture_output=True)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
+    subprocess.run([*pip, *map(str, wheels.glob("*.whl"))], check=True, capture_output=True)
+    # its dependencies (jupyterhub, docker, …) from the test environment, appended after the venv's own packages:
+    # the venv's non-editable jupyter_gpuspawn comes first, the checkout is nowhere on the path
+    python = str(venv / "bin" / "python")
+
+    def ask(interpreter, code):
+        return subprocess.run([interpreter, "-c", code], check=True, capture_output=True, text=True,
+                              cwd=tmp_path).stdout.strip()
+
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    with open(os.path.join(ask(python, purelib), "test-deps.pth"), "w") as f:
+        f.write(ask(sys.executable, purelib) + "\n")
+    where = ask(python, "import jupyter_gpuspawn; print(jupyter_gpuspawn.__file__)")
+    assert where.startswith(str(venv)), where
+    tag = "local/gpuspawn-from-wheel:test"
+    # the same base and options as scripts/setup, so Docker reuses its first (pip install jupyterhub) layer
+    r = subprocess.run([str(venv / "bin" / "jupyter-gpuspawn"), "build-image", "--base",
+                        "local/base-cudalike:bookworm", "--tag", tag, "--network", "host",
+                        "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt"],
+                       capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, PIP_NO_INDEX="1"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "pip download" not in r.stdout + r.stderr
+    try:
+        out = docker("run", "--rm", "--user", "234567:234567", "-e", "HOME=/tmp", "-e", "NO_COLOR=1", tag,
+                     "sh", "-c", "jupyter labextension list 2>&1; jupyter server extension list 2>&1",
+                     check=True).stdout
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+        assert re.search(r"jupyter-gpuspawn v[\d.]+ enabled OK", plain), plain
+        assert "jupyter_gpuspawn enabled" in plain and re.search(r"jupyter_gpuspawn [\d.]+ OK", plain), plain
+    finally:
+        docker("rmi", "-f", tag)

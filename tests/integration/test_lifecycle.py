@@ -33,7 +33,9 @@ c.DockerSpawner.extra_create_kwargs = crash_for_quinn
 """)
     hub.create_users("quinn", "ruth")
     r = hub.spawn("quinn", {"gpus": 1})
-    assert r.status_code >= 400
+    assert r.status_code == 500, r.text
+    message = r.json()["message"]
+    assert message.startswith("Your server could not be started (") and "/does/not/exist" in message, message
     assert "Traceback" not in r.text
     assert labelled("quinn") == [] and hub.server("quinn") is None
     hub.spawn_ready("ruth", {"gpus": 1})  # the only GPU is free again

@@ -52,7 +52,9 @@ def test_env_override_of_nvidia_visible_devices_and_ld_preload(make_hub):
     # users have no way to set env; even the admin's `environment` cannot loosen GPU isolation
     hub = make_hub(n_gpus=2, extra_config="""
 c.Spawner.environment = {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VISIBLE_DEVICES": "0,1",
-                         "LD_PRELOAD": "/tmp/evil.so", "JUPYTER_GPUSPAWN_GPUS": "GPU-forged"}
+                         "LD_PRELOAD": "/tmp/evil.so", "JUPYTER_GPUSPAWN_GPUS": "GPU-forged",
+                         "NVIDIA_DRIVER_CAPABILITIES": "all", "MEM_LIMIT": "1", "SITE_SETTING": "kept"}
+c.GPUDockerSpawner.mem_limit = "2G"
 """)
     hub.create_users("eve")
     for options in ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, {"NVIDIA_VISIBLE_DEVICES": "all"},
@@ -64,6 +66,8 @@ c.Spawner.environment = {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VISIBLE_DEVICES"
     assigned = container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
     assert env["NVIDIA_VISIBLE_DEVICES"] == assigned and env["JUPYTER_GPUSPAWN_GPUS"] == assigned
     assert "LD_PRELOAD" not in env and "CUDA_VISIBLE_DEVICES" not in env
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] != "all"  # the image's own value, not the admin's
+    assert env["MEM_LIMIT"] == str(2 * 1024**3) and env["SITE_SETTING"] == "kept"
     assert inside(container, "echo ${LD_PRELOAD:-unset} $NVIDIA_VISIBLE_DEVICES").split() == ["unset", assigned]
 
 
@@ -108,6 +112,29 @@ def test_container_runs_non_root_no_new_privileges_no_capabilities_with_limits(m
     fields = dict(line.split(":\t") for line in lines[1:] if line)
     assert fields["NoNewPrivs"].strip() == "1"
     assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
-    # su/sudo cannot raise privileges: setuid has no effect under no-new-privileges
-    assert "uid=0" not in subprocess.run(["docker", "exec", container["Id"], "su", "-c", "id"],
-                                         capture_output=True, text=True).stdout
+
+
+SUID_IMAGE = "local/gpuspawn-suid-test:latest"
+
+
+def test_a_setuid_root_program_in_the_image_gives_no_root(make_hub):
+    # An image may ship setuid-root programs (NGC images carry several). The probe is one that needs no password:
+    # a setuid-root copy of `id`. Without no-new-privileges it runs as root; with it, the kernel ignores the bit.
+    dockerfile = (f"FROM {TEST_IMAGE}\nUSER root\n"
+                  "RUN cp /usr/bin/id /usr/local/bin/suid-id && chmod 4755 /usr/local/bin/suid-id\n")
+    subprocess.run(["docker", "build", "-q", "-t", SUID_IMAGE, "-"], input=dockerfile, text=True, check=True,
+                   capture_output=True)
+    hub = make_hub(n_gpus=1, extra_config=f"""
+c.DockerSpawner.image = {SUID_IMAGE!r}
+def control_without_the_guard(spawner):
+    # the control server shows the probe works: it must reach root when the guard is off
+    spawner.no_new_privileges = spawner.user.name != "control"
+c.Spawner.pre_spawn_hook = control_without_the_guard
+""")
+    hub.create_users("student", "control")
+    hub.spawn_ready("student", {"gpus": 1})
+    hub.spawn_ready("control", {"gpus": 0})
+    [student], [control] = labelled("student"), labelled("control")
+    assert inside(control, "/usr/local/bin/suid-id -u").strip() == "0"
+    euid = inside(student, "/usr/local/bin/suid-id -u").strip()
+    assert euid == student["Config"]["User"].split(":")[0] and euid != "0"

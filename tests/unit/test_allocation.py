@@ -98,7 +98,7 @@ def test_per_user_cap_counts_all_named_servers():
     with pytest.raises(UserGPULimit, match="already hold 2 GPUs"):
         alloc.allocate(GPURequest("a", "two", count=1), inventory)
     assert alloc.allocate(GPURequest("a", "two", count=0), inventory) == ()
-    assert alloc.allocate(GPURequest("b", count=2), inventory)
+    assert set(alloc.allocate(GPURequest("b", count=2), inventory)) == {"GPU-2", "GPU-3"}
     with pytest.raises(UserGPULimit, match="limit is 2 GPUs per user"):
         alloc.allocate(GPURequest("c", count=3), inventory)
 
@@ -119,17 +119,42 @@ def test_rebuild_from_labels_replaces_the_table_and_keeps_in_flight():
     alloc.allocate(GPURequest("pending", count=1), inventory)
     alloc.allocate(GPURequest("stale", count=1), inventory)
     pending = alloc.assignment("pending")
-    conflicts = alloc.rebuild([("running", "", ("GPU-2",), "exclusive", 1)], keep=[("pending", "")])
-    assert conflicts == []
+    report = alloc.rebuild([("running", "", ("GPU-2",), "exclusive", 1)], keep=[("pending", "")])
+    assert report.conflicts == []
     assert alloc.assignment("pending") == pending
     assert alloc.assignment("stale") == ()
     assert alloc.assignment("running") == ("GPU-2",)
 
 
-def test_rebuild_reports_double_booking_and_unknown_policy_is_exclusive():
+def test_rebuild_reports_double_booking():
     alloc = GPUAllocator()
-    conflicts = alloc.rebuild([("a", "", ("GPU-0",), "exclusive", 1), ("b", "", ("GPU-0",), "weird", 9)])
-    assert conflicts and conflicts[0][0] == "GPU-0"
+    report = alloc.rebuild([("a", "", ("GPU-0",), "exclusive", 1), ("b", "", ("GPU-0",), "shared", 9)])
+    assert report.conflicts == [("GPU-0", (("a", ""), ("b", "")))]
+
+
+def test_unknown_policy_on_a_container_label_is_read_as_exclusive():
+    # A label value the hub does not know must not loosen isolation: "weird" with 9 users per GPU would otherwise
+    # let shared servers join the GPU.
+    alloc = GPUAllocator()
+    inventory = gpus(1)
+    alloc.restore("b", "", ("GPU-0",), "weird", 9)
+    assert alloc.free_count(inventory, "shared", 9) == 0
+    with pytest.raises(NoGPUAvailable, match="The only GPU is in use"):
+        alloc.allocate(GPURequest("c", count=1, policy="shared", max_users_per_gpu=9), inventory)
+    assert alloc.assignments() == {("b", ""): ("GPU-0",)}
+
+
+def test_unknown_policy_in_a_request_is_refused_and_reserves_nothing():
+    alloc = GPUAllocator()
+    inventory = gpus(2)
+    held = alloc.allocate(GPURequest("a", "srv", count=1), inventory)
+    with pytest.raises(ValueError, match="^unknown GPU policy 'weird'$"):
+        alloc.allocate(GPURequest("b", count=1, policy="weird"), inventory)
+    # nor does a refused request of a server drop what that server already holds
+    with pytest.raises(ValueError, match="^unknown GPU policy 'weird'$"):
+        alloc.allocate(GPURequest("a", "srv", count=1, policy="weird"), inventory)
+    assert alloc.assignments() == {("a", "srv"): held}
+    assert alloc.free_count(inventory) == 1
 
 
 request_st = st.builds(

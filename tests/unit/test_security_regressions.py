@@ -46,20 +46,52 @@ def test_home_sibling_prefix(tmp_path):
     (tmp_path / "home").mkdir()
     (tmp_path / "home-other").mkdir()
     (tmp_path / "home" / "x").symlink_to(tmp_path / "home-other")
-    with pytest.raises(homes.HomeError, match="outside"):
-        homes.host_home_path(str(tmp_path / "home") + "/{username}", "x")
+    path = homes.host_home_path(str(tmp_path / "home") + "/{username}", "x")
+    with pytest.raises(homes.HomeError, match="symlink"):  # never followed to home-other
+        homes.ensure_home(path, homes.Identity(4242, 4242, "range"), str(tmp_path / "home"))
 
 
-def test_xss_through_saved_user_options_and_course_titles():
+SCRIPT = '"><script>alert({})</script>'
+
+
+def render_hostile(courses, previous):
+    return render_form(template_environment([]), courses=courses, previous=previous,
+                       snapshot=Snapshot("simulated", (GPU("GPU-1", 0, "<i>gpu</i>", 1),)), allocator=GPUAllocator())
+
+
+def test_xss_through_course_titles_and_gpu_names():
     course = Course(id="c", title="<script>alert('title')</script>", description="<img src=x onerror=alert(1)>",
                     images=(CourseImage("k", "local/x:1", "<b>label</b>"), CourseImage("k2", "local/y:1")))
-    hostile = {"course": '"><script>alert(2)</script>', "image": '"><script>alert(3)</script>',
-               "gpus": '"><script>alert(4)</script>'}
-    html = render_form(template_environment([]), courses=[course], previous=hostile,
-                       snapshot=Snapshot("simulated", (GPU("GPU-1", 0, "<i>gpu</i>", 1),)),
-                       allocator=GPUAllocator())
+    html = render_hostile([course], {})
     assert "<script>alert" not in html and "<img src=x" not in html and "<b>label</b>" not in html
-    assert "<i>gpu</i>" not in html and "alert(2)" not in html and "alert(3)" not in html
+    assert "<i>gpu</i>" not in html
+    assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in html and "&lt;b&gt;label&lt;/b&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;i&gt;gpu&lt;/i&gt;" in html
+
+
+def test_xss_through_saved_user_options_that_are_rendered():
+    """Saved user_options are rendered back as the preselected course and image. Values that match a course (one
+    loaded before ids were checked, or built by a site's own code) reach the HTML: they must come out escaped."""
+    hostile_course, hostile_image = SCRIPT.format(2), SCRIPT.format(3)
+    course = Course(id=hostile_course, title="t",
+                    images=(CourseImage("plain", "local/x:1"), CourseImage(hostile_image, "local/y:1")))
+    other = Course(id="other", title="o", images=(CourseImage("k", "local/z:1"),))
+    html = render_hostile([other, course], {"course": hostile_course, "image": hostile_image, "gpus": 0})
+    escaped_course = "&#34;&gt;&lt;script&gt;alert(2)&lt;/script&gt;"
+    escaped_image = "&#34;&gt;&lt;script&gt;alert(3)&lt;/script&gt;"
+    assert f'<input type="radio" name="course" value="{escaped_course}" checked required>' in html
+    assert f'<option value="{escaped_image}" selected>{escaped_image}</option>' in html
+    assert f'name="image:{escaped_course}"' in html and f'name="gpus:{escaped_course}"' in html
+    assert "<script>alert(2)" not in html and "<script>alert(3)" not in html
+
+
+def test_saved_user_options_that_match_nothing_are_not_rendered():
+    course = Course(id="c", title="t", images=(CourseImage("k", "local/x:1"), CourseImage("k2", "local/y:1")))
+    hostile = {"course": SCRIPT.format(2), "image": SCRIPT.format(3), "gpus": SCRIPT.format(4)}
+    html = render_hostile([course], hostile)
+    assert '<input type="radio" name="course" value="c" checked required>' in html  # the default course instead
+    assert '<option value="k" selected>k</option>' in html and '<option value="0" selected>' in html
+    assert "alert(" not in html
 
 
 def test_GHSA_v7m9_9497_p9gr_oauth_client_ids_never_collide():
