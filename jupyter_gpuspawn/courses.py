@@ -222,13 +222,20 @@ def forbidden_target(target: str) -> bool:
     return target in FORBIDDEN_TARGETS or any(target.startswith(tree + "/") for tree in FORBIDDEN_TARGET_TREES)
 
 
+def _overlaps(a: str, b: str) -> bool:
+    """One path is the other or lies inside it."""
+    common = os.path.commonpath([a, b])
+    return common in (a, b)
+
+
 def conflicting_mounts(course_mounts: Iterable["Mount"], admin_binds: Mapping) -> List[str]:
     """Messages for course mounts that would replace or re-mount an admin's volume.
 
     ``admin_binds`` is DockerSpawner's ``volume_binds`` ({host path or volume name: {"bind": container path,
     "mode": ...}}, templates already expanded); a plain container path as value is accepted too. A course mount
     conflicts when its source (already a realpath) is an admin volume's host path, whatever the modes (Docker
-    keys binds by host path: the course's entry would replace the admin's, or make it read-write), or when its
+    keys binds by host path: the course's entry would replace the admin's, or make it read-write), lies inside one
+    or holds one (the same files again, perhaps read-write, at another target), or when its
     target is an admin volume's container path (one would hide the other). Both sides are compared normalised.
     Reads symlinks of the admin's host paths (os.path.realpath); no other I/O.
     """
@@ -241,9 +248,10 @@ def conflicting_mounts(course_mounts: Iterable["Mount"], admin_binds: Mapping) -
     for mount in course_mounts:
         target = normalize_mount_target(mount.target)
         for host, host_real, container in admin:
-            if mount.source == host_real:
+            if os.path.isabs(host_real) and _overlaps(mount.source, host_real):
                 problems.append(f"course mount {mount.source} -> {target}: {host} is an admin volume (mounted at "
-                                f"{container}); a course cannot mount it again or change its mode")
+                                f"{container}); a course cannot mount it, a part of it or a directory holding it "
+                                "again, nor change its mode")
             elif target == container:
                 problems.append(f"course mount {mount.source} -> {target}: {target} is already the target of the "
                                 f"admin volume {host}")

@@ -19,6 +19,7 @@ import os
 import pwd
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 
 # ASCII only: look-alike characters (Cyrillic 'а', fullwidth '／', …) never reach the filesystem.
@@ -167,13 +168,24 @@ def _open_below(parent_fd: int, name: str, shown: str) -> int:
                         "An admin must replace it with a real directory.") from e
 
 
+# Two named servers of a new user start at once: without this, one could open the home the other just made
+# before it is chowned, see root as its owner and refuse it. One hub process, executor threads.
+_creating = threading.Lock()
+
+
 def ensure_home(path: str, identity: Identity, root: str, create: bool = True) -> bool:
     """Check (and create if missing) the home ``path`` below ``root``; returns whether it was created.
 
     Nothing below ``root`` may be a symlink. A missing home is created mode 0700 and chowned through the descriptor
     it was opened with (no window in which a link could be swapped in); missing directories above it are created
     root-owned, 0755. An existing home must belong to the user's uid: it is never re-owned, never mounted.
+    With ``create`` off a missing home is refused (Docker would create it root-owned, following links).
     """
+    with _creating:
+        return _ensure_home(path, identity, root, create)
+
+
+def _ensure_home(path: str, identity: Identity, root: str, create: bool) -> bool:
     root = os.path.realpath(root)
     parts = os.path.relpath(path, root).split(os.sep)
     if os.path.commonpath([root, path]) != root or not parts or ".." in parts or parts == ["."]:
@@ -188,7 +200,8 @@ def ensure_home(path: str, identity: Identity, root: str, create: bool = True) -
                 child = _open_below(fd, name, shown)
             except FileNotFoundError:
                 if not create:
-                    return False
+                    raise HomeError(f"The home directory {path} does not exist and create_home is off; an admin "
+                                    "must create it, owned by the user.") from None
                 try:
                     os.mkdir(name, 0o700 if last else 0o755, dir_fd=fd)
                     created = last

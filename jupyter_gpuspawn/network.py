@@ -10,6 +10,7 @@ Blocking docker-py calls (``docker.APIClient``): run them in an executor.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
@@ -61,12 +62,16 @@ def ensure_network(client, name: str = DEFAULT_NETWORK, *, internal: bool = Fals
     import docker.errors
 
     found = find_network(client, name)
+    if found is None and name in BUILTIN_NETWORKS:
+        raise NetworkError(f"Docker has no network {name!r}")
     if found is None:
         ipam = None
         if subnet:
             from docker.types import IPAMConfig, IPAMPool
 
-            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])
+            # the gateway named too: with a subnet alone, Docker leaves it out of the network's description
+            gateway = str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet, gateway=gateway)])
         try:
             client.create_network(
                 name, driver="bridge", internal=internal, ipam=ipam, check_duplicate=True,
@@ -78,11 +83,19 @@ def ensure_network(client, name: str = DEFAULT_NETWORK, *, internal: bool = Fals
         found = find_network(client, name)
         if found is None:
             raise NetworkError(f"The Docker network {name!r} vanished right after it was created")
+    if subnet and found.subnet != subnet:
+        raise NetworkError(
+            f"The Docker network {name!r} exists with subnet {found.subnet or 'none'}, not the configured {subnet}. "
+            "Remove it (docker network rm, once no server uses it) or change network_subnet."
+        )
     if require_isolated and not found.isolated:
+        fix = ("set GPUDockerSpawner.network_name to a network of the spawner's own (the default creates one)"
+               if name in BUILTIN_NETWORKS else
+               "remove it (docker network rm) and the spawner recreates it isolated, or choose another network")
         raise NetworkError(
             f"The Docker network {name!r} lets containers reach each other (enable_icc is not false), so students "
-            "could connect to each other's servers. Remove it (docker network rm) and the spawner recreates it "
-            "isolated, or set GPUDockerSpawner.network_name to another network."
+            f"could connect to each other's servers: {fix}. Only on a trusted single-user host, set "
+            "GPUDockerSpawner.require_isolated_network = False."
         )
     if not found.gateway:
         raise NetworkError(f"The Docker network {name!r} has no gateway address; the hub cannot be reached on it")

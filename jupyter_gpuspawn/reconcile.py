@@ -62,6 +62,21 @@ def container_holds_gpus(client, container_id: str) -> bool:
     return bool(state.get("Running") or state.get("Paused") or state.get("Restarting"))
 
 
+def container_gone(client, container_id_or_name: str) -> bool:
+    """Whether Docker says for sure that this container can no longer use its GPUs: it does not exist, or it
+    exited or died. A container still "created" may yet be started (a ``docker start`` still running in another
+    thread), and an engine that does not answer proves nothing (blocking)."""
+    import docker.errors
+
+    try:
+        state = client.inspect_container(container_id_or_name)["State"]
+    except docker.errors.NotFound:
+        return True
+    except Exception:
+        return False
+    return state.get("Status") in ("exited", "dead")
+
+
 DockerCall = Callable[..., Awaitable]
 
 
@@ -115,7 +130,9 @@ class Reconciler:
                 if await self._remove(call, log, c.id, f"left created by an interrupted spawn of {_name(key)}"):
                     removed.add(c.id)
         for container_id, key in list(self.removals.items()):
-            if await self._remove(call, log, container_id, f"its stop failed earlier ({_name(key)})"):
+            if key in in_flight:
+                continue  # its server is starting again (perhaps reusing this very container): not ours to remove
+            if await self._remove(call, log, container_id, f"its server was stopped ({_name(key)})"):
                 removed.add(container_id)
                 del self.removals[container_id]
         records = [

@@ -24,7 +24,7 @@ from .gpus import InventoryError, format_size, shared_inventory
 from .options import OptionsError, options_from_form, validate_options
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
 from .readiness import ServerExited, container_exit, wait_until_answering
-from .reconcile import Reconciler, container_holds_gpus
+from .reconcile import Reconciler, container_gone, container_holds_gpus, remove_container
 from .settings import GPUSpawnerSettings
 from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is_spawner_env, merge_host_config,
                    oauth_client_id)
@@ -195,7 +195,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     async def docker_call(self, func, *args):
         """Run func(docker_client, *args) in the Docker executor."""
-        return await self._blocking(func, self.client, *args)
+        # self.client is built lazily and its first use asks dockerd for its version: off the event loop too
+        return await self._blocking(lambda: func(self.client, *args))
 
     # ---- user options --------------------------------------------------------------------------------------------
     def _catalog(self) -> Cached:
@@ -298,6 +299,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             raise SpawnRefused(400, str(e)) from None
         await self._check_course_data(course, host_home)
 
+        await self._clear_previous_hold()
         request = GPURequest(
             user=self.user.name, server=self.name or "", count=choice.gpus,
             policy=course.policy, max_users_per_gpu=course.max_users_per_gpu,
@@ -353,6 +355,27 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 "tell the admin the time of this attempt."
             ) from None
 
+    async def _clear_previous_hold(self):
+        """A hold left by this server's last container (its stop failed, or Docker did not confirm it stopped)
+        goes only with that container: allocating anew would otherwise free GPUs it may still use."""
+        key = self.server_key
+        if not self.allocator.assignment(*key):
+            return
+        left = [cid for cid, k in _shared.reconciler.removals.items() if k == key]
+        obj = await self.get_object()
+        if obj and obj["Id"] not in left and await self.docker_call(container_holds_gpus, obj["Id"]):
+            left.append(obj["Id"])
+        for container_id in left:
+            try:
+                await self.docker_call(remove_container, container_id)
+            except Exception as e:
+                self.log.error("%s: the previous container %s cannot be removed yet: %s", self._log_name,
+                               container_id[:12], e)
+                raise SpawnRefused(409, "Your previous server is still stopping; try again in a minute.") from None
+            _shared.reconciler.removals.pop(container_id, None)
+        self.object_id = ""
+        self.allocator.release(*key)
+
     async def _end_failed_start(self):
         """Remove the container of a failed start, then free its GPUs; if Docker cannot confirm the container is
         gone, the GPUs stay held and the reconcile removes it and frees them."""
@@ -366,11 +389,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 if await self.docker_call(container_holds_gpus, container_id):
                     _shared.reconciler.removals[container_id] = self.server_key
                     return
+            _shared.reconciler.removals.pop(container_id, None)
         self._release()
 
     async def _ensure_network(self):
-        if self.network_name in BUILTIN_NETWORKS:
-            return
+        if self.network_name == "host" or (self.network_name in BUILTIN_NETWORKS and not
+                                           self.require_isolated_network):
+            return  # host: the documented opt-in for trusted single-user hosts
         ensure = functools.partial(ensure_network, name=self.network_name, internal=self.network_internal,
                                    subnet=self.network_subnet, require_isolated=self.require_isolated_network)
         try:
@@ -510,13 +535,22 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return self.ip, self.port
         return await super().get_ip_and_port()
 
+    async def remove_object(self):
+        # forced: DockerSpawner's removal swallows HTTP 409, which is also Docker's "cannot remove a running
+        # container", so a failed start could free GPUs its container still uses
+        self.log.info("Removing container %s", self.object_id[:12])
+        await self.docker_call(remove_container, self.object_id)
+
     async def poll(self):
         await self._ensure_reconciled()
         status = await super().poll()
-        if status is not None and self.server_key not in _shared.reconciler.starting:
+        key = self.server_key
+        if status is not None and key not in _shared.reconciler.starting and \
+                self.object_id not in _shared.reconciler.removals:
             # stopped by itself (Lab's Shut Down, a crash, OOM, docker kill/rm): JupyterHub now calls clear_state()
-            # without stop(), and that is where the GPUs come back
-            self._stop_confirmed = True
+            # without stop(), and that is where the GPUs come back, once Docker says so for sure (DockerSpawner
+            # also reports "stopped" for a container still "created" or when Docker answers HTTP 500)
+            self._stop_confirmed = await self.docker_call(container_gone, self.object_id or self.object_name)
         return status
 
     async def stop(self, now=False):
@@ -527,6 +561,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 if self.remove:
                     await self.remove_object()
                     self.object_id = ""
+                _shared.reconciler.removals.pop(container_id, None)
             except Exception as e:
                 if await self.docker_call(container_holds_gpus, container_id):
                     # the hub forgets this server either way (clear_state follows); the GPUs stay held until the
@@ -603,9 +638,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         env = super().get_env()
         # The NVIDIA runtime and our status extension trust these: only the spawner sets them, whatever the
         # admin's `environment` says (a course's env cannot hold protected names at all; checked on load too).
-        for name in list(env):
-            if name in self.environment and is_spawner_env(name):
-                del env[name]
+        dropped = [name for name in env if name in self.environment and is_spawner_env(name)]
+        for name in dropped:
+            del env[name]
+        if dropped:
+            self.log.warning("%s: ignoring %s in Spawner.environment: set by the spawner only", self._log_name,
+                             ", ".join(sorted(dropped)))
         if self._course is not None:
             env.update({k: v for k, v in self._course.env if not is_protected_env(k)})
         if self.mem_limit:
@@ -650,13 +688,19 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._identity = homes.Identity(int(data["uid"]), int(data["gid"]), "state")
 
     def clear_state(self):
+        key, container_id = self.server_key, self.object_id
         super().clear_state()
-        key = self.server_key
         if getattr(self, "_stop_confirmed", False):
             self._release()
-        elif self.allocator.assignment(*key) and key not in _shared.reconciler.starting:
-            self.log.warning("%s: Docker has not confirmed its container stopped; its GPUs stay held until the "
-                             "reconcile sees it gone", self._log_name)
+            if self.remove and container_id:
+                # it stopped by itself: the reconcile removes what is left of it
+                _shared.reconciler.removals.setdefault(container_id, key)
+        elif getattr(self, "_stop_pending", False) and container_id and key not in _shared.reconciler.starting:
+            # JupyterHub is forgetting this server (its stop or its poll failed): nothing else would ever stop the
+            # container, which keeps its GPUs until the reconcile has removed it
+            _shared.reconciler.removals[container_id] = key
+            self.log.warning("%s: Docker did not confirm its container %s stopped; its GPUs stay held until the "
+                             "reconcile has removed it", self._log_name, container_id[:12])
         self._stop_confirmed = False
         self._assignment = None
         self._course = None

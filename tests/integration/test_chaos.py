@@ -31,6 +31,9 @@ REQUESTS = [("excl", 1), ("excl", 2), ("shared", 1), ("cpu", 0), ("excl", 0), ("
 
 
 def restart_dockerd():
+    live_restore = subprocess.run(["docker", "info", "--format", "{{.LiveRestoreEnabled}}"], capture_output=True,
+                                  text=True).stdout.strip()
+    assert live_restore == "true", "dockerd runs without --live-restore: restarting it would stop every container"
     subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=False)
     deadline = time.monotonic() + 60
     # the socket closes before the daemon has exited; a new one started then finds the old pid file
@@ -125,6 +128,15 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
         except BaseException as e:  # re-raised in the test thread below
             chaos_errors.append(e)
 
+    def ready_servers():
+        users_now = hub.session.get(f"{hub.api}/users", params={"state": "ready"}, timeout=5).json()
+        return {(u["name"], name) for u in users_now for name, srv in u.get("servers", {}).items()
+                if srv.get("ready")}
+
+    def owner(data):
+        labels = data["Config"]["Labels"]
+        return labels["org.jupyter.gpuspawn.user"], labels["org.jupyter.gpuspawn.server"]
+
     def ready_count():
         try:
             users_now = hub.session.get(f"{hub.api}/users", params={"state": "ready"}, timeout=5).json()
@@ -143,8 +155,12 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
         deadline = time.monotonic() + 90
         while ready_count() < 4 and time.monotonic() < deadline:
             time.sleep(0.5)
+        ready_before = ready_servers()
+        assert ready_before, f"no server was ready 90 s into the burst\n{hub.log_tail(80)}"
         hub.kill9()
-        alive = [c for c in gpuspawn_containers() if running(c)]
+        # survivors are checked among servers the hub knew as ready: one still starting is stopped by the
+        # restarted hub, as it should be
+        alive = [c for c in gpuspawn_containers() if (data := running(c)) and owner(data) in ready_before]
         if alive:
             deleted = rng.choice(alive)
             subprocess.run(["docker", "rm", "-f", deleted], capture_output=True)

@@ -79,12 +79,17 @@ def test_students_only_reach_their_courses_and_changes_apply_without_restart(mak
     assert r.status_code in (201, 202), r.text
     hub.wait_ready("stu-a")
 
-    # a file that turns invalid keeps its last good version live
-    with open(os.path.join(courses_dir, "a.yaml"), "a") as f:
-        f.write("colour: red\n")
+    # a file that turns invalid keeps its last good version live: the old version is what starts
+    write_course(courses_dir, course("a", groups=["group-a"], env={"COURSE_VERSION": "1"}))
     time.sleep(1.2)
-    r = hub.spawn("stu-b", {"course": "b"})
-    assert r.status_code in (201, 202), r.text
+    # any request that consults the catalog loads version 1 (here one refused for its GPU count)
+    assert hub.spawn("stu-a", {"course": "a", "gpus": 9}, server="again").status_code == 400
+    write_course(courses_dir, course("a", groups=["group-a"], env={"COURSE_VERSION": "2"}, colour="red"))
+    time.sleep(1.2)
+    hub.spawn_ready("stu-a", {"course": "a"}, server="again")
+    [container] = labelled("stu-a", "again")
+    env = dict(e.split("=", 1) for e in container["Config"]["Env"])
+    assert env["COURSE_VERSION"] == "1" and env["JUPYTER_GPUSPAWN_COURSE"] == "a"
 
 
 def test_course_settings_reach_the_container(make_hub, tmp_path):
@@ -145,12 +150,13 @@ def test_a_course_mount_cannot_take_over_an_admin_volume(make_hub, tmp_path):
     data_root = tmp_path / "datasets"
     courses_dir = tmp_path / "courses"
     (data_root / "shared").mkdir(parents=True)
+    (data_root / "course").mkdir()
     courses_dir.mkdir()
     os.chmod(tmp_path, 0o755)
     write_course(str(courses_dir), course("rw", mounts=[
         {"source": str(data_root / "shared"), "target": "/course-data", "read_only": False}]))
     write_course(str(courses_dir), course("ok", mounts=[
-        {"source": str(data_root), "target": "/course-data", "read_only": True}]))
+        {"source": str(data_root / "course"), "target": "/course-data", "read_only": True}]))
     hub = make_hub(n_gpus=1, extra_config=f"""
 c.GPUDockerSpawner.courses_dir = {str(courses_dir)!r}
 c.GPUDockerSpawner.course_data_roots = [{str(data_root)!r}]

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from .conftest import gpuspawn_containers, labelled
+from .conftest import gpuspawn_containers, labelled, remove_test_containers
 from .hub import TEST_NETWORK
 
 PROBE_PORT = 9000
@@ -92,6 +92,7 @@ def open_network():
     subprocess.run(["docker", "network", "rm", OPEN_NETWORK], capture_output=True)
     subprocess.run(["docker", "network", "create", "--internal", OPEN_NETWORK], check=True, capture_output=True)
     yield OPEN_NETWORK
+    remove_test_containers()  # before make_hub's teardown: a network with containers attached cannot go
     subprocess.run(["docker", "network", "rm", OPEN_NETWORK], capture_output=True)
 
 
@@ -144,3 +145,26 @@ def test_a_home_owned_by_another_uid_is_never_mounted(make_hub, host_account):
     assert gpuspawn_containers() == []
     hub.create_users("other")
     hub.spawn_ready("other", {"gpus": 1})  # the refused spawn held no GPU
+
+
+def test_the_network_keeps_its_subnet_and_networks_that_let_containers_talk_are_refused(docker_engine):
+    import docker
+
+    from jupyter_gpuspawn.network import NetworkError, ensure_network
+
+    client = docker.APIClient(version="auto")
+    name = "gpuspawn-test-subnet"
+    subprocess.run(["docker", "network", "rm", name], capture_output=True)
+    try:
+        network = ensure_network(client, name, internal=True, subnet="10.213.250.0/24")
+        assert (network.gateway, network.subnet, network.isolated, network.internal) == \
+            ("10.213.250.1", "10.213.250.0/24", True, True)
+        assert ensure_network(client, name, internal=True, subnet="10.213.250.0/24") == network  # used as is
+        with pytest.raises(NetworkError, match="exists with subnet 10.213.250.0/24, not the configured"):
+            ensure_network(client, name, internal=True, subnet="10.213.251.0/24")
+    finally:
+        client.remove_network(name)
+    # Docker's own default bridge lets containers talk: refused unless the admin opts out
+    with pytest.raises(NetworkError, match="'bridge' lets containers reach each other"):
+        ensure_network(client, "bridge")
+    assert ensure_network(client, "bridge", require_isolated=False).name == "bridge"

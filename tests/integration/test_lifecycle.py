@@ -105,6 +105,7 @@ def test_bridge_network_works(make_hub):
     # loopback port Docker publishes.
     hub = make_hub(n_gpus=1, extra_config=f"""
 c.GPUDockerSpawner.network_name = "bridge"
+c.GPUDockerSpawner.require_isolated_network = False  # Docker's default bridge lets containers talk: an opt-in
 c.JupyterHub.hub_bind_url = "http://{gateway}:" + str(c.JupyterHub.hub_bind_url).rsplit(":", 1)[1]
 c.JupyterHub.hub_connect_url = c.JupyterHub.hub_bind_url
 """)

@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from .conftest import inspect, labelled
+from .conftest import gpuspawn_containers, inspect, labelled
 from .test_chaos import restart_dockerd
 
 ONLY_POLL = "c.Spawner.poll_interval = 1\nc.GPUDockerSpawner.reconcile_interval = 0\n"
@@ -172,3 +172,36 @@ def test_a_failed_stop_keeps_the_gpu_until_the_container_is_gone(make_hub):
         time.sleep(0.3)
     hub.wait_ready("ned")
     assert "its GPUs stay reserved until the reconcile removes it" in hub.log_tail(300)
+
+
+def running_holders() -> dict:
+    """GPU UUID -> users of running containers that hold it."""
+    holders = {}
+    for cid in gpuspawn_containers():
+        data = inspect(cid)
+        if data["State"]["Running"]:
+            labels = data["Config"]["Labels"]
+            for uuid in filter(None, labels["org.jupyter.gpuspawn.gpus"].split(",")):
+                holders.setdefault(uuid, []).append(labels["org.jupyter.gpuspawn.user"])
+    return holders
+
+
+def test_starting_again_after_a_failed_stop_never_frees_what_the_old_container_holds(make_hub):
+    # no reconcile to help: the student's own next start must deal with the old container first
+    hub = make_hub(n_gpus=2, extra_config=FAILING_STOP + "c.GPUDockerSpawner.reconcile_interval = 0\n")
+    hub.create_users("max", "ned", "oz")
+    hub.spawn_ready("ned", {"gpus": 1})
+    hub.spawn_ready("max", {"gpus": 1})
+    try:
+        hub.session.delete(f"{hub.api}/users/max/server", timeout=30)
+    except requests.RequestException:
+        pass
+    wait_hub_forgets(hub, "max")
+    # max asks for both GPUs; ned holds one, so the allocator refuses
+    r = hub.spawn("max", {"gpus": 2})
+    assert r.status_code == 409, r.text
+    # the refused start removed max's old container before it let go of its GPU, which oz may now have
+    hub.spawn_ready("oz", {"gpus": 1})
+    holders = running_holders()
+    assert sorted(holders) == sorted(g["uuid"] for g in hub.gpus), holders
+    assert all(len(users) == 1 for users in holders.values()), f"a GPU is booked twice: {holders}"

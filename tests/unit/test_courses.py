@@ -359,16 +359,20 @@ def test_course_mounts_may_not_take_over_admin_volumes(tmp_path):
     same_target = Mount(str(tmp_path / "other"), "/srv/shared", read_only=True)
     same_target_spelled_differently = Mount(str(tmp_path / "tools"), "/opt/./tools/")
     fine = Mount(str(tmp_path / "other"), "/data/other")
+    inside = Mount(str(shared / "part"), "/data/part", read_only=False)  # a part of it, read-write elsewhere
+    holding = Mount(str(tmp_path), "/data/all")  # a directory that holds it
     problems = conflicting_mounts([same_source, same_target, same_target_spelled_differently, fine], admin)
     assert problems == [
         f"course mount {shared} -> /data/shared: {tmp_path / 'link'} is an admin volume (mounted at "
-        "/srv/shared); a course cannot mount it again or change its mode",
+        "/srv/shared); a course cannot mount it, a part of it or a directory holding it again, nor change its mode",
         f"course mount {tmp_path / 'other'} -> /srv/shared: /srv/shared is already the target of the admin volume "
         f"{tmp_path / 'link'}",
         f"course mount {tmp_path / 'tools'} -> /opt/tools: /opt/tools is already the target of the admin volume "
         "/opt/tools",
     ]
     assert conflicting_mounts([fine], admin) == [] and conflicting_mounts([same_source], {}) == []
+    assert len(conflicting_mounts([inside], admin)) == 1 and len(conflicting_mounts([holding], admin)) == 1
+    assert conflicting_mounts([Mount(str(tmp_path / "shared-other"), "/data/x")], admin) == []  # not a prefix match
 
 
 # ---- form ----------------------------------------------------------------------------------------------------------

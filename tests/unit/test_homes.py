@@ -185,3 +185,9 @@ def test_default_uid_map_file_is_absolute_and_next_to_the_hub_database(tmp_path,
     assert default_uid_map_file(config) == str(tmp_path / "state" / "jupyter_gpuspawn_uids.json")
     config.JupyterHub.db_url = "postgresql://hub@db/jupyterhub"
     assert default_uid_map_file(config) == str(tmp_path / "jupyter_gpuspawn_uids.json")
+
+
+def test_a_missing_home_is_refused_when_homes_are_not_created(root):
+    with pytest.raises(homes.HomeError, match="does not exist and create_home is off"):
+        homes.ensure_home(os.path.join(root, "dora"), homes.Identity(50005, 50005, "range"), root, create=False)
+    assert not os.path.exists(os.path.join(root, "dora"))
