@@ -12,6 +12,7 @@ second, so a burst of spawns or form renders costs one NVML sweep, not one each.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -319,3 +320,29 @@ def shared_inventory(kind, simulated_path="", cache_seconds=1.0) -> GPUInventory
     if key not in _inventories:
         _inventories[key] = GPUInventory(kind, simulated_path, cache_seconds)
     return _inventories[key]
+
+
+def simulated_description(uuids, snapshot) -> str:
+    """In demo mode, the assigned simulated GPUs as JSON for the status extension (it has no driver to ask)."""
+    if not snapshot.simulated or not uuids:
+        return ""
+    gpus = snapshot.by_uuid()
+    return json.dumps([
+        {"uuid": u, "index": gpus[u].index, "name": gpus[u].name, "memory_total": gpus[u].memory_total,
+         "memory_used": gpus[u].memory_used, "utilization": gpus[u].utilization_pct,
+         "temperature": gpus[u].temperature_c}
+        for u in uuids
+    ])
+
+
+def _short_uuid(uuid: str) -> str:
+    return uuid[:12] if uuid.startswith("GPU-") else uuid[:8]
+
+
+def assignment_message(uuids, snapshot) -> str:
+    """The progress message that tells a student which GPUs they got."""
+    if not uuids:
+        return "CPU-only server: no GPU assigned"
+    gpus = snapshot.by_uuid()
+    names = ", ".join(f"GPU {gpus[u].index} ({gpus[u].name}, {_short_uuid(u)})" for u in uuids)
+    return f"Assigned {names}{' [simulated]' if snapshot.simulated else ''}"

@@ -48,33 +48,35 @@ def remove_container(client, container_id: str) -> None:
         pass
 
 
-def container_holds_gpus(client, container_id: str) -> bool:
-    """Whether Docker says this container may still use its GPUs; an engine that does not answer counts as yes,
-    since nothing then proves the devices are free (blocking)."""
+def _state(client, container_id_or_name: str) -> Optional[dict]:
+    """Docker's State of the container, None when it does not exist; other errors are raised (blocking)."""
     import docker.errors
 
     try:
-        state = client.inspect_container(container_id)["State"]
+        return client.inspect_container(container_id_or_name)["State"]
     except docker.errors.NotFound:
-        return False
+        return None
+
+
+def container_holds_gpus(client, container_id: str) -> bool:
+    """Whether Docker says this container may still use its GPUs; an engine that does not answer counts as yes,
+    since nothing then proves the devices are free (blocking)."""
+    try:
+        state = _state(client, container_id)
     except Exception:
         return True
-    return bool(state.get("Running") or state.get("Paused") or state.get("Restarting"))
+    return state is not None and bool(state.get("Running") or state.get("Paused") or state.get("Restarting"))
 
 
 def container_gone(client, container_id_or_name: str) -> bool:
     """Whether Docker says for sure that this container can no longer use its GPUs: it does not exist, or it
     exited or died. A container still "created" may yet be started (a ``docker start`` still running in another
     thread), and an engine that does not answer proves nothing (blocking)."""
-    import docker.errors
-
     try:
-        state = client.inspect_container(container_id_or_name)["State"]
-    except docker.errors.NotFound:
-        return True
+        state = _state(client, container_id_or_name)
     except Exception:
         return False
-    return state.get("Status") in ("exited", "dead")
+    return state is None or state.get("Status") in ("exited", "dead")
 
 
 DockerCall = Callable[..., Awaitable]

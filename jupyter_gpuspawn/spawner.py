@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -19,22 +18,16 @@ from . import homes, images
 from .allocation import AllocationError, GPUAllocator, GPURequest
 from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
+from .errors import SpawnRefused, engine_error_text
 from .form import render_form, template_environment
-from .gpus import InventoryError, format_size, shared_inventory
-from .options import OptionsError, options_from_form, validate_options
+from .gpus import InventoryError, assignment_message, format_size, shared_inventory, simulated_description
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
+from .options import OptionsError, options_from_form, validate_options
 from .readiness import ServerExited, container_exit, wait_until_answering
 from .reconcile import Reconciler, container_gone, container_holds_gpus, remove_container
 from .settings import GPUSpawnerSettings
 from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is_spawner_env, merge_host_config,
                    oauth_client_id)
-
-
-class SpawnRefused(web.HTTPError):
-    """An HTTP error whose text, wherever JupyterHub shows it (spawn page, progress, API), is just our message."""
-
-    def __str__(self):
-        return self.log_message or super().__str__()
 
 
 class _HubProcessState:
@@ -53,31 +46,8 @@ class _HubProcessState:
 _shared = _HubProcessState()
 
 
-def simulated_description(uuids, snapshot) -> str:
-    """In demo mode, the assigned simulated GPUs as JSON for the status extension (it has no driver to ask)."""
-    if not snapshot.simulated or not uuids:
-        return ""
-    gpus = snapshot.by_uuid()
-    return json.dumps([
-        {"uuid": u, "index": gpus[u].index, "name": gpus[u].name, "memory_total": gpus[u].memory_total,
-         "memory_used": gpus[u].memory_used, "utilization": gpus[u].utilization_pct,
-         "temperature": gpus[u].temperature_c}
-        for u in uuids
-    ])
-
-
 def _options_applied_in_start(spawner, user_options):
     pass
-
-
-def engine_error_text(error: Exception, limit: int = 200) -> str:
-    """A Docker error in one short line (docker-py's explanation, without the request URL)."""
-    text = str(getattr(error, "explanation", "") or error).strip().replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _short_uuid(uuid: str) -> str:
-    return uuid[:12] if uuid.startswith("GPU-") else uuid[:8]
 
 
 class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
@@ -312,7 +282,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             raise SpawnRefused(409, e.message) from None
 
         try:
-            self._report_assignment(uuids, snapshot)
+            self._event(assignment_message(uuids, snapshot), 10)
             self._simulated_env = simulated_description(uuids, snapshot)
             self._assignment = GPUAssignment(
                 user=self.user.name, server=self.name or "", gpus=uuids, policy=course.policy,
@@ -478,15 +448,6 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         admin_mem, admin_cpu = self._admin_limits
         self.mem_limit = course.mem_limit if course.mem_limit is not None else admin_mem
         self.cpu_limit = course.cpu_limit if course.cpu_limit is not None else admin_cpu
-
-    def _report_assignment(self, uuids, snapshot):
-        if not uuids:
-            self._event("CPU-only server: no GPU assigned", 10)
-            return
-        gpus = snapshot.by_uuid()
-        names = ", ".join(f"GPU {gpus[u].index} ({gpus[u].name}, {_short_uuid(u)})" for u in uuids)
-        simulated = " [simulated]" if snapshot.simulated else ""
-        self._event(f"Assigned {names}{simulated}", 10)
 
     def _reserve_port(self) -> int:
         for _ in range(100):

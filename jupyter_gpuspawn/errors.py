@@ -1,0 +1,17 @@
+"""Errors the spawner shows to students: the low room every other module may import."""
+from __future__ import annotations
+
+from tornado import web
+
+
+class SpawnRefused(web.HTTPError):
+    """An HTTP error whose text, wherever JupyterHub shows it (spawn page, progress, API), is just our message."""
+
+    def __str__(self):
+        return self.log_message or super().__str__()
+
+
+def engine_error_text(error: Exception, limit: int = 200) -> str:
+    """A Docker error in one short line (docker-py's explanation, without the request URL)."""
+    text = str(getattr(error, "explanation", "") or error).strip().replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
