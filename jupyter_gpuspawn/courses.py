@@ -76,6 +76,8 @@ COURSE_SCHEMA = {
                 "max": {"type": "integer", "minimum": 0, "maximum": 64},
                 "policy": {"enum": list(POLICIES)},
                 "max_users_per_gpu": {"type": "integer", "minimum": 1, "maximum": 64},
+                "queue": {"type": "boolean"},
+                "queue_timeout": {"type": "number", "minimum": 0, "maximum": 7 * 24 * 3600},
             },
         },
         "resources": {
@@ -144,6 +146,8 @@ class Course:
     gpu_max: int = 1
     policy: str = "exclusive"
     max_users_per_gpu: int = 1
+    queue: Optional[bool] = None  # None: the spawner's gpu_queue
+    queue_timeout: Optional[float] = None  # seconds; None: the spawner's gpu_queue_timeout
     mem_limit: Optional[int] = None
     cpu_limit: Optional[float] = None
     shm_size: Optional[int] = None
@@ -326,6 +330,8 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         gpu_max=gpu_max,
         policy=gpus.get("policy", "exclusive"),
         max_users_per_gpu=gpus.get("max_users_per_gpu", 1 if gpus.get("policy", "exclusive") == "exclusive" else 2),
+        queue=gpus.get("queue"),
+        queue_timeout=gpus.get("queue_timeout"),
         mem_limit=sizes.get("mem_limit"),
         cpu_limit=resources.get("cpu_limit"),
         shm_size=sizes.get("shm_size"),

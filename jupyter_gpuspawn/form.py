@@ -34,11 +34,16 @@ def gpu_models(gpus: Sequence) -> str:
     return ", ".join(f"{n}× {name}" for name, n in counts.most_common())
 
 
-def availability(course, gpus: Sequence, allocator) -> Tuple[str, int]:
+def availability(course, gpus: Sequence, allocator, line: str = "") -> Tuple[str, int]:
+    """The card's availability text and the GPUs free for it. ``line`` is the queue's word for when none are
+    free ("3 waiting · you would be 4th"); without it, none free reads as "try again later"."""
     total = len(gpus)
     if total == 0 or course.gpu_max == 0:
         return ("CPU only" if total else "No GPUs on this server: CPU only"), 0
     free = allocator.free_count(gpus, course.policy, course.max_users_per_gpu)
+    if free == 0:
+        which = "The only GPU is" if total == 1 else f"All {total} GPUs are"
+        return f"{which} in use — {gpu_models(gpus)} · {line or 'no queue here: try again later'}", 0
     if course.policy == "shared":
         text = (f"{free} of {total} GPUs have room — {gpu_models(gpus)} "
                 f"(shared, up to {course.max_users_per_gpu} per GPU)")
@@ -47,8 +52,10 @@ def availability(course, gpus: Sequence, allocator) -> Tuple[str, int]:
     return text, free
 
 
-def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator) -> list:
-    """View models for the cards; the user's previous choice is preselected where it still applies."""
+def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator, queue_line=lambda course: ""
+                 ) -> list:
+    """View models for the cards; the user's previous choice is preselected where it still applies.
+    ``queue_line(course)`` says where the user would stand in the GPU queue ("" where the course has none)."""
     chosen_id = previous.get("course") or ""
     if not any(c.id == chosen_id for c in courses):
         chosen_id = courses[0].id if courses else ""
@@ -60,7 +67,7 @@ def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator
         if wanted_image not in image_keys:
             wanted_image = image_keys[0]
         images = tuple((img.key, img.label or img.key or img.image, img.key == wanted_image) for img in course.images)
-        text, free = availability(course, gpus, allocator)
+        text, free = availability(course, gpus, allocator, queue_line(course))
         limit = min(course.gpu_max, len(gpus))
         wanted_gpus = previous.get("gpus") if selected else None
         if not isinstance(wanted_gpus, int) or isinstance(wanted_gpus, bool) or not 0 <= wanted_gpus <= limit:
@@ -69,7 +76,7 @@ def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator
         for n in range(limit + 1):
             label = "0 — CPU only" if n == 0 else f"{n} GPU" + ("s" if n > 1 else "")
             if n > free:
-                label += f" (only {free} free now)"
+                label += f" (only {free} free now{', you would wait' if queue_line(course) else ''})"
             choices.append((n, label, n == wanted_gpus))
         cards.append(CourseCard(course.id, course.title, course.description, images, tuple(choices), text, selected))
     return cards
@@ -81,8 +88,9 @@ def template_environment(paths: Sequence[str]) -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True)
 
 
-def render_form(env: jinja2.Environment, *, courses, previous, snapshot, allocator, admin_errors=()) -> str:
-    cards = course_cards(courses, previous or {}, snapshot.gpus, allocator)
+def render_form(env: jinja2.Environment, *, courses, previous, snapshot, allocator, admin_errors=(),
+                queue_line=lambda course: "") -> str:
+    cards = course_cards(courses, previous or {}, snapshot.gpus, allocator, queue_line)
     free_now = allocator.free_count(snapshot.gpus)
     return env.get_template(TEMPLATE).render(
         cards=cards,

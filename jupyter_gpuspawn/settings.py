@@ -71,6 +71,21 @@ class GPUSpawnerSettings(LoggingConfigurable):
         compute processes), is busy with work outside the hub and is not handed out.""",
     )
 
+    gpu_queue = Bool(
+        True,
+        config=True,
+        help="""When every GPU is taken, a start waits in a first-come-first-served queue (the spawn page shows
+        the student's place in line) instead of failing. Courses may override it (gpus: {queue: false}).""",
+    )
+    gpu_queue_timeout = Float(
+        1800,
+        config=True,
+        help="""Seconds a start waits in the GPU queue before it gives up with a clear message, holding nothing
+        (0: no queue, refuse at once). Courses may override it (gpus: {queue_timeout: 600}). The wait counts
+        towards Spawner.start_timeout, whose default here leaves room for it; a smaller start_timeout set by the
+        admin shortens the wait so that the hub never cuts a waiting student off with a generic timeout.""",
+    )
+
     reconcile_interval = Float(
         30,
         config=True,

@@ -15,7 +15,7 @@ from tornado import web
 from traitlets import default
 
 from . import homes, images
-from .allocation import AllocationError, GPUAllocator, GPURequest
+from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable
 from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
 from .errors import SpawnRefused, engine_error_text
@@ -26,8 +26,13 @@ from .options import OptionsError, options_from_form, validate_options
 from .readiness import ServerExited, container_exit, wait_until_answering
 from .reconcile import Reconciler, container_gone, container_holds_gpus, remove_container
 from .settings import GPUSpawnerSettings
+from .waitroom import POOL, QueueTimeout, WaitRoom, ordinal, pool_label, waiting_message
 from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is_spawner_env, merge_host_config,
                    oauth_client_id)
+
+
+# seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
+QUEUE_START_MARGIN = 30
 
 
 class _HubProcessState:
@@ -36,6 +41,7 @@ class _HubProcessState:
     def __init__(self):
         self.allocator = GPUAllocator()
         self.reconciler = Reconciler(self.allocator)
+        self.waitroom = WaitRoom(self.allocator)
         self.ports: set = set()
         self.executor: Optional[ThreadPoolExecutor] = None
         self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
@@ -71,6 +77,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         # the hub reaches each server on its container address (our network) or on 127.0.0.1 (host mode);
         # only Docker's default bridge needs published ports
         return self.network_name != "bridge"
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        # the whole of start() counts, a wait in the GPU queue included: leave room for it and the start after it
+        if self.gpu_queue and self.gpu_queue_timeout > 0:
+            return int(self.gpu_queue_timeout + self.http_timeout + QUEUE_START_MARGIN)
+        return 60
 
     @default("options_from_form")
     def _default_options_from_form(self):
@@ -205,9 +218,19 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         paths = tuple(self.form_template_paths)
         if paths not in _shared.form_environments:
             _shared.form_environments[paths] = template_environment(paths)
+        holds_other = self.allocator.user_gpu_count(self.user.name, excluding=self.server_key) > 0
+        queue = _shared.waitroom.queue
+        waiting, place = len(queue.waiting(POOL)), queue.position_if_joined(POOL, holds_other=holds_other)
+
+        def queue_line(course):
+            if self._queue_seconds(course, warn=False) <= 0:
+                return ""
+            return f"{waiting} waiting · you would be {ordinal(place)}"
+
         return render_form(
             _shared.form_environments[paths], courses=visible, previous=self.user_options or {}, snapshot=snapshot,
             allocator=self.allocator, admin_errors=errors if getattr(self.user, "admin", False) else (),
+            queue_line=queue_line,
         )
 
     async def check_allowed(self, image):
@@ -277,6 +300,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         try:
             # choose + reserve: synchronous, nothing awaited in between
             uuids = self.allocator.allocate(request, snapshot.gpus)
+        except NoGPUAvailable as e:
+            wait = self._queue_seconds(course)
+            if wait <= 0 or not 0 < request.count <= len(snapshot.gpus):
+                self._event(e.message, 0)
+                raise SpawnRefused(409, e.message) from None
+            uuids = await self._wait_in_queue(request, wait)
         except AllocationError as e:
             self._event(e.message, 0)
             raise SpawnRefused(409, e.message) from None
@@ -324,6 +353,41 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 500, f"Your server could not be started ({engine_error_text(e)}). Try again; if it keeps happening, "
                 "tell the admin the time of this attempt."
             ) from None
+
+    def _queue_seconds(self, course: Course, warn: bool = True) -> float:
+        """How long this start may wait for GPUs: the course's or the spawner's queue timeout, within what the
+        hub's start_timeout leaves after the wait for the container to start and answer."""
+        enabled = course.queue if course.queue is not None else self.gpu_queue
+        timeout = course.queue_timeout if course.queue_timeout is not None else self.gpu_queue_timeout
+        if not enabled or timeout <= 0:
+            return 0
+        budget = self.start_timeout - self.http_timeout - QUEUE_START_MARGIN
+        if budget < timeout and warn:
+            self.log.warning("Spawner.start_timeout (%s s) cuts the GPU queue wait to %s s; set it to at least "
+                             "gpu_queue_timeout + http_timeout + %s s", self.start_timeout, max(0, budget),
+                             QUEUE_START_MARGIN)
+        return max(0, min(timeout, budget))
+
+    async def _wait_in_queue(self, request: GPURequest, seconds: float):
+        label = pool_label((await self.gpu_snapshot()).gpus)
+        holds_other = self.allocator.user_gpu_count(request.user, excluding=request.key) > 0
+        try:
+            return await _shared.waitroom.wait(
+                request, holds_other=holds_other, timeout=seconds,
+                gpus=self._inventory_gpus, on_place=lambda at, n: self._event(waiting_message(at, n, label), 5),
+            )
+        except QueueTimeout:
+            minutes = f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
+            message = (f"No GPU came free within {minutes}; nothing is held for you. Try again later, or start a "
+                       "CPU-only server.")
+            self._event(message, 0)
+            raise SpawnRefused(409, message) from None
+        except AllocationError as e:
+            self._event(e.message, 0)
+            raise SpawnRefused(409, e.message) from None
+
+    async def _inventory_gpus(self):
+        return (await self.gpu_snapshot()).gpus
 
     async def _clear_previous_hold(self):
         """A hold left by this server's last container (its stop failed, or Docker did not confirm it stopped)

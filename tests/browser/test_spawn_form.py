@@ -28,11 +28,11 @@ def write_courses(directory):
             yaml.safe_dump(data, f)
 
 
-def hub_with_a_busy_gpu(make_hub, tmp_path, n_gpus, student, other):
+def hub_with_a_busy_gpu(make_hub, tmp_path, n_gpus, student, other, extra_config=""):
     """A hub with the example courses, ``student`` and ``other`` in the dl group, ``other`` holding one GPU."""
     courses_dir = str(tmp_path / "courses")
     write_courses(courses_dir)
-    hub = make_hub(n_gpus=n_gpus, extra_config=f"c.GPUDockerSpawner.courses_dir = {courses_dir!r}\n")
+    hub = make_hub(n_gpus=n_gpus, extra_config=f"c.GPUDockerSpawner.courses_dir = {courses_dir!r}\n" + extra_config)
     hub.create_users(student, other)
     r = hub.session.post(f"{hub.api}/groups/dl", json={"users": [student, other]})
     assert r.status_code == 201, r.text
@@ -74,7 +74,7 @@ def test_form_errors_are_shown_as_messages_not_tracebacks(make_hub, page, tmp_pa
 
     login(page, hub, "stu2")
     page.wait_for_selector(".gpuspawn-form", timeout=30_000)
-    assert "0 of 1 GPUs free" in page.locator('.gpuspawn-course[data-course="dl"]').inner_text()
+    assert "The only GPU is in use" in page.locator('.gpuspawn-course[data-course="dl"]').inner_text()
     page.check('input[name="course"][value="dl"]')
     page.select_option('select[name="gpus:dl"]', "1")
     page.click('form#spawn_form [type="submit"]')
@@ -83,3 +83,27 @@ def test_form_errors_are_shown_as_messages_not_tracebacks(make_hub, page, tmp_pa
     assert "Traceback" not in page.content()
     screenshot(page, "spawn-no-gpu-free.png")
     assert labelled("stu2") == []
+
+
+def test_a_student_waits_in_line_on_the_spawn_page_and_lands_in_lab(make_hub, page, tmp_path):
+    hub = hub_with_a_busy_gpu(make_hub, tmp_path, 1, "stu3", "hog3", extra_config="""
+c.GPUDockerSpawner.gpu_queue_timeout = 120
+c.Spawner.start_timeout = 300
+""")
+    login(page, hub, "stu3")
+    page.wait_for_selector(".gpuspawn-form", timeout=30_000)
+    card = page.locator('.gpuspawn-course[data-course="dl"]').inner_text()
+    assert "The only GPU is in use" in card and "0 waiting · you would be 1st" in card, card
+    assert "Data Science (CPU)" in page.content()  # CPU-only is still on offer
+    screenshot(page, "spawn-form-queue.png")
+    page.check('input[name="course"][value="dl"]')
+    page.select_option('select[name="gpus:dl"]', "1")
+    page.click('form#spawn_form [type="submit"]')
+    page.wait_for_selector("text=you are 1st in line", timeout=30_000)
+    screenshot(page, "spawn-pending-in-queue.png")
+    hub.stop_server("hog3")  # the GPU frees: the student's page goes on to Lab by itself
+    page.wait_for_url("**/user/stu3/lab**", timeout=90_000)
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    [container] = labelled("stu3")
+    assert container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] == hub.gpus[0]["uuid"]
+

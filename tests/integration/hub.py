@@ -92,6 +92,8 @@ c.GPUDockerSpawner.simulated_gpus = "{self.gpus_file}"
 c.GPUDockerSpawner.home_template = "{self.home_root}/{{username}}"
 c.GPUDockerSpawner.user_id_source = "range"
 c.GPUDockerSpawner.uid_map_file = "{self.uid_map}"
+# refusals are what most tests check; the queue's tests (test_queue.py) turn it on
+c.GPUDockerSpawner.gpu_queue_timeout = 0
 """
 
     @property

@@ -408,6 +408,19 @@ def test_form_shows_live_availability_and_the_simulated_badge(tmp_path, data_roo
     assert "simulated GPUs" not in render([a], simulated=False)
 
 
+def test_form_shows_the_queue_when_every_gpu_is_taken_and_still_offers_cpu_only(tmp_path, data_root):
+    a, b = two_courses(tmp_path, data_root)
+    allocator = GPUAllocator()
+    allocator.allocate(GPURequest("someone", count=8), gpus(8))
+    html = render_form(template_environment([]), courses=[a, b], previous={}, snapshot=Snapshot("nvml", gpus(8)),
+                       allocator=allocator, queue_line=lambda course: "3 waiting · you would be 4th")
+    assert "All 8 GPUs are in use — NVIDIA A100 80GB · 3 waiting · you would be 4th" in html
+    assert "(only 0 free now, you would wait)" in html
+    assert "Data Science (CPU)" in html and "CPU only" in html  # the CPU course is still there to pick
+    without_queue = render([a], allocator=allocator)
+    assert "All 8 GPUs are in use — NVIDIA A100 80GB · no queue here: try again later" in without_queue
+
+
 def test_form_prefills_the_last_choice(tmp_path, data_root):
     a, b = two_courses(tmp_path, data_root)
     html = render([a, b], previous={"course": "cpu", "image": "r", "gpus": 0})
