@@ -13,11 +13,16 @@ server ``b`` are different keys.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 POLICIES = ("exclusive", "shared")
 GiB = 1024**3
+# Seconds after a release during which the GPU's memory still counts as ours, not as work outside the hub: an
+# inventory snapshot taken just before the release still shows the stopped container's memory, and the next start
+# in line must not be kept waiting for a fresher one.
+RELEASE_GRACE = 5.0
 
 ServerKey = Tuple[str, str]
 
@@ -82,6 +87,7 @@ class GPUAllocator:
         # read at epoch E must not undo what happened to a server after E (see rebuild).
         self._epoch = 0
         self._changed: Dict[ServerKey, int] = {}
+        self._released_at: Dict[str, float] = {}  # uuid -> time.monotonic() of its last release
 
     # ---- queries ---------------------------------------------------------------------------------------------
     def assignment(self, user: str, server: str = "") -> Tuple[str, ...]:
@@ -97,6 +103,8 @@ class GPUAllocator:
         # Memory or processes on a GPU that no server of ours holds belong to someone else (a job started by hand,
         # another hub): do not put a student there.
         if self._holds.get(gpu.uuid):
+            return False
+        if time.monotonic() - self._released_at.get(gpu.uuid, float("-inf")) < RELEASE_GRACE:
             return False
         return gpu.process_count > 0 or gpu.memory_used >= self.foreign_memory_threshold
 
@@ -210,6 +218,7 @@ class GPUAllocator:
             holds.pop(key, None)
             if not holds:
                 self._holds.pop(uuid, None)
+                self._released_at[uuid] = time.monotonic()
         return uuids
 
     def restore(self, user: str, server: str, uuids: Iterable[str], policy="exclusive", max_users_per_gpu=1):

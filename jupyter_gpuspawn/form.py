@@ -34,16 +34,20 @@ def gpu_models(gpus: Sequence) -> str:
     return ", ".join(f"{n}× {name}" for name, n in counts.most_common())
 
 
-def availability(course, gpus: Sequence, allocator, line: str = "") -> Tuple[str, int]:
-    """The card's availability text and the GPUs free for it. ``line`` is the queue's word for when none are
-    free ("3 waiting · you would be 4th"); without it, none free reads as "try again later"."""
+def availability(course, gpus: Sequence, allocator, line: str = "", waiting: int = 0) -> Tuple[str, int]:
+    """The card's availability text and the GPUs free for it. ``line`` is the queue's word ("3 waiting · you
+    would be 4th"), shown when no GPU is free or anyone waits (a new start goes behind them); without it, that
+    reads as "try again later"."""
     total = len(gpus)
     if total == 0 or course.gpu_max == 0:
         return ("CPU only" if total else "No GPUs on this server: CPU only"), 0
     free = allocator.free_count(gpus, course.policy, course.max_users_per_gpu)
+    wait = line or "no queue here: try again later"
     if free == 0:
         which = "The only GPU is" if total == 1 else f"All {total} GPUs are"
-        return f"{which} in use — {gpu_models(gpus)} · {line or 'no queue here: try again later'}", 0
+        return f"{which} in use — {gpu_models(gpus)} · {wait}", 0
+    if waiting:
+        return f"{free} of {total} GPUs free — {gpu_models(gpus)} · {wait}", 0
     if course.policy == "shared":
         text = (f"{free} of {total} GPUs have room — {gpu_models(gpus)} "
                 f"(shared, up to {course.max_users_per_gpu} per GPU)")
@@ -52,8 +56,8 @@ def availability(course, gpus: Sequence, allocator, line: str = "") -> Tuple[str
     return text, free
 
 
-def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator, queue_line=lambda course: ""
-                 ) -> list:
+def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator, queue_line=lambda course: "",
+                 waiting: int = 0) -> list:
     """View models for the cards; the user's previous choice is preselected where it still applies.
     ``queue_line(course)`` says where the user would stand in the GPU queue ("" where the course has none)."""
     chosen_id = previous.get("course") or ""
@@ -67,7 +71,7 @@ def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator
         if wanted_image not in image_keys:
             wanted_image = image_keys[0]
         images = tuple((img.key, img.label or img.key or img.image, img.key == wanted_image) for img in course.images)
-        text, free = availability(course, gpus, allocator, queue_line(course))
+        text, free = availability(course, gpus, allocator, queue_line(course), waiting)
         limit = min(course.gpu_max, len(gpus))
         wanted_gpus = previous.get("gpus") if selected else None
         if not isinstance(wanted_gpus, int) or isinstance(wanted_gpus, bool) or not 0 <= wanted_gpus <= limit:
@@ -89,8 +93,8 @@ def template_environment(paths: Sequence[str]) -> jinja2.Environment:
 
 
 def render_form(env: jinja2.Environment, *, courses, previous, snapshot, allocator, admin_errors=(),
-                queue_line=lambda course: "") -> str:
-    cards = course_cards(courses, previous or {}, snapshot.gpus, allocator, queue_line)
+                queue_line=lambda course: "", waiting: int = 0) -> str:
+    cards = course_cards(courses, previous or {}, snapshot.gpus, allocator, queue_line, waiting)
     free_now = allocator.free_count(snapshot.gpus)
     return env.get_template(TEMPLATE).render(
         cards=cards,

@@ -331,7 +331,7 @@ def simulated_description(uuids, snapshot) -> str:
         {"uuid": u, "index": gpus[u].index, "name": gpus[u].name, "memory_total": gpus[u].memory_total,
          "memory_used": gpus[u].memory_used, "utilization": gpus[u].utilization_pct,
          "temperature": gpus[u].temperature_c}
-        for u in uuids
+        for u in uuids if u in gpus  # a GPU gone from the inventory meanwhile is left out, not an error
     ])
 
 
@@ -344,5 +344,6 @@ def assignment_message(uuids, snapshot) -> str:
     if not uuids:
         return "CPU-only server: no GPU assigned"
     gpus = snapshot.by_uuid()
-    names = ", ".join(f"GPU {gpus[u].index} ({gpus[u].name}, {_short_uuid(u)})" for u in uuids)
+    names = ", ".join(f"GPU {gpus[u].index} ({gpus[u].name}, {_short_uuid(u)})" if u in gpus else _short_uuid(u)
+                      for u in uuids)
     return f"Assigned {names}{' [simulated]' if snapshot.simulated else ''}"

@@ -81,8 +81,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @default("start_timeout")
     def _default_start_timeout(self):
         # the whole of start() counts, a wait in the GPU queue included: leave room for it and the start after it
-        if self.gpu_queue and self.gpu_queue_timeout > 0:
-            return int(self.gpu_queue_timeout + self.http_timeout + QUEUE_START_MARGIN)
+        # (also when gpu_queue is off, for courses that turn it on)
+        if self.gpu_queue_timeout > 0:
+            return int(self.gpu_queue_timeout + self.http_timeout + QUEUE_START_MARGIN + 60)
         return 60
 
     @default("options_from_form")
@@ -218,7 +219,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         paths = tuple(self.form_template_paths)
         if paths not in _shared.form_environments:
             _shared.form_environments[paths] = template_environment(paths)
-        holds_other = self.allocator.user_gpu_count(self.user.name, excluding=self.server_key) > 0
+        holds_other = (self.allocator.user_gpu_count(self.user.name, excluding=self.server_key) > 0
+                       or _shared.waitroom.waiting_for(self.user.name))
         queue = _shared.waitroom.queue
         waiting, place = len(queue.waiting(POOL)), queue.position_if_joined(POOL, holds_other=holds_other)
 
@@ -230,7 +232,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return render_form(
             _shared.form_environments[paths], courses=visible, previous=self.user_options or {}, snapshot=snapshot,
             allocator=self.allocator, admin_errors=errors if getattr(self.user, "admin", False) else (),
-            queue_line=queue_line,
+            queue_line=queue_line, waiting=waiting,
         )
 
     async def check_allowed(self, image):
@@ -270,6 +272,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._events = []
         self._chosen_image = ""
         self._stop_confirmed = False
+        self._started_at = asyncio.get_running_loop().time()
         key = self.server_key
         # in flight: the reconcile keeps this server's GPUs although no container runs for it yet
         _shared.reconciler.starting.add(key)
@@ -297,20 +300,27 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             user=self.user.name, server=self.name or "", count=choice.gpus,
             policy=course.policy, max_users_per_gpu=course.max_users_per_gpu,
         )
+        waited = False
         try:
+            if request.count and len(_shared.waitroom):
+                # others wait for GPUs: a new start goes behind them, never around them
+                raise NoGPUAvailable(f"{len(_shared.waitroom)} waiting for a GPU before you; this course has no "
+                                     "queue: try again later, or start a CPU-only server.")
             # choose + reserve: synchronous, nothing awaited in between
             uuids = self.allocator.allocate(request, snapshot.gpus)
         except NoGPUAvailable as e:
-            wait = self._queue_seconds(course)
+            wait = self._queue_seconds(course, spent=asyncio.get_running_loop().time() - self._started_at)
             if wait <= 0 or not 0 < request.count <= len(snapshot.gpus):
                 self._event(e.message, 0)
                 raise SpawnRefused(409, e.message) from None
-            uuids = await self._wait_in_queue(request, wait)
+            uuids, waited = await self._wait_in_queue(request, wait), True
         except AllocationError as e:
             self._event(e.message, 0)
             raise SpawnRefused(409, e.message) from None
 
         try:
+            if waited:  # the inventory may have changed during the wait
+                snapshot = await self.gpu_snapshot()
             self._event(assignment_message(uuids, snapshot), 10)
             self._simulated_env = simulated_description(uuids, snapshot)
             self._assignment = GPUAssignment(
@@ -354,23 +364,26 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 "tell the admin the time of this attempt."
             ) from None
 
-    def _queue_seconds(self, course: Course, warn: bool = True) -> float:
+    def _queue_seconds(self, course: Course, spent: float = 0.0, warn: bool = True) -> float:
         """How long this start may wait for GPUs: the course's or the spawner's queue timeout, within what the
-        hub's start_timeout leaves after the wait for the container to start and answer."""
+        hub's start_timeout leaves once ``spent`` seconds of start() have passed (an image pull, say) and the
+        container must still start and answer after the wait."""
         enabled = course.queue if course.queue is not None else self.gpu_queue
         timeout = course.queue_timeout if course.queue_timeout is not None else self.gpu_queue_timeout
         if not enabled or timeout <= 0:
             return 0
-        budget = self.start_timeout - self.http_timeout - QUEUE_START_MARGIN
+        budget = self.start_timeout - spent - self.http_timeout - QUEUE_START_MARGIN
         if budget < timeout and warn:
-            self.log.warning("Spawner.start_timeout (%s s) cuts the GPU queue wait to %s s; set it to at least "
-                             "gpu_queue_timeout + http_timeout + %s s", self.start_timeout, max(0, budget),
-                             QUEUE_START_MARGIN)
+            self.log.warning("Spawner.start_timeout (%s s) cuts the GPU queue wait to %.0f s; set it to at least "
+                             "gpu_queue_timeout + http_timeout + %s s plus the time an image pull takes",
+                             self.start_timeout, max(0, budget), QUEUE_START_MARGIN)
         return max(0, min(timeout, budget))
 
     async def _wait_in_queue(self, request: GPURequest, seconds: float):
         label = pool_label((await self.gpu_snapshot()).gpus)
-        holds_other = self.allocator.user_gpu_count(request.user, excluding=request.key) > 0
+        # a second named server in line counts as holding: one student cannot queue ahead of the class twice
+        holds_other = (self.allocator.user_gpu_count(request.user, excluding=request.key) > 0
+                       or _shared.waitroom.waiting_for(request.user))
         try:
             return await _shared.waitroom.wait(
                 request, holds_other=holds_other, timeout=seconds,

@@ -9,11 +9,14 @@ free of callbacks, and costs one pass over the queue: the hand-off latency is at
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Awaitable, Callable, Dict, Optional, Tuple
 
 from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable
 from .queue import GPUQueue
 
+
+log = logging.getLogger("jupyter_gpuspawn.waitroom")
 
 # One pool per hub: the allocator chooses among all of the host's GPUs (courses do not pick a model yet).
 POOL = "gpu"
@@ -48,6 +51,10 @@ class WaitRoom:
 
     def __len__(self):
         return len(self.queue)
+
+    def waiting_for(self, user: str) -> bool:
+        """Whether ``user`` already has a start in line (another named server)."""
+        return any(ticket.request.user == user for ticket in self.queue.waiting())
 
     async def wait(self, request: GPURequest, *, holds_other: bool, timeout: float,
                    gpus: Callable[[], Awaitable[tuple]], on_place: Callable[[int, int], None]) -> tuple:
@@ -89,7 +96,10 @@ class WaitRoom:
             except Exception:  # the inventory is unreadable for a moment: the waiters keep their places
                 await asyncio.sleep(1)
                 continue
-            self.dispatch_once(inventory)
+            try:
+                self.dispatch_once(inventory)
+            except Exception:  # a bug must not stall the line: log it and keep offering GPUs
+                log.exception("GPU queue: dispatch failed")
             await asyncio.sleep(self.poll)
 
     def dispatch_once(self, inventory):
@@ -102,6 +112,9 @@ class WaitRoom:
                 raise  # not yet: the head keeps its place, and its pool waits behind it
             except AllocationError as e:
                 return e  # this request can no longer be met as asked: its turn ends with the reason
+            except Exception as e:  # never lose the grants made before it in this pass
+                log.exception("GPU queue: allocating for %s failed", ticket.key)
+                return e
 
         for ticket, result in self.queue.grant(try_allocate):
             granted = self._grants.get(ticket.key)

@@ -69,7 +69,7 @@ def test_students_wait_in_line_and_the_freed_gpu_goes_to_the_first(make_hub):
     hub.stop_server("ada")
     t0 = time.monotonic()
     assert bea.done()["ready"]
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < 30  # a hand-off, then a container start on a busy 2-core machine
     assert labelled("bea")[0]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [hub.gpus[0]["uuid"]]
     cyd.wait_for("you are 1st in line (1 waiting for")  # moved up
 
@@ -129,3 +129,27 @@ def test_a_hub_restart_forgets_queued_starts_and_holds_nothing_for_them(make_hub
     hub.spawn_ready("kai", {"gpus": 1})  # nothing was held for jon's forgotten request
     assert labelled("jon") == []
     hub.spawn_ready("jon", {"gpus": 0})  # and he can start again
+
+
+def test_nobody_gets_around_the_line_and_a_two_gpu_request_is_not_starved(make_hub):
+    hub = make_hub(n_gpus=2, extra_config=QUEUE.format(timeout=120))
+    hub.create_users("lu", "mo", "ned", "ora")
+    hub.spawn_ready("lu", {"gpus": 1})
+    hub.spawn_ready("mo", {"gpus": 1})
+    assert hub.spawn("ned", {"gpus": 2}).status_code == 202
+    ned = ProgressWatcher(hub, "ned")
+    ned.wait_for("you are 1st in line")
+    hub.stop_server("lu")  # one GPU free: not enough for ned, who keeps it
+    assert hub.spawn("ora", {"gpus": 1}).status_code == 202  # ora goes behind ned, not around him
+    ora = ProgressWatcher(hub, "ora")
+    ora.wait_for("you are 2nd in line (2 waiting")
+    time.sleep(1)  # several dispatcher rounds with a GPU free
+    assert labelled("ora") == [] and pending(hub, "ora")
+    hub.stop_server("mo")
+    assert ned.done()["ready"]
+    assert sorted(labelled("ned")[0]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]) == \
+        sorted(g["uuid"] for g in hub.gpus)
+    ora.wait_for("you are 1st in line (1 waiting")
+    r = hub.session.delete(f"{hub.api}/users/ora/server")
+    assert r.status_code in (202, 204), r.text
+

@@ -188,3 +188,15 @@ def test_random_sequences_never_overbook(ops, n, cap):
                 assert alloc.user_gpu_count(user) <= cap
         held = [u for uuids in alloc.assignments().values() for u in uuids]
         assert set(held) <= {g.uuid for g in inventory}
+
+
+def test_a_just_released_gpu_is_not_mistaken_for_work_outside_the_hub():
+    # the inventory snapshot was taken before the release: it still shows the stopped container's memory
+    alloc = GPUAllocator()
+    alloc.allocate(GPURequest("old", count=1), gpus(1))
+    stale = [GPU("GPU-0", 0, "A100", 80 * GiB, memory_used=30 * GiB, process_count=1)]
+    alloc.release("old")
+    assert alloc.allocate(GPURequest("next", count=1), stale) == ("GPU-0",)
+    # a GPU this hub never held, with the same figures, is someone else's work
+    with pytest.raises(NoGPUAvailable, match="busy with work outside JupyterHub"):
+        GPUAllocator().allocate(GPURequest("next", count=1), stale)

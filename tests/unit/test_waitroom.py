@@ -31,12 +31,19 @@ def test_the_first_in_line_gets_the_freed_gpu_and_the_next_moves_up():
         c = asyncio.ensure_future(room.wait(GPURequest("c", count=1), holds_other=False, timeout=5, gpus=inventory,
                                             on_place=lambda *p: places["c"].append(p)))
         await asyncio.sleep(0.05)
+        assert places["c"] == [(1, 1)]
         d = asyncio.ensure_future(room.wait(GPURequest("d", count=1), holds_other=False, timeout=5, gpus=inventory,
                                             on_place=lambda *p: places["d"].append(p)))
-        await asyncio.sleep(0.05)
+        for _ in range(200):  # c sees the line grow behind it on its next round
+            if len(places["c"]) == 2:
+                break
+            await asyncio.sleep(0.01)
         allocator.release("b")
         got = await asyncio.wait_for(c, 1)
-        await asyncio.sleep(0.05)
+        for _ in range(200):  # d notices it moved up on its next round (every 0.01 s; longer on a busy machine)
+            if len(places["d"]) == 2:
+                break
+            await asyncio.sleep(0.01)
         d.cancel()
         return got
 
