@@ -31,6 +31,8 @@ from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is
                    oauth_client_id)
 
 
+# where a demo container finds the hub's simulated-GPU file
+SIMULATED_MOUNT = "/etc/jupyter-gpuspawn/simulated-gpus"
 # seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
 QUEUE_START_MARGIN = 30
 
@@ -655,9 +657,17 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self.log.warning(warning)
         return merged
 
+    def _simulated_mount(self) -> str:
+        """In demo mode, where the container sees the hub's simulated-GPU file (read-only): an edit shows live in
+        the Lab panel and counts as GPU activity, as a real GPU's figures would."""
+        suffix = os.path.splitext(self.simulated_gpus)[1] or ".yaml"
+        return SIMULATED_MOUNT + suffix
+
     @property
     def volume_binds(self):
         binds = super().volume_binds
+        if self._simulated_env:
+            binds[os.path.realpath(self.simulated_gpus)] = {"bind": self._simulated_mount(), "mode": "ro"}
         for mount in self._course.mounts if self._course else ():
             binds[mount.source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
         if self._host_home:
@@ -667,6 +677,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @property
     def volume_mount_points(self):
         points = super().volume_mount_points
+        if self._simulated_env:
+            points.append(self._simulated_mount())
         points += [m.target for m in self._course.mounts] if self._course else []
         if self._host_home:
             points.append(self._container_home())
@@ -692,6 +704,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             env.update(gpu_env(self._assignment.gpus, self._assignment.course, self.image))
             if self._simulated_env:
                 env["JUPYTER_GPUSPAWN_SIMULATED_GPUS"] = self._simulated_env
+                env["JUPYTER_GPUSPAWN_SIMULATED_FILE"] = self._simulated_mount()
         if self._host_home:
             env["HOME"] = self._container_home()
         return env

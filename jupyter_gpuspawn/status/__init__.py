@@ -11,10 +11,13 @@ __all__ = ["StatusCollector", "load_jupyter_server_extension"]
 def load_jupyter_server_extension(serverapp):
     from .handlers import StatusHandler
 
+    from .activity import GPUActivity
+
     collector = StatusCollector(parent=serverapp)
     route = url_path_join(serverapp.web_app.settings["base_url"], "gpuspawn", "status")
     serverapp.web_app.add_handlers(".*$", [(route, StatusHandler, {"collector": collector})])
     serverapp.log.info("jupyter-gpuspawn status endpoint at %s", route)
+    GPUActivity(collector, serverapp.web_app.settings, parent=serverapp).start()
 
 
 _load_jupyter_server_extension = load_jupyter_server_extension

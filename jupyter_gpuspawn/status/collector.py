@@ -11,7 +11,7 @@ from traitlets import CaselessStrEnum, Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..cached import Cached
-from ..gpus import GPU, InventoryError, NVMLReader, parse_simulated
+from ..gpus import GPU, InventoryError, NVMLReader, parse_simulated, read_simulated
 from . import container
 
 
@@ -48,9 +48,20 @@ class StatusCollector(LoggingConfigurable):
     cache_seconds = Float(1.0, config=True, help="How long one collection is shared by all requests.")
     simulated_gpus = Unicode(config=True, help="JSON list of simulated GPUs (default: JUPYTER_GPUSPAWN_SIMULATED_GPUS).")
 
+    simulated_file = Unicode(
+        config=True,
+        help="""The hub's simulated-GPU file, mounted read-only by the spawner in demo mode (default:
+        JUPYTER_GPUSPAWN_SIMULATED_FILE). Read at every collection, so an edited file shows live; preferred over
+        simulated_gpus, the description taken at start.""",
+    )
+
     @default("simulated_gpus")
     def _default_simulated(self):
         return os.environ.get("JUPYTER_GPUSPAWN_SIMULATED_GPUS", "")
+
+    @default("simulated_file")
+    def _default_simulated_file(self):
+        return os.environ.get("JUPYTER_GPUSPAWN_SIMULATED_FILE", "")
 
     def __init__(self, env=None, **kwargs):
         super().__init__(**kwargs)
@@ -107,6 +118,11 @@ class StatusCollector(LoggingConfigurable):
             if snap.gpus or self.gpu_source == "nvml":
                 return snap.gpus, "nvml", list(snap.errors)
             errors += list(snap.errors)
+        if self.gpu_source in ("auto", "simulated") and self.simulated_file:
+            try:
+                return read_simulated(self.simulated_file).gpus, "simulated", []
+            except InventoryError as e:
+                errors.append(f"simulated GPUs cannot be read: {e}")
         if self.gpu_source in ("auto", "simulated") and self.simulated_gpus:
             try:
                 snap = parse_simulated(json.loads(self.simulated_gpus), "simulated GPUs")
