@@ -31,6 +31,8 @@ from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is
                    oauth_client_id)
 
 
+# how long a user network found isolated is trusted without asking Docker again
+NETWORK_CHECK_SECONDS = 30
 # where a demo container finds the hub's simulated-GPU file
 SIMULATED_MOUNT = "/etc/jupyter-gpuspawn/simulated-gpus"
 # seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
@@ -45,6 +47,7 @@ class _HubProcessState:
         self.reconciler = Reconciler(self.allocator)
         self.waitroom = WaitRoom(self.allocator)
         self.ports: set = set()
+        self.networks_checked: dict = {}  # network name -> loop time it was last found isolated
         self.executor: Optional[ThreadPoolExecutor] = None
         self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
         self.catalogs: dict = {}  # (courses_dir, data roots) -> Cached catalog view
@@ -428,6 +431,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     async def _end_failed_start(self):
         """Remove the container of a failed start, then free its GPUs; if Docker cannot confirm the container is
         gone, the GPUs stay held and the reconcile removes it and frees them."""
+        _shared.networks_checked.pop(self.network_name, None)  # perhaps the network went away: check it again
         container_id = self.object_id
         if container_id:
             try:
@@ -445,6 +449,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if self.network_name == "host" or (self.network_name in BUILTIN_NETWORKS and not
                                            self.require_isolated_network):
             return  # host: the documented opt-in for trusted single-user hosts
+        # checked once per NETWORK_CHECK_SECONDS, not on every start of a burst; a failed start checks again
+        now = asyncio.get_running_loop().time()
+        if now - _shared.networks_checked.get(self.network_name, float("-inf")) < NETWORK_CHECK_SECONDS:
+            return
         ensure = functools.partial(ensure_network, name=self.network_name, internal=self.network_internal,
                                    subnet=self.network_subnet, require_isolated=self.require_isolated_network)
         try:
@@ -452,6 +460,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         except NetworkError as e:
             self.log.error("%s", e)
             raise SpawnRefused(500, "The network for user servers is misconfigured; tell the admin.") from None
+        _shared.networks_checked[self.network_name] = now
 
     async def _preflight_image(self, image):
         """Refuse, before anything is created or held, an image that is missing or cannot run a hub server."""
