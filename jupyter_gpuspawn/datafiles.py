@@ -85,3 +85,32 @@ def read_structured_file(path: str, *, kind: str, max_bytes: int = MAX_FILE_BYTE
     such files in messages, e.g. "course files". Raises DataFileError or OSError."""
     text = read_text(path, kind=kind, max_bytes=max_bytes)
     return parse_text(text, as_json=path.endswith(".json"), kind=kind)
+
+
+def write_json_atomic(path: str, data, *, mode: int = 0o644, durable: bool = False) -> None:
+    """Replace ``path`` with ``data`` as JSON in one rename: a reader sees the old file or the new one, never half
+    of one. ``durable``: on disk, rename included, before returning (records a power cut must not lose)."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + "-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes 0600; readers may be other users (a container's)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if durable:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

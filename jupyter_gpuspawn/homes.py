@@ -18,9 +18,10 @@ import json
 import os
 import pwd
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
+
+from .datafiles import write_json_atomic
 
 # ASCII only: look-alike characters (Cyrillic 'а', fullwidth '／', …) never reach the filesystem.
 SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]{0,63}")
@@ -119,19 +120,8 @@ class UidMap:
             if uid is None:
                 raise HomeError(f"No free uid left in uid_range {self.first}-{self.last}; ask the admin to widen it.")
             users[username] = uid
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".uids-")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"users": users}, f, indent=1, sort_keys=True)
-                # on disk before the rename, and the rename on disk before the uid is used: after a power cut the
-                # map must not have lost a uid that already owns a home
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            # durable: after a power cut the map must not have lost a uid that already owns a home
+            write_json_atomic(self.path, {"users": users}, mode=0o600, durable=True)
             return uid
 
 
