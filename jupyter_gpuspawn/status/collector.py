@@ -13,6 +13,7 @@ from traitlets.config import LoggingConfigurable
 from ..cached import Cached
 from ..gpus import GPU, InventoryError, NVMLReader, parse_simulated, read_simulated
 from . import container
+from .notice import read_reclaim
 
 
 def assigned_gpus(env) -> Optional[list]:
@@ -55,6 +56,15 @@ class StatusCollector(LoggingConfigurable):
         simulated_gpus, the description taken at start.""",
     )
 
+    notice_file = Unicode(
+        config=True,
+        help="""The hub's notice file for this server, a small JSON file in a directory the spawner mounts read-only
+        (default: JUPYTER_GPUSPAWN_NOTICE_FILE; empty: none). Its ``reclaim`` object (deadline, reason, message,
+        idle_since, waiting) is the hub's warning that it will stop this server, e.g. because its GPUs stayed idle
+        while others wait; the status document carries it as ``reclaim`` with ``seconds_left``. Read at every
+        collection, so a notice the hub replaces shows at once; a missing or broken file means no warning.""",
+    )
+
     @default("simulated_gpus")
     def _default_simulated(self):
         return os.environ.get("JUPYTER_GPUSPAWN_SIMULATED_GPUS", "")
@@ -62,6 +72,10 @@ class StatusCollector(LoggingConfigurable):
     @default("simulated_file")
     def _default_simulated_file(self):
         return os.environ.get("JUPYTER_GPUSPAWN_SIMULATED_FILE", "")
+
+    @default("notice_file")
+    def _default_notice_file(self):
+        return os.environ.get("JUPYTER_GPUSPAWN_NOTICE_FILE", "")
 
     def __init__(self, env=None, **kwargs):
         super().__init__(**kwargs)
@@ -79,7 +93,9 @@ class StatusCollector(LoggingConfigurable):
         info = self._container()
         gpus, gpu_errors = self._gpus()
         errors += gpu_errors
-        return {"container": info, "gpus": gpus, "errors": errors, "collected_at": time.time()}
+        now = time.time()
+        reclaim = read_reclaim(self.notice_file, now, self.log)
+        return {"container": info, "gpus": gpus, "reclaim": reclaim, "errors": errors, "collected_at": now}
 
     def _container(self) -> dict:
         cg = container.read_cgroup(self.cgroup_root)

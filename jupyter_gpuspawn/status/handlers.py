@@ -17,6 +17,6 @@ class StatusHandler(APIHandler):
             status = await self.collector.status()
         except Exception as e:  # degrade, never 500: the panel shows the error in plain words
             self.log.exception("gpuspawn status collection failed")
-            status = {"container": {}, "gpus": [], "errors": [f"Status collection failed: {e}"]}
+            status = {"container": {}, "gpus": [], "reclaim": None, "errors": [f"Status collection failed: {e}"]}
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(status))

@@ -34,3 +34,24 @@ export function duration(seconds: number | null | undefined): string {
 export function shortUuid(uuid: string): string {
   return uuid.startsWith('GPU-') ? uuid.slice(0, 12) : uuid.slice(0, 8);
 }
+
+// Time left before the hub stops this server: "8 min", "1 h 5 min", "less than a minute" ("<1 min" when short).
+// Whole minutes rounded down: a warning may say a little less time than there is, never more.
+export function countdown(secondsLeft: number, short = false): string {
+  const minutes = Number.isFinite(secondsLeft) ? Math.floor(Math.max(0, secondsLeft) / 60) : 0;
+  if (minutes < 1) {
+    return short ? '<1 min' : 'less than a minute';
+  }
+  const h = Math.floor(minutes / 60);
+  const m = minutes % 60;
+  if (!h) {
+    return `${m} min`;
+  }
+  return m ? `${h} h ${m} min` : `${h} h`;
+}
+
+// The local wall-clock time secondsFromNow ahead, hours and minutes in the browser's locale ("14:32", "2:32 PM").
+export function clockTime(secondsFromNow: number): string {
+  const at = new Date(Date.now() + Math.max(0, secondsFromNow) * 1000);
+  return at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}

@@ -42,10 +42,22 @@ export interface IContainer {
   shm_used?: number | null;
 }
 
+// The hub's warning that it will stop this server (from its notice file, see jupyter_gpuspawn/status/notice.py).
+export interface IReclaim {
+  deadline: number; // Unix epoch seconds, by the server's clock
+  seconds_left: number; // deadline minus the server's clock at collection, never negative
+  reason: string | null; // 'idle' today, 'budget' later; anything else reads as a plain warning
+  message: string | null; // the hub's words for the student: plain text, never HTML
+  idle_since: number | null;
+  waiting: number | null;
+}
+
 export interface IStatus {
   container: IContainer;
   gpus: IGPU[];
+  reclaim?: IReclaim | null; // absent from an older server extension
   errors: string[];
+  collected_at?: number;
 }
 
 export interface IHistory {
@@ -73,6 +85,18 @@ export class StatusModel {
   }
   get error(): string | null {
     return this._error;
+  }
+  /**
+   * Seconds until the hub stops this server, or null without a warning. Counted from the server's seconds_left
+   * and the time the answer arrived, not from deadline - Date.now(): the browser's clock may be minutes off the
+   * server's, and a student must not be told "10 min" when the hub stops the server in 2.
+   */
+  reclaimSecondsLeft(): number | null {
+    const reclaim = this._status?.reclaim;
+    if (!reclaim || typeof reclaim.seconds_left !== 'number') {
+      return null;
+    }
+    return Math.max(0, reclaim.seconds_left - (Date.now() - this._receivedAt) / 1000);
   }
   history(uuid: string): IHistory {
     return this._history.get(uuid) ?? { utilization: [], memory: [] };
@@ -107,6 +131,7 @@ export class StatusModel {
         throw new Error(`the status endpoint answered ${response.status}`);
       }
       this._status = (await response.json()) as IStatus;
+      this._receivedAt = Date.now();
       this._error = null;
       this._record(this._status);
     } catch (reason) {
@@ -137,6 +162,7 @@ export class StatusModel {
   private _settings: ServerConnection.ISettings;
   private _poll: Poll;
   private _status: IStatus | null = null;
+  private _receivedAt = 0; // Date.now() when _status arrived
   private _error: string | null = null;
   private _historyMinutes: number;
   private _history = new Map<string, IHistory>();

@@ -1,7 +1,7 @@
-// The "My container" side panel: container card, one card per GPU with sparklines, processes, errors.
-// Built with textContent only: nothing from the server is parsed as HTML.
-import { bytesPair, duration, shortUuid } from './format';
-import { IGPU, IStatus, StatusModel } from './model';
+// The "My container" side panel: the hub's reclaim warning, container card, one card per GPU with sparklines,
+// processes, errors. Built with textContent only: nothing from the server is parsed as HTML.
+import { bytesPair, clockTime, countdown, duration, shortUuid } from './format';
+import { IGPU, IReclaim, IStatus, StatusModel } from './model';
 import { StatusView } from './view';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -50,19 +50,75 @@ export function sparkline(values: number[], label: string): SVGSVGElement {
   return svg;
 }
 
+function setText(node: HTMLElement, text: string): void {
+  // Only real changes touch the DOM: inside role="alert" every change is read out by a screen reader.
+  if (node.textContent !== text) {
+    node.textContent = text;
+  }
+}
+
+const RECLAIM_FALLBACK: { [reason: string]: string } = {
+  idle: 'Your GPU has been idle for a long time.',
+  budget: 'Your GPU time is used up.'
+};
+
+const RECLAIM_ADVICE: { [reason: string]: string } = {
+  idle:
+    'To keep it: use your GPU (start your training), or save your work and start a CPU-only server from ' +
+    'File → Hub Control Panel. Your files in your home directory are kept.',
+  // using the GPU does not help against a used-up budget
+  other:
+    'Save your work now. You can start a CPU-only server from File → Hub Control Panel. ' +
+    'Your files in your home directory are kept.'
+};
+
+/**
+ * The hub's warning at the top of the panel. One element for as long as the warning lasts, updated in place:
+ * the panel re-renders at every poll, and a role="alert" element made anew each time would be announced anew.
+ */
+class ReclaimNotice {
+  readonly node = el('section', 'jp-gpuspawn-reclaim');
+
+  constructor() {
+    this.node.setAttribute('role', 'alert');
+    this._countdown.dataset.key = 'reclaim-countdown';
+    this._at.dataset.key = 'reclaim-time';
+    this._message.dataset.key = 'reclaim-message';
+    const heading = el('h3', 'jp-gpuspawn-reclaim-heading', 'This server will be stopped in ');
+    heading.append(this._countdown, ' (at ', this._at, ')');
+    this.node.append(heading, this._message, this._advice);
+  }
+
+  update(reclaim: IReclaim, secondsLeft: number): void {
+    const reason = reclaim.reason ?? '';
+    setText(this._countdown, countdown(secondsLeft));
+    setText(this._at, clockTime(secondsLeft));
+    setText(this._message, reclaim.message || RECLAIM_FALLBACK[reason] || 'The hub needs this server’s GPU.');
+    setText(this._advice, RECLAIM_ADVICE[reason === 'idle' ? 'idle' : 'other']);
+  }
+
+  private _countdown = el('span', 'jp-gpuspawn-reclaim-countdown');
+  private _at = el('span');
+  private _message = el('p', 'jp-gpuspawn-reclaim-message');
+  private _advice = el('p', 'jp-gpuspawn-reclaim-advice');
+}
+
 export class ContainerPanel extends StatusView {
   constructor(model: StatusModel) {
     super(model);
     this.id = 'jp-gpuspawn-panel';
     this.addClass('jp-gpuspawn-panel');
     this.title.caption = 'My container';
+    this.node.append(this._heading, this._body);
     this.render();
   }
 
   protected render(): void {
     const status = this.model.status;
-    const node = this.node;
-    node.replaceChildren(el('h2', 'jp-gpuspawn-heading', 'My container'));
+    this._renderReclaim();
+    // everything below the heading and the warning is rebuilt at each poll
+    const node = this._body;
+    node.replaceChildren();
     if (this.model.error) {
       node.appendChild(el('p', 'jp-gpuspawn-error', this.model.error));
     }
@@ -84,6 +140,21 @@ export class ContainerPanel extends StatusView {
       }
       node.appendChild(list);
     }
+  }
+
+  private _renderReclaim(): void {
+    const reclaim = this.model.status?.reclaim;
+    const secondsLeft = this.model.reclaimSecondsLeft();
+    if (!reclaim || secondsLeft === null) {
+      this._reclaim?.node.remove();
+      this._reclaim = null;
+      return;
+    }
+    if (!this._reclaim) {
+      this._reclaim = new ReclaimNotice();
+      this._heading.after(this._reclaim.node);
+    }
+    this._reclaim.update(reclaim, secondsLeft);
   }
 
   private _containerCard(status: IStatus): HTMLElement {
@@ -156,4 +227,8 @@ export class ContainerPanel extends StatusView {
     card.appendChild(procs);
     return card;
   }
+
+  private _heading = el('h2', 'jp-gpuspawn-heading', 'My container');
+  private _reclaim: ReclaimNotice | null = null;
+  private _body = el('div', 'jp-gpuspawn-body');
 }

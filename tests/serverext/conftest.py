@@ -92,7 +92,8 @@ def jp_server_config(layout, cgroup_kind, gpu_env, gpu_source, monkeypatch):
     cgroup_v2(layout["v2"])
     cgroup_v1(layout["v1"])
     proc_tree(layout["proc"])
-    for key in ("JUPYTER_GPUSPAWN_GPUS", "NVIDIA_VISIBLE_DEVICES", "MEM_LIMIT", "CPU_LIMIT"):
+    for key in ("JUPYTER_GPUSPAWN_GPUS", "NVIDIA_VISIBLE_DEVICES", "MEM_LIMIT", "CPU_LIMIT",
+                "JUPYTER_GPUSPAWN_NOTICE_FILE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in gpu_env.items():
         monkeypatch.setenv(key, value)
