@@ -96,6 +96,10 @@ class GPUAllocator:
     def assignments(self) -> Dict[ServerKey, Tuple[str, ...]]:
         return dict(self._assignments)
 
+    def holder_count(self, uuid: str) -> int:
+        """Servers holding this GPU (more than one only under the shared policy)."""
+        return len(self._holds.get(uuid, {}))
+
     def user_gpu_count(self, user: str, excluding: Optional[ServerKey] = None) -> int:
         return sum(len(uuids) for key, uuids in self._assignments.items() if key[0] == user and key != excluding)
 

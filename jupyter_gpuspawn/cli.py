@@ -5,8 +5,19 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from .gpus import INVENTORY_KINDS, GPUInventory, InventoryError, format_size
+
+
+def _load_config(path):
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    if not path:
+        return Config()
+    loader = PyFileConfigLoader(os.path.basename(path), path=os.path.dirname(os.path.abspath(path)))
+    return loader.load_config()
 
 
 def _hub_config(path):
@@ -14,10 +25,7 @@ def _hub_config(path):
     CLI sees what the hub sees."""
     if not path:
         return {}
-    from traitlets.config.loader import PyFileConfigLoader
-
-    loader = PyFileConfigLoader(os.path.basename(path), path=os.path.dirname(os.path.abspath(path)))
-    config = loader.load_config()
+    config = _load_config(path)
     settings = {}
     for section in ("Spawner", "DockerSpawner", "GPUDockerSpawner"):
         if section in config:
@@ -47,6 +55,45 @@ def _running_assignments():
         return [], f"cannot read containers from Docker: {e}"
 
 
+def _runtime_dir(args) -> str:
+    from .settings import RUNTIME_DIR_NAME, hub_data_path
+
+    if args.runtime_dir:
+        return args.runtime_dir
+    return _hub_config(args.config).get("runtime_dir") or hub_data_path(_load_config(args.config), RUNTIME_DIR_NAME)
+
+
+# GPU activity older than this is not the hub's current view (the hub is down, or samples nothing)
+ACTIVITY_FRESH_SECONDS = 300
+
+
+def _idle_by_server(args, now: float):
+    """({(user, server): (idle seconds, reclaim deadline or None)}, note) from the hub's GPU activity file."""
+    from .reclaim import read_activity
+
+    activity = read_activity(_runtime_dir(args))
+    updated = activity.get("updated")
+    if not isinstance(updated, (int, float)):
+        return {}, "idle times unknown: the hub has written no GPU activity (is it running with GPUs held?)"
+    if now - updated > ACTIVITY_FRESH_SECONDS:
+        return {}, f"idle times unknown: the hub's last GPU sample is {int((now - updated) // 60)} minutes old"
+    idle = {}
+    for entry in (activity.get("servers") or {}).values():
+        try:
+            key = (str(entry["user"]), str(entry["server"]))
+            idle[key] = (max(0.0, now - float(entry["idle_since"])), entry.get("deadline"))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return idle, None
+
+
+def _idle_text(seconds: float, deadline) -> str:
+    text = f"idle {int(seconds // 60)} min"
+    if isinstance(deadline, (int, float)):
+        text += time.strftime(", reclaim at %H:%M", time.localtime(deadline))
+    return text
+
+
 def cmd_gpus(args) -> int:
     try:
         snapshot = _inventory_from_args(args).read()
@@ -54,6 +101,12 @@ def cmd_gpus(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     assignments, docker_error = _running_assignments()
+    now = time.time()
+    idle, idle_note = _idle_by_server(args, now)
+
+    def idle_of(a):
+        return idle.get((a.user, a.server))
+
     holders = {}
     for a in assignments:
         for uuid in a.gpus:
@@ -64,8 +117,11 @@ def cmd_gpus(args) -> int:
                 "source": snapshot.source,
                 "errors": list(snapshot.errors) + ([docker_error] if docker_error else []),
                 "gpus": [
-                    dict(gpu.to_dict(), held_by=[{"user": a.user, "server": a.server, "policy": a.policy}
-                                                 for a in holders.get(gpu.uuid, [])])
+                    dict(gpu.to_dict(), held_by=[
+                        dict(zip(("idle_seconds", "reclaim_deadline"), idle_of(a) or (None, None)),
+                             user=a.user, server=a.server, policy=a.policy)
+                        for a in holders.get(gpu.uuid, [])
+                    ])
                     for gpu in snapshot.gpus
                 ],
             },
@@ -80,6 +136,7 @@ def cmd_gpus(args) -> int:
     for gpu in snapshot.gpus:
         held = ", ".join(
             f"{a.user}" + (f"/{a.server}" if a.server else "") + (" (shared)" if a.policy == "shared" else "")
+            + (f" ({_idle_text(*idle_of(a))})" if idle_of(a) else "")
             for a in holders.get(gpu.uuid, [])
         )
         rows.append(
@@ -93,6 +150,8 @@ def cmd_gpus(args) -> int:
     for uuid, held in holders.items():
         if uuid not in known:
             print(f"note: {uuid} is held by {', '.join(a.user for a in held)} but is not in the inventory")
+    if holders and idle_note:
+        print(f"note: {idle_note}")
     for error in list(snapshot.errors) + ([docker_error] if docker_error else []):
         print(f"warning: {error}", file=sys.stderr)
     return 0
@@ -200,6 +259,7 @@ def build_parser():
     gpus.add_argument("-f", "--config", help="read gpu_inventory/simulated_gpus from this jupyterhub_config.py")
     gpus.add_argument("--inventory", choices=INVENTORY_KINDS, help="GPU source (default: auto, or the config's)")
     gpus.add_argument("--simulated-gpus", help="file of simulated GPUs (implies --inventory simulated)")
+    gpus.add_argument("--runtime-dir", help="the hub's runtime_dir, for idle times (default: the config's)")
     gpus.add_argument("--json", action="store_true", help="print JSON")
     gpus.set_defaults(func=cmd_gpus)
 

@@ -20,6 +20,7 @@ import jsonschema
 from .allocation import POLICIES
 from .datafiles import MAX_FILE_BYTES, DataFileError, read_structured_file
 from .gpus import InventoryError, parse_size
+from .idle import RECLAIM_MODES
 from .options import shorten
 from .spec import is_protected_env
 
@@ -78,6 +79,15 @@ COURSE_SCHEMA = {
                 "max_users_per_gpu": {"type": "integer", "minimum": 1, "maximum": 64},
                 "queue": {"type": "boolean"},
                 "queue_timeout": {"type": "number", "minimum": 0, "maximum": 7 * 24 * 3600},
+            },
+        },
+        "idle": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 365 * 24 * 60},
+                "warn_minutes": {"type": "number", "minimum": 0, "maximum": 365 * 24 * 60},
+                "reclaim": {"enum": list(RECLAIM_MODES)},
             },
         },
         "resources": {
@@ -148,6 +158,9 @@ class Course:
     max_users_per_gpu: int = 1
     queue: Optional[bool] = None  # None: the spawner's gpu_queue
     queue_timeout: Optional[float] = None  # seconds; None: the spawner's gpu_queue_timeout
+    idle_minutes: Optional[float] = None  # None: the spawner's gpu_idle_minutes (and so on)
+    idle_warn_minutes: Optional[float] = None
+    idle_reclaim: Optional[str] = None
     mem_limit: Optional[int] = None
     cpu_limit: Optional[float] = None
     shm_size: Optional[int] = None
@@ -279,6 +292,10 @@ def parse_course(data, path: str, data_roots=()) -> Course:
     gpu_default = gpus.get("default", 0)
     if gpu_default > gpu_max:
         problems.append(f"{name}: gpus.default ({gpu_default}) is more than gpus.max ({gpu_max})")
+    idle = data.get("idle", {})
+    if idle.get("warn_minutes", 0) > idle.get("minutes", float("inf")):
+        problems.append(f"{name}: idle.warn_minutes ({idle['warn_minutes']:g}) is more than idle.minutes "
+                        f"({idle['minutes']:g}): the warning cannot start before the server is idle")
     keys = [img["key"] for img in data["images"]]
     for key in sorted(k for k, n in Counter(keys).items() if n > 1):
         problems.append(f"{name}: images: key {key!r} is used twice")
@@ -332,6 +349,9 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         max_users_per_gpu=gpus.get("max_users_per_gpu", 1 if gpus.get("policy", "exclusive") == "exclusive" else 2),
         queue=gpus.get("queue"),
         queue_timeout=gpus.get("queue_timeout"),
+        idle_minutes=idle.get("minutes"),
+        idle_warn_minutes=idle.get("warn_minutes"),
+        idle_reclaim=idle.get("reclaim"),
         mem_limit=sizes.get("mem_limit"),
         cpu_limit=resources.get("cpu_limit"),
         shm_size=sizes.get("shm_size"),

@@ -93,7 +93,7 @@ def template_environment(paths: Sequence[str]) -> jinja2.Environment:
 
 
 def render_form(env: jinja2.Environment, *, courses, previous, snapshot, allocator, admin_errors=(),
-                queue_line=lambda course: "", waiting: int = 0) -> str:
+                queue_line=lambda course: "", waiting: int = 0, notice: str = "") -> str:
     cards = course_cards(courses, previous or {}, snapshot.gpus, allocator, queue_line, waiting)
     free_now = allocator.free_count(snapshot.gpus)
     return env.get_template(TEMPLATE).render(
@@ -104,4 +104,5 @@ def render_form(env: jinja2.Environment, *, courses, previous, snapshot, allocat
         gpu_models=gpu_models(snapshot.gpus) if snapshot.gpus else "",
         admin_errors=list(admin_errors),
         inventory_errors=list(snapshot.errors),
+        notice=notice,
     )

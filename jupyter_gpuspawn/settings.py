@@ -9,12 +9,14 @@ from traitlets.config import LoggingConfigurable
 
 from .allocation import POLICIES
 from .gpus import INVENTORY_KINDS
+from .idle import RECLAIM_MODES
 
 UID_MAP_NAME = "jupyter_gpuspawn_uids.json"
+RUNTIME_DIR_NAME = "jupyter_gpuspawn"
 
 
-def default_uid_map_file(config) -> str:
-    """Absolute path of the uid map: beside the hub's sqlite file, else in the hub's working directory."""
+def hub_data_path(config, name: str) -> str:
+    """Absolute path of ``name`` beside the hub's sqlite file, else in the hub's working directory."""
     hub_config = config.JupyterHub if "JupyterHub" in config else {}
     db_url = str(hub_config.get("db_url", "sqlite:///jupyterhub.sqlite"))
     directory = os.getcwd()
@@ -22,7 +24,11 @@ def default_uid_map_file(config) -> str:
         db_path = db_url[len("sqlite:///"):].split("?", 1)[0]  # sqlite:////abs/x.sqlite -> /abs/x.sqlite
         if db_path and db_path != ":memory:":
             directory = os.path.dirname(os.path.abspath(db_path))
-    return os.path.join(directory, UID_MAP_NAME)
+    return os.path.join(directory, name)
+
+
+def default_uid_map_file(config) -> str:
+    return hub_data_path(config, UID_MAP_NAME)
 
 
 class GPUSpawnerSettings(LoggingConfigurable):
@@ -95,6 +101,54 @@ class GPUSpawnerSettings(LoggingConfigurable):
         then; this check also frees GPUs of containers that vanished (docker rm -f, dockerd restarted without
         --live-restore) before the hub notices, removes containers left behind by interrupted spawns, and logs
         running containers the hub did not know. One Docker API call per check.""",
+    )
+
+    # ---- idle GPUs ----------------------------------------------------------------------------------------------
+    gpu_idle_reclaim = CaselessStrEnum(
+        RECLAIM_MODES,
+        default_value="when_queued",
+        config=True,
+        help="""What happens to a server whose GPUs stayed idle for gpu_idle_minutes.
+
+        - when_queued: it is stopped only while someone waits in the GPU queue for a GPU it would free (the
+          longest-idle first, only as many as the queue needs).
+        - always: it is stopped whether anyone waits or not.
+        - never: idle GPUs stay with their server.
+        The student is warned in JupyterLab gpu_idle_warn_minutes before; the home directory stays. Courses may
+        override it (idle: {reclaim: always}).""",
+    )
+    gpu_idle_minutes = Float(
+        60,
+        config=True,
+        help="""Minutes every GPU of a server must stay under gpu_idle_utilization before the server counts as
+        GPU-idle (fractions allowed). Counted from the server's start or from the last sample that saw one of its
+        GPUs busy. Courses may override it (idle: {minutes: 30}).""",
+    )
+    gpu_idle_warn_minutes = Float(
+        10,
+        config=True,
+        help="""Minutes of warning in JupyterLab (status bar and panel) before an idle server is stopped. A server
+        that is already idle when someone joins the queue still gets this much warning. Courses may override it
+        (idle: {warn_minutes: 5}).""",
+    )
+    gpu_idle_utilization = Float(
+        5,
+        config=True,
+        help="""A GPU under this utilisation (percent) is idle. A GPU whose utilisation cannot be read (MIG
+        devices report none) always counts as busy: nothing is reclaimed on a guess.""",
+    )
+    gpu_idle_check_seconds = Float(
+        10,
+        config=True,
+        help="""Seconds between samples of the held GPUs' utilisation in the hub (0: no sampling, nothing is ever
+        reclaimed). Any busy sample resets a server's idle time.""",
+    )
+    runtime_dir = Unicode(
+        config=True,
+        help="""Directory the hub writes its runtime files to: per-server notices mounted read-only into each
+        container (the reclaim warning JupyterLab shows) and the GPU activity `jupyter-gpuspawn gpus` reports.
+        Default: jupyter_gpuspawn/ next to the hub's sqlite database (the hub's working directory for other
+        databases), as an absolute path. It must be a host path when the hub itself runs in a container.""",
     )
 
     # ---- network ------------------------------------------------------------------------------------------------
@@ -227,9 +281,34 @@ class GPUSpawnerSettings(LoggingConfigurable):
     def _default_uid_map_file(self):
         return default_uid_map_file(self.config)
 
+    @default("runtime_dir")
+    def _default_runtime_dir(self):
+        return hub_data_path(self.config, RUNTIME_DIR_NAME)
+
     @validate("uid_range")
     def _validate_uid_range(self, proposal):
         first, last = proposal["value"]
         if not 0 < first <= last:
             raise ValueError(f"uid_range must be (first, last) with 0 < first <= last, got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("gpu_idle_minutes")
+    def _validate_idle_minutes(self, proposal):
+        # 0 or less would stop every GPU server at the first check, without a warning
+        if not proposal["value"] > 0:
+            raise ValueError(f"gpu_idle_minutes must be more than 0, got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("gpu_idle_warn_minutes")
+    def _validate_idle_warn_minutes(self, proposal):
+        if not proposal["value"] >= 0:
+            raise ValueError(f"gpu_idle_warn_minutes must be 0 or more, got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("gpu_idle_utilization")
+    def _validate_idle_utilization(self, proposal):
+        # above 100 a training run at full speed would count as idle
+        if not 0 < proposal["value"] <= 100:
+            raise ValueError(f"gpu_idle_utilization must be a percentage above 0 and at most 100, got "
+                             f"{proposal['value']}")
         return proposal["value"]

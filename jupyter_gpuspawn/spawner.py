@@ -5,6 +5,7 @@ import asyncio
 import functools
 import inspect
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 from urllib.parse import urlparse
@@ -21,9 +22,11 @@ from .courses import Course, CourseCatalog, conflicting_mounts
 from .errors import SpawnRefused, engine_error_text
 from .form import render_form, template_environment
 from .gpus import InventoryError, assignment_message, format_size, shared_inventory, simulated_description
+from .idle import Holder, IdlePolicy
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
 from .options import OptionsError, options_from_form, validate_options
 from .readiness import ServerExited, container_exit, wait_until_answering
+from .reclaim import NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir
 from .reconcile import Reconciler, container_gone, container_holds_gpus, remove_container
 from .settings import GPUSpawnerSettings
 from .waitroom import POOL, QueueTimeout, WaitRoom, ordinal, pool_label, waiting_message
@@ -35,6 +38,8 @@ from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is
 NETWORK_CHECK_SECONDS = 30
 # where a demo container finds the hub's simulated-GPU file
 SIMULATED_MOUNT = "/etc/jupyter-gpuspawn/simulated-gpus"
+# where a container finds the hub's notices for it (the idle-reclaim warning), read-only
+NOTICE_MOUNT = "/etc/jupyter-gpuspawn/notices"
 # seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
 QUEUE_START_MARGIN = 30
 
@@ -46,6 +51,7 @@ class _HubProcessState:
         self.allocator = GPUAllocator()
         self.reconciler = Reconciler(self.allocator)
         self.waitroom = WaitRoom(self.allocator)
+        self.reclaimer = Reclaimer(self.allocator, self.waitroom)
         self.ports: set = set()
         self.networks_checked: dict = {}  # network name -> loop time it was last found isolated
         self.executor: Optional[ThreadPoolExecutor] = None
@@ -117,6 +123,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._course: Optional[Course] = None
         self._simulated_env = ""
         self._stop_confirmed = False  # poll or stop saw the container gone: its GPUs may be released
+        self._notice_dir = ""  # host directory of this server's notices, mounted read-only (GPU servers)
+        self._started_epoch = 0.0  # when this server's container was started (idle time never counts before)
+        self._reclaimed: Optional[dict] = None  # {"at", "message"}: this server's GPUs were reclaimed; kept in state
         if self.name:
             self.oauth_client_id = oauth_client_id(self.user.name, self.name)
         # The admin's settings stay the base; each start merges the course and GPU spec into them.
@@ -181,6 +190,14 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             await _shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
         except Exception as e:
             raise SpawnRefused(500, f"Cannot read running containers from Docker: {e}") from None
+        try:
+            inventory = self.inventory
+        except SpawnRefused:
+            return  # misconfigured: every start says so; there is nothing to sample
+        _shared.reclaimer.ensure_started(
+            interval=self.gpu_idle_check_seconds, utilization=self.gpu_idle_utilization,
+            runtime_dir=self.runtime_dir, snapshot=inventory.snapshot, blocking=self._blocking, log=self.log,
+        )
 
     async def docker_call(self, func, *args):
         """Run func(docker_client, *args) in the Docker executor."""
@@ -238,6 +255,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             _shared.form_environments[paths], courses=visible, previous=self.user_options or {}, snapshot=snapshot,
             allocator=self.allocator, admin_errors=errors if getattr(self.user, "admin", False) else (),
             queue_line=queue_line, waiting=waiting,
+            notice=self._reclaimed["message"] if self._reclaimed else "",
         )
 
     async def check_allowed(self, image):
@@ -277,6 +295,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._events = []
         self._chosen_image = ""
         self._stop_confirmed = False
+        self._reclaimed = None  # the spawn page showed it; a new start begins a new story
         self._started_at = asyncio.get_running_loop().time()
         key = self.server_key
         # in flight: the reconcile keeps this server's GPUs although no container runs for it yet
@@ -345,9 +364,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             if self.network_name == "host":
                 self.ip = "127.0.0.1"
                 self.port = self._reserve_port()
+            await self._prepare_notices()
             await self._remove_outdated_container()
             ip, port = await super().start()
             await self._wait_until_answering(ip, port)
+            self._started_epoch = time.time()
+            if self._notice_dir:
+                _shared.reclaimer.register(self, self._notice_dir)
             return ip, port
         except asyncio.CancelledError:
             # the hub gave up on this start (start_timeout) and stops the server next; until Docker confirms the
@@ -368,6 +391,64 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 500, f"Your server could not be started ({engine_error_text(e)}). Try again; if it keeps happening, "
                 "tell the admin the time of this attempt."
             ) from None
+
+    async def _prepare_notices(self):
+        """A GPU server gets an empty notice directory before its container mounts it."""
+        self._notice_dir = ""
+        if not self._assignment.gpus:
+            return
+        directory = notice_dir(self.runtime_dir, self.server_key)
+        try:
+            await self._blocking(prepare_notice_dir, directory)
+        except OSError as e:
+            self.log.error("%s: cannot prepare %s (runtime_dir): %s", self._log_name, directory, e)
+            raise SpawnRefused(500, "The hub cannot write its runtime files; tell the admin.") from None
+        self._notice_dir = directory
+
+    # ---- idle GPUs: what the reclaimer asks of a server -------------------------------------------------------------
+    async def idle_policy(self) -> IdlePolicy:
+        """The course's idle settings where it has them, the spawner's otherwise; read at every check, so an edited
+        course file applies to running servers too."""
+        course = None
+        course_id = self._assignment.course if self._assignment else ""
+        if self.courses_dir and course_id:
+            view = await self._catalog().get()
+            course = next((c for c in view.courses if c.id == course_id), None)
+
+        def pick(name, fallback):
+            value = getattr(course, name)
+            return fallback if value is None else value
+
+        if course is None:
+            return IdlePolicy(self.gpu_idle_minutes, self.gpu_idle_warn_minutes, self.gpu_idle_reclaim)
+        return IdlePolicy(pick("idle_minutes", self.gpu_idle_minutes),
+                          pick("idle_warn_minutes", self.gpu_idle_warn_minutes),
+                          pick("idle_reclaim", self.gpu_idle_reclaim))
+
+    async def idle_holder(self) -> Optional[Holder]:
+        assignment = self._assignment
+        if assignment is None or not assignment.gpus or not self.ready:
+            return None
+        # a GPU shared by n servers comes free when all n stop: each stop frees 1/n of it
+        frees = sum(1 / max(1, self.allocator.holder_count(uuid)) for uuid in assignment.gpus)
+        return Holder(key=self.server_key, gpus=assignment.gpus, started=self._started_epoch,
+                      policy=await self.idle_policy(), frees=frees)
+
+    async def stop_for_reclaim(self, message: str, started: float) -> bool:
+        """Stop this server through the hub, as its REST API would (proxy route first, then User.stop: the hub's
+        database, the proxy and the GPU queue all follow); the message waits for the student's next spawn page."""
+        if self.pending or not self.ready or started != self._started_epoch:
+            return False  # starting or stopping, or restarted since it was judged idle
+        self._reclaimed = {"at": time.time(), "message": message}
+        user = self.user
+        self._stop_pending = True  # before anything is awaited, as the hub's own stop does: no start slips in
+        try:
+            proxy = (getattr(user, "settings", None) or {}).get("proxy")
+            if proxy is not None:
+                await proxy.delete_user(user, self.name)
+        finally:
+            await user.stop(self.name)
+        return True
 
     def _queue_seconds(self, course: Course, spent: float = 0.0, warn: bool = True) -> float:
         """How long this start may wait for GPUs: the course's or the spawner's queue timeout, within what the
@@ -675,6 +756,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @property
     def volume_binds(self):
         binds = super().volume_binds
+        if self._notice_dir:
+            binds[self._notice_dir] = {"bind": NOTICE_MOUNT, "mode": "ro"}
         if self._simulated_env:
             binds[os.path.realpath(self.simulated_gpus)] = {"bind": self._simulated_mount(), "mode": "ro"}
         for mount in self._course.mounts if self._course else ():
@@ -686,6 +769,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @property
     def volume_mount_points(self):
         points = super().volume_mount_points
+        if self._notice_dir:
+            points.append(NOTICE_MOUNT)
         if self._simulated_env:
             points.append(self._simulated_mount())
         points += [m.target for m in self._course.mounts] if self._course else []
@@ -711,6 +796,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             env["CPU_LIMIT"] = str(self.cpu_limit)
         if self._assignment is not None:
             env.update(gpu_env(self._assignment.gpus, self._assignment.course, self.image))
+            if self._notice_dir:
+                env["JUPYTER_GPUSPAWN_NOTICE_FILE"] = f"{NOTICE_MOUNT}/{NOTICE_FILE}"
             if self._simulated_env:
                 env["JUPYTER_GPUSPAWN_SIMULATED_GPUS"] = self._simulated_env
                 env["JUPYTER_GPUSPAWN_SIMULATED_FILE"] = self._simulated_mount()
@@ -728,7 +815,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 "course": a.course, "image_key": a.image_key, "image": self.image,
                 "uid": self._identity.uid if self._identity else None,
                 "gid": self._identity.gid if self._identity else None,
+                "started": self._started_epoch or None, "notices": bool(self._notice_dir),
             }
+        if self._reclaimed:
+            state["gpuspawn_reclaimed"] = dict(self._reclaimed)  # outlives clear_state: for the next spawn page
         return state
 
     def load_state(self, state):
@@ -737,6 +827,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             # before DockerSpawner's state: setting the image re-renders object_name, which the state then fixes
             self.image = data["image"]
         super().load_state(state)
+        reclaimed = state.get("gpuspawn_reclaimed")
+        if isinstance(reclaimed, dict) and isinstance(reclaimed.get("message"), str):
+            self._reclaimed = {"at": reclaimed.get("at"), "message": reclaimed["message"]}
         if not data:
             return
         self._assignment = GPUAssignment(
@@ -746,6 +839,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         )
         if data.get("uid") is not None:
             self._identity = homes.Identity(int(data["uid"]), int(data["gid"]), "state")
+        self._started_epoch = float(data.get("started") or time.time())
+        if data.get("notices") and self._assignment.gpus:
+            # a hub restart: the reclaimer watches this server again, warning it through the same directory
+            self._notice_dir = notice_dir(self.runtime_dir, self.server_key)
+            _shared.reclaimer.register(self, self._notice_dir)
 
     def clear_state(self):
         key, container_id = self.server_key, self.object_id
@@ -764,3 +862,6 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._stop_confirmed = False
         self._assignment = None
         self._course = None
+        if getattr(self, "_notice_dir", ""):
+            _shared.reclaimer.unregister(key, self._notice_dir)
+            self._notice_dir = ""

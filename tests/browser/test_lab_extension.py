@@ -1,6 +1,8 @@
 """The JupyterLab extension inside a real hub-spawned container: status bar and "My container" panel."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ..integration.conftest import labelled
@@ -76,3 +78,36 @@ def test_cpu_only_server_says_so(make_hub, page):
         "() => { const e = document.querySelector('.jp-gpuspawn-statusbar');"
         " return e && e.textContent.includes('CPU only'); }", timeout=90_000)
     assert hub.gpus[0]["uuid"] not in page.content()
+
+
+def test_the_status_bar_and_panel_warn_before_an_idle_gpu_is_reclaimed(make_hub, page):
+    # reclaimed after 3 idle minutes whether anyone waits or not, warned 2.9 minutes ahead: the warning shows
+    # about 6 s after the start, long enough for a browser on a busy machine to see it
+    hub = make_hub(n_gpus=1, extra_config="""
+c.GPUDockerSpawner.gpu_idle_reclaim = "always"
+c.GPUDockerSpawner.gpu_idle_minutes = 3
+c.GPUDockerSpawner.gpu_idle_warn_minutes = 2.9
+c.GPUDockerSpawner.gpu_idle_check_seconds = 1
+""")
+    hub.gpus[0]["utilization"] = 0
+    with open(hub.gpus_file, "w") as f:
+        json.dump(hub.gpus, f)
+    hub.create_users("idle")
+    hub.spawn_ready("idle", {"gpus": 1})
+    login(page, hub, "idle")
+    page.goto(hub.user_url("idle") + "lab")
+    item = page.locator(".jp-gpuspawn-statusbar.jp-gpuspawn-statusbar-warning")
+    item.wait_for(timeout=90_000)
+    text = item.inner_text()
+    assert "GPU idle: server stops in" in text and "min" in text, text
+    assert "been idle (under 5 % utilisation)" in item.get_attribute("title")
+    screenshot(page, "lab-status-bar-reclaim-warning.png")
+
+    item.click()
+    warning = page.locator("#jp-gpuspawn-panel .jp-gpuspawn-reclaim[role=alert]")
+    warning.wait_for(state="visible", timeout=30_000)
+    assert "min" in warning.locator('[data-key="reclaim-countdown"]').inner_text()
+    message = warning.locator('[data-key="reclaim-message"]').inner_text()
+    assert "Servers here give idle GPUs back after 3 minutes" in message, message
+    assert "CPU-only" in warning.inner_text()
+    screenshot(page, "lab-my-container-panel-reclaim-warning.png")

@@ -111,10 +111,13 @@ def test_gpus_command_shows_who_holds_what_without_the_hub(make_hub):
     [gina] = labelled("gina")
     gina_uuid = gina["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
     line = next(line for line in out.splitlines() if gina_uuid in line)
-    assert line.rstrip().endswith("gina")
-    assert sum(1 for line in out.splitlines() if line.rstrip().endswith("hal/big")) == 2
+    # the hub sampled the GPUs until it stopped: each holder's idle time (simulated GPUs at 0 %)
+    assert line.rstrip().endswith("gina (idle 0 min)"), out
+    assert sum(1 for line in out.splitlines() if line.rstrip().endswith("hal/big (idle 0 min)")) == 2, out
 
     data = json.loads(subprocess.run(cli + ["-f", hub.config_file, "--json"], check=True, capture_output=True,
                                      text=True).stdout)
     held = {g["uuid"]: [h["user"] for h in g["held_by"]] for g in data["gpus"]}
     assert held[gina_uuid] == ["gina"] and sorted(sum(held.values(), [])) == ["gina", "hal", "hal"]
+    [gina_hold] = next(g["held_by"] for g in data["gpus"] if g["uuid"] == gina_uuid)
+    assert 0 <= gina_hold["idle_seconds"] < 600 and gina_hold["reclaim_deadline"] is None

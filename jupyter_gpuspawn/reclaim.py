@@ -1,0 +1,279 @@
+"""The hub side of idle-GPU reclaim: one task per hub process samples the held GPUs, warns, and stops.
+
+Every ``interval`` seconds: one inventory snapshot (the cached one every spawner shares), the decision of idle.py,
+each server's notice file rewritten when it changed (the container reads it through a read-only mount, and its
+JupyterLab shows the warning), servers whose deadline passed stopped through the hub, and the GPU activity
+written for ``jupyter-gpuspawn gpus``. Stopping goes through the hub's own User.stop (after removing the proxy
+route, as the hub's REST handler does), so the hub's database, the proxy and the GPU queue all follow.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from typing import Awaitable, Callable, Dict, Optional, Protocol, Set, Tuple
+
+from .datafiles import write_json_atomic
+from .idle import Holder, IdleTracker, Notice, ServerKey
+from .waitroom import POOL
+
+NOTICES = "notices"
+NOTICE_FILE = "notice.json"
+ACTIVITY_FILE = "gpu-activity.json"
+# A hub down longer than this saw nothing of its GPUs meanwhile: their idle clocks start again rather than count
+# the gap as idle. A restart for a config change is seconds.
+RESTART_GAP_SECONDS = 120
+
+
+class ReclaimTarget(Protocol):
+    """What the reclaimer needs of a spawner (GPUDockerSpawner implements it)."""
+
+    server_key: ServerKey
+
+    async def idle_holder(self) -> Optional[Holder]:
+        """This server as a holder of GPUs, None while it is not running with GPUs."""
+
+    async def stop_for_reclaim(self, message: str, started: float) -> bool:
+        """Stop through the hub, remembering ``message`` for the student's next spawn page; False if not now, or
+        if the server is no longer the one started at ``started`` (it was restarted meanwhile)."""
+
+
+def notice_dir(runtime_dir: str, key: ServerKey) -> str:
+    """The host directory mounted into this server's container. Named by a hash: user and server names may hold
+    any character, and one server must never see another's directory."""
+    user, server = key
+    digest = hashlib.sha256(f"{user}\0{server}".encode()).hexdigest()[:24]
+    return os.path.join(runtime_dir, NOTICES, digest)
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(0, int(seconds // 60))
+    if minutes == 0:
+        return "less than a minute"
+    if minutes >= 120:
+        return f"{minutes / 60:.1f}".removesuffix(".0") + " hours"
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def _gpus_word(notice: Notice) -> tuple:
+    return ("Your GPU has", "it") if len(notice.gpus) == 1 else (f"Your {len(notice.gpus)} GPUs have", "them")
+
+
+def _others(waiting: int) -> str:
+    return "someone waits" if waiting == 1 else f"{waiting} others wait"
+
+
+def warning_message(notice: Notice, utilization: float, now: float) -> str:
+    """Why this server will be stopped, for the student in JupyterLab (the countdown is the extension's)."""
+    subject, them = _gpus_word(notice)
+    idle = f"{subject} been idle (under {utilization:g} % utilisation) for {_minutes(now - notice.idle_since)}"
+    # what to do, and that the files stay, is the extension's to say
+    if notice.policy.reclaim == "when_queued":
+        return f"{idle} while {_others(notice.waiting)} for a GPU. This server will be stopped so they can use {them}."
+    return f"{idle}. Servers here give idle GPUs back after {_minutes(notice.policy.seconds)}."
+
+
+def reclaimed_message(notice: Notice, utilization: float, now: float) -> str:
+    """What happened, for the student's next spawn page and the hub log."""
+    gpus = "its GPU" if len(notice.gpus) == 1 else f"its {len(notice.gpus)} GPUs"
+    when = time.strftime("%b %d at %H:%M %Z", time.localtime(now))
+    because = f"{gpus} stayed idle (under {utilization:g} % utilisation) for {_minutes(now - notice.idle_since)}"
+    if notice.policy.reclaim == "when_queued":
+        others = "someone else waited" if notice.waiting == 1 else f"{notice.waiting} others waited"
+        because += f" while {others} for a GPU"
+    return (f"Your previous server was stopped on {when} because {because}. Your files are kept: start again "
+            "when you need the GPU, or choose a CPU-only environment.")
+
+
+def notice_document(notice: Optional[Notice], message: str) -> dict:
+    if notice is None:
+        return {}
+    return {"reclaim": {"deadline": notice.deadline, "reason": "idle", "message": message,
+                        "idle_since": notice.idle_since, "waiting": notice.waiting}}
+
+
+def write_notice(directory: str, document: dict) -> None:
+    """Write one server's notice; the directory is readable by the container's user whatever the hub's umask,
+    writable by the hub only (blocking). Directories stay when servers stop, like homes: one small directory per
+    server ever started, and none can vanish under a container that is starting."""
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    os.chmod(directory, 0o755)
+    write_json_atomic(os.path.join(directory, NOTICE_FILE), document)
+
+
+def prepare_notice_dir(directory: str) -> None:
+    """A server's notice directory, empty of any old warning, before its container mounts it (blocking)."""
+    write_notice(directory, {})
+
+
+def queue_demand(waiting, allocator, free: int) -> Tuple[float, float]:
+    """(GPUs the line needs beyond the ``free`` ones, what its first still lacks). A request the user's
+    max_gpus_per_user will refuse when its turn comes asks for nothing: one student queueing several named servers
+    must not get several others reclaimed."""
+    limit = allocator.max_gpus_per_user
+    granted: Dict[str, int] = {}
+    total = 0
+    for ticket in waiting:
+        request = ticket.request
+        user = request.user
+        held = granted.get(user, allocator.user_gpu_count(user, excluding=request.key))
+        if limit is not None and held + request.count > limit:
+            continue
+        granted[user] = held + request.count
+        total += request.count
+    head = waiting[0].request.count if waiting else 0
+    return max(0.0, float(total - free)), max(0.0, float(head - free))
+
+
+def read_activity(runtime_dir: str) -> dict:
+    """The GPU activity the hub last wrote, {} when there is none (blocking)."""
+    try:
+        with open(os.path.join(runtime_dir, ACTIVITY_FILE), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Reclaimer:
+    """One per hub process: see the module's docstring."""
+
+    def __init__(self, allocator, waitroom):
+        self.allocator = allocator
+        self.waitroom = waitroom
+        self.servers: Dict[ServerKey, ReclaimTarget] = {}
+        self.tracker: Optional[IdleTracker] = None
+        self.stopping: Set[ServerKey] = set()
+        self.written: Dict[str, Optional[dict]] = {}  # notice directory -> the document last written there
+        self.task: Optional[asyncio.Future] = None
+        self._stops: Set[asyncio.Future] = set()
+        self._failing = False  # the last round failed: later failures of the same kind are logged short
+
+    # ---- servers come and go -------------------------------------------------------------------------------
+    def register(self, target: ReclaimTarget, directory: str) -> None:
+        self.servers[target.server_key] = target
+        # unknown: after a hub restart the file may still hold a warning this process never made
+        self.written[directory] = None
+
+    def unregister(self, key: ServerKey, directory: str) -> None:
+        self.servers.pop(key, None)
+        self.written.pop(directory, None)
+        if self.tracker is not None:
+            self.tracker.forget([key])
+
+    # ---- the task ------------------------------------------------------------------------------------------
+    def ensure_started(self, *, interval: float, utilization: float, runtime_dir: str,
+                       snapshot: Callable[[], Awaitable], blocking: Callable[..., Awaitable], log) -> None:
+        if interval <= 0 or (self.task is not None and not self.task.done()):
+            return
+        self.interval, self.utilization, self.runtime_dir = interval, utilization, runtime_dir
+        self.snapshot, self.blocking, self.log = snapshot, blocking, log
+        self.task = asyncio.ensure_future(self._forever())
+
+    async def _forever(self):
+        while True:
+            try:
+                await self.run_once()
+                self._failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # an unreadable inventory or a full disk: nothing is stopped on a failed look
+                if self._failing:
+                    self.log.warning("GPU idle check failed again (%s); nothing reclaimed", e)
+                else:
+                    self.log.exception("GPU idle check failed; nothing reclaimed until it works again")
+                self._failing = True
+            await asyncio.sleep(self.interval)
+
+    async def run_once(self, now: Optional[float] = None):
+        now = time.time() if now is None else now
+        if self.tracker is None:
+            self.tracker = IdleTracker(self.utilization, started=now)
+            # idle clocks survive a hub restart: GPUs keep the last busy time the previous hub process saw
+            # idle clocks survive a quick hub restart: GPUs keep the last busy time the previous process saw
+            previous = await self.blocking(read_activity, self.runtime_dir)
+            updated = previous.get("updated")
+            if isinstance(updated, (int, float)) and 0 <= now - updated <= RESTART_GAP_SECONDS:
+                for uuid, entry in (previous.get("gpus") or {}).items():
+                    if isinstance(entry, dict) and isinstance(entry.get("last_busy"), (int, float)):
+                        self.tracker.last_busy[uuid] = min(float(entry["last_busy"]), now)
+        snapshot = await self.snapshot()
+        holders = []
+        for key, target in list(self.servers.items()):
+            try:
+                holder = await target.idle_holder()
+            except Exception as e:  # one server's trouble (its course unreadable) must not stop the others' checks
+                self.log.warning("GPU idle check of %s skipped: %s", "/".join(key).rstrip("/"), e)
+                continue
+            if holder is not None:
+                holders.append(holder)
+        self.tracker.observe(snapshot.gpus, [u for h in holders for u in h.gpus], now)
+        waiting = self.waitroom.queue.waiting(POOL)
+        demand, head_need = queue_demand(waiting, self.allocator, self.allocator.free_count(snapshot.gpus))
+        review = self.tracker.review(holders, now, demand, len(waiting), head_need)
+        notices = {n.key: n for n in review.warned + review.due}
+
+        writes = {}
+        for key in self.servers:
+            directory = notice_dir(self.runtime_dir, key)
+            notice = notices.get(key)
+            document = notice_document(notice, warning_message(notice, self.utilization, now) if notice else "")
+            if self.written.get(directory) != document:
+                writes[directory] = document
+        for directory, document in writes.items():
+            try:
+                await self.blocking(write_notice, directory, document)
+            except Exception:
+                # a warning the student never saw does not count: its countdown starts once a write succeeds
+                self.tracker.forget([key for key in notices
+                                     if not (self.written.get(notice_dir(self.runtime_dir, key)) or {}).get("reclaim")])
+                raise
+            self.written[directory] = document
+
+        for notice in review.due:
+            target = self.servers.get(notice.key)
+            if target is not None and notice.key not in self.stopping:
+                self._start_stop(target, notice, now)
+        await self.blocking(write_json_atomic, os.path.join(self.runtime_dir, ACTIVITY_FILE),
+                            self._activity(holders, notices, now))
+        return review
+
+    def _start_stop(self, target: ReclaimTarget, notice: Notice, now: float):
+        message = reclaimed_message(notice, self.utilization, now)
+        self.log.warning("Reclaiming idle GPU(s) %s of %s (reclaim=%s, %d waiting): %s", ",".join(notice.gpus),
+                         "/".join(notice.key).rstrip("/"), notice.policy.reclaim, notice.waiting, message)
+        self.stopping.add(notice.key)
+
+        async def stop():
+            try:
+                if not await target.stop_for_reclaim(message, notice.started):
+                    self.log.info("Reclaim of %s skipped: the server is busy starting or stopping", notice.key)
+            except Exception:
+                self.log.exception("Reclaim of %s failed; trying again next round", notice.key)
+            finally:
+                self.stopping.discard(notice.key)
+
+        task = asyncio.ensure_future(stop())
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
+
+    def _activity(self, holders, notices, now) -> dict:
+        servers = {}
+        for holder in holders:
+            notice = notices.get(holder.key)
+            servers["/".join(holder.key)] = {
+                "user": holder.key[0], "server": holder.key[1], "gpus": list(holder.gpus),
+                "idle_since": self.tracker.idle_since(holder), "reclaim": holder.policy.reclaim,
+                "deadline": notice.deadline if notice else None,
+            }
+        last_busy = dict(self.tracker.last_busy)
+        for holder in holders:  # a held GPU never seen busy: idle since this process started looking
+            for uuid in holder.gpus:
+                last_busy.setdefault(uuid, self.tracker.started)
+        return {
+            "updated": now, "busy_utilization": self.utilization,
+            "gpus": {uuid: {"last_busy": t} for uuid, t in sorted(last_busy.items())},
+            "servers": servers,
+        }
