@@ -239,7 +239,7 @@ def simulate(trace, n_gpus, mode, *, idle_tails=True, retry_s=300.0, patience_s=
             key = (f"u{i}", "")
             held = allocator.assignment(*key)
             if held:
-                frees = sum(1 / max(1, allocator.holder_count(u)) for u in held)
+                frees = sum(1 / max(1, len(allocator.holders_of(u))) for u in held)
                 holders.append(Holder(key=key, gpus=held, started=since, policy=policy, frees=frees))
         tracker.observe(gpus, [u for h in holders for u in h.gpus], now)
         waiting = queue.waiting(POOL)

@@ -96,14 +96,14 @@ class GPUAllocator:
     def assignments(self) -> Dict[ServerKey, Tuple[str, ...]]:
         return dict(self._assignments)
 
-    def holder_count(self, uuid: str) -> int:
+    def holders_of(self, uuid: str) -> Tuple[ServerKey, ...]:
         """Servers holding this GPU (more than one only under the shared policy)."""
-        return len(self._holds.get(uuid, {}))
+        return tuple(self._holds.get(uuid, {}))
 
     def user_gpu_count(self, user: str, excluding: Optional[ServerKey] = None) -> int:
         return sum(len(uuids) for key, uuids in self._assignments.items() if key[0] == user and key != excluding)
 
-    def _busy_outside_hub(self, gpu) -> bool:
+    def busy_outside_hub(self, gpu) -> bool:
         # Memory or processes on a GPU that no server of ours holds belong to someone else (a job started by hand,
         # another hub): do not put a student there.
         if self._holds.get(gpu.uuid):
@@ -114,7 +114,7 @@ class GPUAllocator:
 
     def _can_take(self, gpu, request: GPURequest) -> bool:
         holds = self._holds.get(gpu.uuid, {})
-        if self._busy_outside_hub(gpu):
+        if self.busy_outside_hub(gpu):
             return False
         if not holds:
             return True
@@ -185,7 +185,7 @@ class GPUAllocator:
 
     def _shortage_message(self, request: GPURequest, gpus: Sequence, free: int) -> str:
         total = len(gpus)
-        outside = sum(1 for gpu in gpus if self._busy_outside_hub(gpu))
+        outside = sum(1 for gpu in gpus if self.busy_outside_hub(gpu))
         note = f" ({outside} busy with work outside JupyterHub)" if outside else ""
         if free == 0:
             which = "The only GPU is" if total == 1 else f"All {total} GPUs are"

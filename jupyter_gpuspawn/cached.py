@@ -20,6 +20,11 @@ class Cached(Generic[T]):
         self._taken_at = float("-inf")
         self._pending: Optional[asyncio.Future] = None
 
+    @property
+    def last(self) -> Optional[T]:
+        """The value last read, however old (None before the first read); never reads."""
+        return self._value
+
     def _fresh(self) -> bool:
         return time.monotonic() - self._taken_at < self.seconds
 

@@ -251,6 +251,98 @@ def cmd_build_image(args) -> int:
         return 2
 
 
+def _usage_db(args, create: bool):
+    from .settings import default_usage_db_url
+    from .usage import UsageDB
+
+    url = args.db or _hub_config(args.config).get("usage_db_url") or default_usage_db_url(_load_config(args.config))
+    return UsageDB(url, create=create)
+
+
+def _parse_since(text: str) -> float:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()  # local time unless it names a zone
+    except ValueError:
+        print(f"error: --since must be a date like 2026-11-23 or 2026-11-23T08:00, got {text!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_usage(args) -> int:
+    import csv
+
+    from .budget import WeekStartError, describe, week_start
+
+    now = time.time()
+    try:
+        spec = _hub_config(args.config).get("gpu_budget_week_start") or "Monday 00:00"
+        since = _parse_since(args.since) if args.since else week_start(now, spec)
+    except WeekStartError as e:
+        print(f"error: gpu_budget_week_start: {e}", file=sys.stderr)
+        return 2
+    try:
+        db = _usage_db(args, create=False)
+    except Exception as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        rows = db.totals(since, now, course=args.course)
+    except Exception as e:
+        print(f"error: cannot read the usage records at {db.url}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    if args.format == "json":
+        json.dump({"since": since, "until": now, "rows": rows}, sys.stdout, indent=2)
+        print()
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["user", "course", "gpu_hours"])
+        for row in rows:
+            writer.writerow([row["user"], row["course"], f"{row['gpu_hours']:.4f}"])
+    else:
+        print(f"GPU-hours since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))}"
+              + ("" if args.since else f" (this week, from {describe(since)})"))
+        table = [("USER", "COURSE", "GPU-HOURS")] + [
+            (r["user"], r["course"] or "-", f"{r['gpu_hours']:.2f}") for r in rows]
+        widths = [max(len(r[i]) for r in table) for i in range(3)]
+        for r in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        if not rows:
+            print("(no GPU use recorded)")
+    return 0
+
+
+def cmd_grant(args) -> int:
+    import getpass
+
+    from .budget import WeekStartError, describe, next_week_start, week_start
+
+    now = time.time()
+    try:
+        start = week_start(now, _hub_config(args.config).get("gpu_budget_week_start") or "Monday 00:00")
+    except WeekStartError as e:
+        print(f"error: gpu_budget_week_start: {e}", file=sys.stderr)
+        return 2
+    if not args.hours > 0:
+        print(f"error: HOURS must be more than 0, got {args.hours:g}", file=sys.stderr)
+        return 2
+    db = _usage_db(args, create=True)
+    try:
+        db.grant(args.user, args.hours, start, args.by or getpass.getuser(), now, course=args.course or "")
+        total = db.granted_hours(args.user, start, args.course or "")
+    except Exception as e:
+        print(f"error: cannot write the usage records at {db.url}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    where = f"course {args.course}" if args.course else "the hub-wide budget"
+    print(f"{args.user}: {args.hours:g} extra GPU-hours in {where} this week ({total:g} granted in all), until "
+          f"{describe(next_week_start(now, _hub_config(args.config).get('gpu_budget_week_start') or 'Monday 00:00'))}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="jupyter-gpuspawn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +354,24 @@ def build_parser():
     gpus.add_argument("--runtime-dir", help="the hub's runtime_dir, for idle times (default: the config's)")
     gpus.add_argument("--json", action="store_true", help="print JSON")
     gpus.set_defaults(func=cmd_gpus)
+
+    usage = sub.add_parser("usage", help="GPU-hours per user and course, from the hub's usage records")
+    usage.add_argument("-f", "--config", help="the hub's jupyterhub_config.py (usage_db_url, the budget week)")
+    usage.add_argument("--db", help="SQLAlchemy URL of the usage records (default: the config's usage_db_url)")
+    usage.add_argument("--since", help="from this local date/time, e.g. 2026-11-23 (default: this budget week)")
+    usage.add_argument("--course", help="only this course id")
+    usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    usage.set_defaults(func=cmd_usage)
+
+    grant = sub.add_parser("grant", help="give a user extra GPU-hours for this budget week")
+    grant.add_argument("user", help="JupyterHub user name")
+    grant.add_argument("hours", type=float, help="extra GPU-hours (fractions allowed)")
+    grant.add_argument("--course", help="the course id whose budget grows (default: the spawner-wide budget of a "
+                       "hub without course files)")
+    grant.add_argument("-f", "--config", help="the hub's jupyterhub_config.py (usage_db_url, the budget week)")
+    grant.add_argument("--db", help="SQLAlchemy URL of the usage records (default: the config's usage_db_url)")
+    grant.add_argument("--by", help="who grants it, for the record (default: the login running this command)")
+    grant.set_defaults(func=cmd_grant)
 
     val = sub.add_parser("validate", help="check course files; prints every problem, exits non-zero if any")
     val.add_argument("directory", nargs="?", help="course directory (default: the config's courses_dir)")

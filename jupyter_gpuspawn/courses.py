@@ -79,6 +79,7 @@ COURSE_SCHEMA = {
                 "max_users_per_gpu": {"type": "integer", "minimum": 1, "maximum": 64},
                 "queue": {"type": "boolean"},
                 "queue_timeout": {"type": "number", "minimum": 0, "maximum": 7 * 24 * 3600},
+                "weekly_hours": {"type": "number", "minimum": 0, "maximum": 7 * 24 * 64},
             },
         },
         "idle": {
@@ -158,6 +159,7 @@ class Course:
     max_users_per_gpu: int = 1
     queue: Optional[bool] = None  # None: the spawner's gpu_queue
     queue_timeout: Optional[float] = None  # seconds; None: the spawner's gpu_queue_timeout
+    weekly_hours: Optional[float] = None  # GPU-hours per student per week; None: the spawner's gpu_hours_per_week
     idle_minutes: Optional[float] = None  # None: the spawner's gpu_idle_minutes (and so on)
     idle_warn_minutes: Optional[float] = None
     idle_reclaim: Optional[str] = None
@@ -349,6 +351,7 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         max_users_per_gpu=gpus.get("max_users_per_gpu", 1 if gpus.get("policy", "exclusive") == "exclusive" else 2),
         queue=gpus.get("queue"),
         queue_timeout=gpus.get("queue_timeout"),
+        weekly_hours=gpus.get("weekly_hours"),
         idle_minutes=idle.get("minutes"),
         idle_warn_minutes=idle.get("warn_minutes"),
         idle_reclaim=idle.get("reclaim"),

@@ -25,6 +25,7 @@ class CourseCard:
     gpu_choices: Tuple[Tuple[int, str, bool], ...]  # (count, label, selected)
     availability: str
     selected: bool
+    budget: str = ""  # "6.5 of 10 GPU-hours left this week; resets Monday 00:00"
 
 
 def gpu_models(gpus: Sequence) -> str:
@@ -57,7 +58,7 @@ def availability(course, gpus: Sequence, allocator, line: str = "", waiting: int
 
 
 def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator, queue_line=lambda course: "",
-                 waiting: int = 0) -> list:
+                 waiting: int = 0, budgets: Mapping = None) -> list:
     """View models for the cards; the user's previous choice is preselected where it still applies.
     ``queue_line(course)`` says where the user would stand in the GPU queue ("" where the course has none)."""
     chosen_id = previous.get("course") or ""
@@ -82,7 +83,8 @@ def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator
             if n > free:
                 label += f" (only {free} free now{', you would wait' if queue_line(course) else ''})"
             choices.append((n, label, n == wanted_gpus))
-        cards.append(CourseCard(course.id, course.title, course.description, images, tuple(choices), text, selected))
+        cards.append(CourseCard(course.id, course.title, course.description, images, tuple(choices), text, selected,
+                                (budgets or {}).get(course.id, "")))
     return cards
 
 
@@ -93,8 +95,8 @@ def template_environment(paths: Sequence[str]) -> jinja2.Environment:
 
 
 def render_form(env: jinja2.Environment, *, courses, previous, snapshot, allocator, admin_errors=(),
-                queue_line=lambda course: "", waiting: int = 0, notice: str = "") -> str:
-    cards = course_cards(courses, previous or {}, snapshot.gpus, allocator, queue_line, waiting)
+                queue_line=lambda course: "", waiting: int = 0, notice: str = "", budgets: Mapping = None) -> str:
+    cards = course_cards(courses, previous or {}, snapshot.gpus, allocator, queue_line, waiting, budgets)
     free_now = allocator.free_count(snapshot.gpus)
     return env.get_template(TEMPLATE).render(
         cards=cards,

@@ -19,7 +19,7 @@ under ``when_queued``, withdraws the warning.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 RECLAIM_MODES = ("when_queued", "always", "never")
 
@@ -49,7 +49,11 @@ class Holder:
     gpus: Tuple[str, ...]
     started: float  # epoch seconds: idle time never counts from before the server started
     policy: IdlePolicy
+    course: str = ""
     frees: float = 0.0  # GPUs a stop would free (a seat on a GPU shared by n counts 1/n); default len(gpus)
+    budget_seconds: Optional[float] = None  # seconds of running left before its GPU-hour budget is spent
+    budget_warning: str = ""  # what the student reads while that end is near
+    budget_stopped: str = ""  # what the next spawn page says after it
 
     @property
     def gpus_freed(self) -> float:
@@ -67,6 +71,7 @@ class Notice:
     deadline: float
     policy: IdlePolicy
     waiting: int  # requests in the queue when the notice was made
+    reason: str = "idle"  # or "budget"
 
 
 @dataclass

@@ -35,7 +35,7 @@ class ReclaimTarget(Protocol):
     async def idle_holder(self) -> Optional[Holder]:
         """This server as a holder of GPUs, None while it is not running with GPUs."""
 
-    async def stop_for_reclaim(self, message: str, started: float) -> bool:
+    async def stop_for_reclaim(self, message: str, started: float, reason: str) -> bool:
         """Stop through the hub, remembering ``message`` for the student's next spawn page; False if not now, or
         if the server is no longer the one started at ``started`` (it was restarted meanwhile)."""
 
@@ -87,10 +87,15 @@ def reclaimed_message(notice: Notice, utilization: float, now: float) -> str:
             "when you need the GPU, or choose a CPU-only environment.")
 
 
+def budget_notice(holder: Holder, deadline: float, waiting: int) -> Notice:
+    return Notice(holder.key, holder.gpus, holder.started, holder.started, deadline, holder.policy, waiting,
+                  reason="budget")
+
+
 def notice_document(notice: Optional[Notice], message: str) -> dict:
     if notice is None:
         return {}
-    return {"reclaim": {"deadline": notice.deadline, "reason": "idle", "message": message,
+    return {"reclaim": {"deadline": notice.deadline, "reason": notice.reason, "message": message,
                         "idle_since": notice.idle_since, "waiting": notice.waiting}}
 
 
@@ -127,6 +132,11 @@ def queue_demand(waiting, allocator, free: int) -> Tuple[float, float]:
     return max(0.0, float(total - free)), max(0.0, float(head - free))
 
 
+def write_activity(runtime_dir: str, activity: dict) -> None:
+    os.makedirs(runtime_dir, mode=0o755, exist_ok=True)  # the first round may come before any server's notices
+    write_json_atomic(os.path.join(runtime_dir, ACTIVITY_FILE), activity)
+
+
 def read_activity(runtime_dir: str) -> dict:
     """The GPU activity the hub last wrote, {} when there is none (blocking)."""
     try:
@@ -140,9 +150,11 @@ def read_activity(runtime_dir: str) -> dict:
 class Reclaimer:
     """One per hub process: see the module's docstring."""
 
-    def __init__(self, allocator, waitroom):
+    def __init__(self, allocator, waitroom, metrics=None):
         self.allocator = allocator
         self.waitroom = waitroom
+        self.metrics = metrics  # HubMetrics: reclaims, GPU-hours by course
+        self._last_round: Optional[float] = None
         self.servers: Dict[ServerKey, ReclaimTarget] = {}
         self.tracker: Optional[IdleTracker] = None
         self.stopping: Set[ServerKey] = set()
@@ -210,16 +222,31 @@ class Reclaimer:
             if holder is not None:
                 holders.append(holder)
         self.tracker.observe(snapshot.gpus, [u for h in holders for u in h.gpus], now)
+        if self.metrics is not None and self._last_round is not None:
+            for holder in holders:
+                self.metrics.gpu_hours.labels(holder.course).inc(
+                    holder.gpus_freed * max(0.0, now - self._last_round) / 3600)
+        self._last_round = now
         waiting = self.waitroom.queue.waiting(POOL)
         demand, head_need = queue_demand(waiting, self.allocator, self.allocator.free_count(snapshot.gpus))
         review = self.tracker.review(holders, now, demand, len(waiting), head_need)
         notices = {n.key: n for n in review.warned + review.due}
+        by_key = {h.key: h for h in holders}
+        for holder in holders:
+            # a budget that runs out comes with the same warning, whatever the queue; the earlier end wins
+            if holder.budget_seconds is None or holder.budget_seconds > holder.policy.warn_seconds:
+                continue
+            deadline = now + holder.budget_seconds
+            if holder.key not in notices or deadline < notices[holder.key].deadline:
+                notices[holder.key] = budget_notice(holder, deadline, len(waiting))
+        review.due = [n for n in notices.values() if n.deadline <= now]
+        review.warned = [n for n in notices.values() if n.deadline > now]
 
         writes = {}
         for key in self.servers:
             directory = notice_dir(self.runtime_dir, key)
             notice = notices.get(key)
-            document = notice_document(notice, warning_message(notice, self.utilization, now) if notice else "")
+            document = notice_document(notice, self._warning(notice, by_key, now) if notice else "")
             if self.written.get(directory) != document:
                 writes[directory] = document
         for directory, document in writes.items():
@@ -235,20 +262,33 @@ class Reclaimer:
         for notice in review.due:
             target = self.servers.get(notice.key)
             if target is not None and notice.key not in self.stopping:
-                self._start_stop(target, notice, now)
-        await self.blocking(write_json_atomic, os.path.join(self.runtime_dir, ACTIVITY_FILE),
-                            self._activity(holders, notices, now))
+                self._start_stop(target, notice, by_key[notice.key], now)
+        await self.blocking(write_activity, self.runtime_dir, self._activity(holders, notices, now))
         return review
 
-    def _start_stop(self, target: ReclaimTarget, notice: Notice, now: float):
-        message = reclaimed_message(notice, self.utilization, now)
-        self.log.warning("Reclaiming idle GPU(s) %s of %s (reclaim=%s, %d waiting): %s", ",".join(notice.gpus),
-                         "/".join(notice.key).rstrip("/"), notice.policy.reclaim, notice.waiting, message)
+    def _warning(self, notice: Notice, holders: Dict[ServerKey, Holder], now: float) -> str:
+        if notice.reason == "budget":
+            return holders[notice.key].budget_warning
+        return warning_message(notice, self.utilization, now)
+
+    def _start_stop(self, target: ReclaimTarget, notice: Notice, holder: Holder, now: float):
+        if notice.reason == "budget":
+            message, reason = holder.budget_stopped, "budget"
+        else:
+            message, reason = reclaimed_message(notice, self.utilization, now), "reclaimed idle"
+        if notice.reason == "budget":
+            self.log.warning("Stopping %s: its GPU-hour budget is spent (GPUs %s): %s",
+                             "/".join(notice.key).rstrip("/"), ",".join(notice.gpus), message)
+        else:
+            self.log.warning("Reclaiming idle GPU(s) %s of %s (reclaim=%s, %d waiting): %s", ",".join(notice.gpus),
+                             "/".join(notice.key).rstrip("/"), notice.policy.reclaim, notice.waiting, message)
         self.stopping.add(notice.key)
+        if self.metrics is not None:
+            self.metrics.reclaims.labels(notice.reason).inc()
 
         async def stop():
             try:
-                if not await target.stop_for_reclaim(message, notice.started):
+                if not await target.stop_for_reclaim(message, notice.started, reason):
                     self.log.info("Reclaim of %s skipped: the server is busy starting or stopping", notice.key)
             except Exception:
                 self.log.exception("Reclaim of %s failed; trying again next round", notice.key)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
@@ -16,6 +17,7 @@ class LabelledContainer:
     id: str
     state: str  # Docker's: created, running, paused, restarting, removing, exited, dead
     assignment: GPUAssignment
+    created: float = 0.0  # epoch seconds
 
     @property
     def holds_gpus(self) -> bool:
@@ -29,7 +31,8 @@ def list_labelled(client) -> List[LabelledContainer]:
     for container in client.containers(all=True, filters={"label": LABEL_USER}):
         assignment = GPUAssignment.from_labels(container.get("Labels") or {})
         if assignment is not None:
-            found.append(LabelledContainer(container["Id"], container.get("State") or "", assignment))
+            found.append(LabelledContainer(container["Id"], container.get("State") or "", assignment,
+                                           float(container.get("Created") or 0)))
     return found
 
 
@@ -68,15 +71,20 @@ def container_holds_gpus(client, container_id: str) -> bool:
     return state is not None and bool(state.get("Running") or state.get("Paused") or state.get("Restarting"))
 
 
-def container_gone(client, container_id_or_name: str) -> bool:
-    """Whether Docker says for sure that this container can no longer use its GPUs: it does not exist, or it
-    exited or died. A container still "created" may yet be started (a ``docker start`` still running in another
-    thread), and an engine that does not answer proves nothing (blocking)."""
+def container_ended(client, container_id_or_name: str) -> Optional[str]:
+    """How the container ended, if Docker says for sure that it can no longer use its GPUs: "exited" (exit code
+    0: Lab's Shut Down), "crashed" (any other exit, OOM, or removed under the hub's feet), None while it may still
+    run. A container still "created" may yet be started (a ``docker start`` still running in another thread), and
+    an engine that does not answer proves nothing (blocking)."""
     try:
         state = _state(client, container_id_or_name)
     except Exception:
-        return False
-    return state is None or state.get("Status") in ("exited", "dead")
+        return None
+    if state is None:
+        return "crashed"
+    if state.get("Status") not in ("exited", "dead"):
+        return None
+    return "exited" if state.get("ExitCode") == 0 and not state.get("OOMKilled") else "crashed"
 
 
 DockerCall = Callable[..., Awaitable]
@@ -95,10 +103,14 @@ class Reconciler:
     def __init__(self, allocator):
         self.allocator = allocator
         self.starting: Set[Tuple[str, str]] = set()  # server keys with a start in flight in this process
+        self.stopping: Set[Tuple[str, str]] = set()  # server keys with a stop in flight (their end is the stop's)
         self.removals: Dict[str, Tuple[str, str]] = {}  # container id -> server key: must go, still holds GPUs
         self.first: Optional[asyncio.Future] = None
         self.loop: Optional[asyncio.Future] = None
         self.rounds = 0
+        # called after each round with (containers holding GPUs, server keys in flight, the wall-clock time the
+        # containers were listed, first round?): the usage records follow the containers as the allocator does
+        self.on_round: Optional[Callable[[list, set, float, bool], Awaitable]] = None
 
     async def ensure_started(self, call: DockerCall, log, interval: float):
         """Wait for the first rebuild (raises if Docker cannot be read); start the periodic one."""
@@ -122,6 +134,7 @@ class Reconciler:
         allocator = self.allocator
         since = allocator.mark()
         in_flight = set(self.starting)
+        listed_at = time.time()
         containers = await call(list_labelled)
         in_flight |= self.starting
         in_flight |= allocator.changed_since(since)
@@ -155,6 +168,19 @@ class Reconciler:
             log.info("GPU reconcile: freed %s of %s: its container no longer runs", ",".join(uuids), _name(key))
         for uuid, holders in report.conflicts:
             log.error("GPU %s is held beyond its policy by %s", uuid, [_name(k) for k in holders])
+        if self.on_round is not None:
+            first = self.rounds == 1
+            # a server stopping, or whose container exited but whose end the hub's poll has not taken yet, ends
+            # with the reason the spawner gives it ("stopped", "exited", "reclaimed idle"); after a restart the
+            # hub's first look closes what ended while it was down
+            keep = set(in_flight) | self.stopping
+            if not first:
+                keep |= {(c.assignment.user, c.assignment.server) for c in containers if not c.holds_gpus}
+            try:
+                await self.on_round([c for c in containers if c.holds_gpus and c.id not in removed], keep,
+                                    listed_at, first)
+            except Exception:  # the records catch up next round; the allocator's round stands
+                log.exception("GPU usage records: reconcile round failed")
         return report
 
     async def _remove(self, call: DockerCall, log, container_id: str, why: str) -> bool:

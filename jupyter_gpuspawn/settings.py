@@ -8,11 +8,13 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Tuple, Unic
 from traitlets.config import LoggingConfigurable
 
 from .allocation import POLICIES
+from .budget import WeekStartError, parse_week_start
 from .gpus import INVENTORY_KINDS
 from .idle import RECLAIM_MODES
 
 UID_MAP_NAME = "jupyter_gpuspawn_uids.json"
 RUNTIME_DIR_NAME = "jupyter_gpuspawn"
+USAGE_DB_NAME = "jupyter_gpuspawn_usage.sqlite"
 
 
 def hub_data_path(config, name: str) -> str:
@@ -29,6 +31,10 @@ def hub_data_path(config, name: str) -> str:
 
 def default_uid_map_file(config) -> str:
     return hub_data_path(config, UID_MAP_NAME)
+
+
+def default_usage_db_url(config) -> str:
+    return "sqlite:///" + hub_data_path(config, USAGE_DB_NAME)
 
 
 class GPUSpawnerSettings(LoggingConfigurable):
@@ -149,6 +155,37 @@ class GPUSpawnerSettings(LoggingConfigurable):
         container (the reclaim warning JupyterLab shows) and the GPU activity `jupyter-gpuspawn gpus` reports.
         Default: jupyter_gpuspawn/ next to the hub's sqlite database (the hub's working directory for other
         databases), as an absolute path. It must be a host path when the hub itself runs in a container.""",
+    )
+
+    # ---- usage records ---------------------------------------------------------------------------------------------
+    usage_db_url = Unicode(
+        config=True,
+        help="""SQLAlchemy URL of the GPU usage records (who held which GPU, when, why it ended; budgets and
+        `jupyter-gpuspawn usage` read them). Default: an SQLite file jupyter_gpuspawn_usage.sqlite next to the hub's
+        sqlite database (the hub's working directory for other databases), as an absolute path. Sites whose hub
+        uses PostgreSQL or MySQL may point it there (e.g. postgresql://hub@db/jupyterhub); the tables are
+        prefixed gpuspawn_. Back it up with the hub's database.""",
+    )
+
+    # ---- budgets --------------------------------------------------------------------------------------------------
+    gpu_hours_per_week = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="""GPU-hours each student may use per week in each course (fractions allowed; None: no budget).
+        A server with 2 GPUs uses 2 GPU-hours per hour; a seat on a GPU shared by n counts 1/n. Courses may set
+        their own (gpus: {weekly_hours: 10}). A start whose budget is spent is refused (CPU-only servers still
+        start); a running server that spends it is warned in JupyterLab gpu_idle_warn_minutes before, then
+        stopped. Admins may add hours for a week: jupyter-gpuspawn grant USER HOURS.""",
+    )
+    gpu_budget_week_start = Unicode(
+        "Monday 00:00",
+        config=True,
+        help="""When a budget week begins, in the hub's local time zone: a weekday and HH:MM, e.g.
+        "Sunday 18:00".""",
+    )
+    gpu_budget_admins = Bool(
+        False, config=True, help="Admins have GPU-hour budgets too (by default they are exempt).",
     )
 
     # ---- network ------------------------------------------------------------------------------------------------
@@ -281,6 +318,10 @@ class GPUSpawnerSettings(LoggingConfigurable):
     def _default_uid_map_file(self):
         return default_uid_map_file(self.config)
 
+    @default("usage_db_url")
+    def _default_usage_db_url(self):
+        return default_usage_db_url(self.config)
+
     @default("runtime_dir")
     def _default_runtime_dir(self):
         return hub_data_path(self.config, RUNTIME_DIR_NAME)
@@ -311,4 +352,18 @@ class GPUSpawnerSettings(LoggingConfigurable):
         if not 0 < proposal["value"] <= 100:
             raise ValueError(f"gpu_idle_utilization must be a percentage above 0 and at most 100, got "
                              f"{proposal['value']}")
+        return proposal["value"]
+
+    @validate("gpu_budget_week_start")
+    def _validate_week_start(self, proposal):
+        try:
+            parse_week_start(proposal["value"])
+        except WeekStartError as e:
+            raise ValueError(f"gpu_budget_week_start: {e}") from None
+        return proposal["value"]
+
+    @validate("gpu_hours_per_week")
+    def _validate_hours_per_week(self, proposal):
+        if proposal["value"] is not None and not proposal["value"] >= 0:
+            raise ValueError(f"gpu_hours_per_week must be 0 or more (or None: no budget), got {proposal['value']}")
         return proposal["value"]

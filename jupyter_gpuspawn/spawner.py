@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import os
@@ -16,19 +17,22 @@ from tornado import web
 from traitlets import default
 
 from . import homes, images
-from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable
+from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable, UserGPULimit
+from .budget import BudgetState, next_week_start, week_start
 from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
 from .errors import SpawnRefused, engine_error_text
 from .form import render_form, template_environment
 from .gpus import InventoryError, assignment_message, format_size, shared_inventory, simulated_description
 from .idle import Holder, IdlePolicy
+from .metrics import HubMetrics, HubView
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
 from .options import OptionsError, options_from_form, validate_options
 from .readiness import ServerExited, container_exit, wait_until_answering
 from .reclaim import NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir
-from .reconcile import Reconciler, container_gone, container_holds_gpus, remove_container
+from .reconcile import Reconciler, container_ended, container_holds_gpus, remove_container
 from .settings import GPUSpawnerSettings
+from .usage import Hold, UsageDB
 from .waitroom import POOL, QueueTimeout, WaitRoom, ordinal, pool_label, waiting_message
 from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is_spawner_env, merge_host_config,
                    oauth_client_id)
@@ -51,13 +55,18 @@ class _HubProcessState:
         self.allocator = GPUAllocator()
         self.reconciler = Reconciler(self.allocator)
         self.waitroom = WaitRoom(self.allocator)
-        self.reclaimer = Reclaimer(self.allocator, self.waitroom)
+        self.metrics = HubMetrics()
+        self.reclaimer = Reclaimer(self.allocator, self.waitroom, self.metrics)
         self.ports: set = set()
         self.networks_checked: dict = {}  # network name -> loop time it was last found isolated
         self.executor: Optional[ThreadPoolExecutor] = None
         self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
         self.catalogs: dict = {}  # (courses_dir, data roots) -> Cached catalog view
         self.form_environments: dict = {}  # template paths -> jinja2 Environment
+        self.usage_dbs: dict = {}  # usage_db_url -> UsageDB
+        # one thread for the usage records: writes stay in order, and SQLite sees one writer
+        self.usage_executor = ThreadPoolExecutor(1, thread_name_prefix="gpuspawn-usage")
+        self.usage_writes: set = set()  # record writes not waited for, kept until done
 
 
 _shared = _HubProcessState()
@@ -65,6 +74,30 @@ _shared = _HubProcessState()
 
 def _options_applied_in_start(spawner, user_options):
     pass
+
+
+def _course_of(key) -> str:
+    spawner = _shared.reclaimer.servers.get(key)
+    assignment = getattr(spawner, "_assignment", None)
+    return assignment.course if assignment is not None else ""
+
+
+async def _usage_round(db: UsageDB, log, containers, in_flight, listed_at: float, first: bool):
+    """After each reconcile round: the open usage records follow the running containers. Records of servers that
+    vanished are closed when last seen: "hub restart" on the hub's first round (gone while it was down), "crashed"
+    later (docker rm -f, dockerd lost them)."""
+    holds = []
+    for c in containers:
+        a = c.assignment
+        if a.gpus:
+            share = 1 / a.max_users_per_gpu if a.policy == "shared" else 1.0
+            holds.append(Hold(a.user, a.server, a.course, a.gpus, share, start=c.created or None))
+    closed = await asyncio.get_running_loop().run_in_executor(
+        _shared.usage_executor, db.reconcile, holds, in_flight, listed_at, time.time(),
+        "hub restart" if first else "crashed")
+    for user, server, uuid, _end in closed:
+        log.info("GPU usage: closed the record of %s on %s: its container is gone", f"{user}/{server}".rstrip("/"),
+                 uuid)
 
 
 class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
@@ -126,6 +159,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._notice_dir = ""  # host directory of this server's notices, mounted read-only (GPU servers)
         self._started_epoch = 0.0  # when this server's container was started (idle time never counts before)
         self._reclaimed: Optional[dict] = None  # {"at", "message"}: this server's GPUs were reclaimed; kept in state
+        self._end_reason = ""  # why the running server ends, for its usage records (usage.END_REASONS)
         if self.name:
             self.oauth_client_id = oauth_client_id(self.user.name, self.name)
         # The admin's settings stay the base; each start merges the course and GPU spec into them.
@@ -186,6 +220,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     # ---- reconcile: the allocator follows the running containers ----------------------------------------------------
     async def _ensure_reconciled(self):
+        if _shared.reconciler.on_round is None:
+            _shared.reconciler.on_round = functools.partial(_usage_round, self._usage_db(), self.log)
         try:
             await _shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
         except Exception as e:
@@ -194,6 +230,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             inventory = self.inventory
         except SpawnRefused:
             return  # misconfigured: every start says so; there is nothing to sample
+        if _shared.metrics.view is None:
+            _shared.metrics.view = HubView(
+                gpus=inventory.last_gpus, allocator=_shared.allocator,
+                waiting=lambda: {POOL: len(_shared.waitroom.queue.waiting(POOL))}, course_of=_course_of)
         _shared.reclaimer.ensure_started(
             interval=self.gpu_idle_check_seconds, utilization=self.gpu_idle_utilization,
             runtime_dir=self.runtime_dir, snapshot=inventory.snapshot, blocking=self._blocking, log=self.log,
@@ -251,8 +291,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 return ""
             return f"{waiting} waiting · you would be {ordinal(place)}"
 
+        budgets = {}
+        for course in visible:
+            budget = await self._budget_state(course, course.id) if course.gpu_max else None
+            if budget is not None:
+                budgets[course.id] = budget.line()
         return render_form(
-            _shared.form_environments[paths], courses=visible, previous=self.user_options or {}, snapshot=snapshot,
+            _shared.form_environments[paths], courses=visible, budgets=budgets, previous=self.user_options or {}, snapshot=snapshot,
             allocator=self.allocator, admin_errors=errors if getattr(self.user, "admin", False) else (),
             queue_line=queue_line, waiting=waiting,
             notice=self._reclaimed["message"] if self._reclaimed else "",
@@ -295,7 +340,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._events = []
         self._chosen_image = ""
         self._stop_confirmed = False
-        self._reclaimed = None  # the spawn page showed it; a new start begins a new story
+        self._end_reason = ""
         self._started_at = asyncio.get_running_loop().time()
         key = self.server_key
         # in flight: the reconcile keeps this server's GPUs although no container runs for it yet
@@ -310,6 +355,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         snapshot = await self.gpu_snapshot()
         choice = await self._validate_user_options(snapshot)
         course = choice.course
+        if choice.gpus:
+            budget = await self._budget_state(course, course.id)
+            if budget is not None and budget.left <= 0:
+                _shared.metrics.refusals.labels("budget").inc()
+                self._event(budget.spent(), 0)
+                raise SpawnRefused(403, budget.spent())
         await self._preflight_image(choice.image)
         await self._ensure_network()
         try:
@@ -335,12 +386,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         except NoGPUAvailable as e:
             wait = self._queue_seconds(course, spent=asyncio.get_running_loop().time() - self._started_at)
             if wait <= 0 or not 0 < request.count <= len(snapshot.gpus):
-                self._event(e.message, 0)
-                raise SpawnRefused(409, e.message) from None
+                self._refuse_gpus(e)
             uuids, waited = await self._wait_in_queue(request, wait), True
         except AllocationError as e:
-            self._event(e.message, 0)
-            raise SpawnRefused(409, e.message) from None
+            self._refuse_gpus(e)
 
         try:
             if waited:  # the inventory may have changed during the wait
@@ -369,8 +418,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             ip, port = await super().start()
             await self._wait_until_answering(ip, port)
             self._started_epoch = time.time()
+            self._reclaimed = None  # the spawn page showed it until a server runs again
             if self._notice_dir:
                 _shared.reclaimer.register(self, self._notice_dir)
+            if self._assignment.gpus:
+                # in the background: a slow database must not hold up the student's server
+                self._usage_later(UsageDB.record, self._usage_hold(), self._started_epoch)
             return ip, port
         except asyncio.CancelledError:
             # the hub gave up on this start (start_timeout) and stops the server next; until Docker confirms the
@@ -406,14 +459,17 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._notice_dir = directory
 
     # ---- idle GPUs: what the reclaimer asks of a server -------------------------------------------------------------
-    async def idle_policy(self) -> IdlePolicy:
-        """The course's idle settings where it has them, the spawner's otherwise; read at every check, so an edited
-        course file applies to running servers too."""
-        course = None
+    async def _running_course(self) -> Optional[Course]:
+        """The course of the running server as its file says now (an edit applies to running servers too); None
+        without course files, or when the file is gone: the spawner's settings apply."""
         course_id = self._assignment.course if self._assignment else ""
-        if self.courses_dir and course_id:
-            view = await self._catalog().get()
-            course = next((c for c in view.courses if c.id == course_id), None)
+        if not (self.courses_dir and course_id):
+            return None
+        view = await self._catalog().get()
+        return next((c for c in view.courses if c.id == course_id), None)
+
+    async def idle_policy(self, course: Optional[Course] = None) -> IdlePolicy:
+        """The course's idle settings where it has them, the spawner's otherwise."""
 
         def pick(name, fallback):
             value = getattr(course, name)
@@ -430,16 +486,41 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if assignment is None or not assignment.gpus or not self.ready:
             return None
         # a GPU shared by n servers comes free when all n stop: each stop frees 1/n of it
-        frees = sum(1 / max(1, self.allocator.holder_count(uuid)) for uuid in assignment.gpus)
-        return Holder(key=self.server_key, gpus=assignment.gpus, started=self._started_epoch,
-                      policy=await self.idle_policy(), frees=frees)
+        frees = sum(1 / max(1, len(self.allocator.holders_of(uuid))) for uuid in assignment.gpus)
+        course = await self._running_course()
+        holder = Holder(key=self.server_key, gpus=assignment.gpus, started=self._started_epoch,
+                        policy=await self.idle_policy(course), course=assignment.course, frees=frees)
+        budget = await self._budget_state(course, assignment.course)
+        if budget is None:
+            return holder
+        hold = self._usage_hold()
+        return dataclasses.replace(
+            holder, budget_seconds=budget.seconds_left(len(hold.gpus) * hold.share),
+            budget_warning=budget.warning(), budget_stopped=budget.stopped())
 
-    async def stop_for_reclaim(self, message: str, started: float) -> bool:
+    # ---- budgets ----------------------------------------------------------------------------------------------------
+    async def _budget_state(self, course: Optional[Course], course_id: str) -> Optional[BudgetState]:
+        """This user's GPU-hour budget in ``course`` this week; None without a budget (or for an admin)."""
+        limit = course.weekly_hours if course is not None and course.weekly_hours is not None \
+            else self.gpu_hours_per_week
+        if limit is None or (getattr(self.user, "admin", False) and not self.gpu_budget_admins):
+            return None
+        now = time.time()
+        start = week_start(now, self.gpu_budget_week_start)
+        used = await self._usage_call(UsageDB.gpu_seconds, self.user.name, start, now, course_id)
+        granted = await self._usage_call(UsageDB.granted_hours, self.user.name, start, course_id)
+        if used is None or granted is None:
+            return None  # the records cannot be read (logged): a budget nobody can count is not enforced
+        title = course.title if course is not None and course.id else "this hub"
+        return BudgetState(limit + granted, used / 3600, next_week_start(now, self.gpu_budget_week_start), title)
+
+    async def stop_for_reclaim(self, message: str, started: float, reason: str = "reclaimed idle") -> bool:
         """Stop this server through the hub, as its REST API would (proxy route first, then User.stop: the hub's
         database, the proxy and the GPU queue all follow); the message waits for the student's next spawn page."""
         if self.pending or not self.ready or started != self._started_epoch:
             return False  # starting or stopping, or restarted since it was judged idle
         self._reclaimed = {"at": time.time(), "message": message}
+        self._end_reason = reason
         user = self.user
         self._stop_pending = True  # before anything is awaited, as the hub's own stop does: no start slips in
         try:
@@ -449,6 +530,38 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         finally:
             await user.stop(self.name)
         return True
+
+    # ---- usage records ------------------------------------------------------------------------------------------
+    def _usage_db(self) -> UsageDB:
+        url = self.usage_db_url
+        if url not in _shared.usage_dbs:
+            _shared.usage_dbs[url] = UsageDB(url)
+        return _shared.usage_dbs[url]
+
+    def _usage_hold(self) -> Hold:
+        a = self._assignment
+        share = 1 / a.max_users_per_gpu if a.policy == "shared" else 1.0
+        return Hold(a.user, a.server, a.course, a.gpus, share)
+
+    async def _usage_call(self, method, *args):
+        """UsageDB.method(db, *args) in the usage thread. A failure is logged, never a failed spawn: the reconcile
+        opens missing records and closes finished ones from the containers."""
+        db = self._usage_db()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(_shared.usage_executor, method, db, *args)
+        except Exception:
+            self.log.exception("%s: GPU usage records could not be written", self._log_name)
+
+    def _usage_later(self, method, *args):
+        """UsageDB.method(db, *args) without waiting for it (clear_state is synchronous; a start must not wait on
+        a slow database); the usage thread keeps the order, the task is kept until done."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a unit test's clear_state): the reconcile catches up
+        task = loop.create_task(self._usage_call(method, *args))
+        _shared.usage_writes.add(task)
+        task.add_done_callback(_shared.usage_writes.discard)
 
     def _queue_seconds(self, course: Course, spent: float = 0.0, warn: bool = True) -> float:
         """How long this start may wait for GPUs: the course's or the spawner's queue timeout, within what the
@@ -470,20 +583,32 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         # a second named server in line counts as holding: one student cannot queue ahead of the class twice
         holds_other = (self.allocator.user_gpu_count(request.user, excluding=request.key) > 0
                        or _shared.waitroom.waiting_for(request.user))
+        joined, outcome = time.monotonic(), "cancelled"
         try:
-            return await _shared.waitroom.wait(
+            uuids = await _shared.waitroom.wait(
                 request, holds_other=holds_other, timeout=seconds,
                 gpus=self._inventory_gpus, on_place=lambda at, n: self._event(waiting_message(at, n, label), 5),
             )
+            outcome = "granted"
+            return uuids
         except QueueTimeout:
+            outcome = "timeout"
             minutes = f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
-            message = (f"No GPU came free within {minutes}; nothing is held for you. Try again later, or start a "
-                       "CPU-only server.")
-            self._event(message, 0)
-            raise SpawnRefused(409, message) from None
+            self._refuse_gpus(NoGPUAvailable(f"No GPU came free within {minutes}; nothing is held for you. Try "
+                                             "again later, or start a CPU-only server."), "queue_timeout")
         except AllocationError as e:
-            self._event(e.message, 0)
-            raise SpawnRefused(409, e.message) from None
+            outcome = "refused"
+            self._refuse_gpus(e)
+        finally:
+            _shared.metrics.queue_wait.labels(outcome).observe(time.monotonic() - joined)
+
+    def _refuse_gpus(self, error: AllocationError, reason: str = ""):
+        """Tell the student why there are no GPUs for this start (409), and count it."""
+        if not reason:
+            reason = "user_limit" if isinstance(error, UserGPULimit) else "no_gpu"
+        _shared.metrics.refusals.labels(reason).inc()
+        self._event(error.message, 0)
+        raise SpawnRefused(409, error.message) from None
 
     async def _inventory_gpus(self):
         return (await self.gpu_snapshot()).gpus
@@ -680,10 +805,19 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             # stopped by itself (Lab's Shut Down, a crash, OOM, docker kill/rm): JupyterHub now calls clear_state()
             # without stop(), and that is where the GPUs come back, once Docker says so for sure (DockerSpawner
             # also reports "stopped" for a container still "created" or when Docker answers HTTP 500)
-            self._stop_confirmed = await self.docker_call(container_gone, self.object_id or self.object_name)
+            ended = await self.docker_call(container_ended, self.object_id or self.object_name)
+            self._stop_confirmed = ended is not None
+            self._end_reason = self._end_reason or ended or ""
         return status
 
     async def stop(self, now=False):
+        _shared.reconciler.stopping.add(self.server_key)
+        try:
+            await self._stop()
+        finally:
+            _shared.reconciler.stopping.discard(self.server_key)
+
+    async def _stop(self):
         container_id = self.object_id
         if container_id:
             try:
@@ -703,6 +837,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                                        "soon as it is gone.") from None
                 self.object_id = ""
         self._stop_confirmed = True
+        self._end_reason = self._end_reason or "stopped"
         self.clear_state()
 
     # ---- container spec -------------------------------------------------------------------------------------------
@@ -850,6 +985,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         super().clear_state()
         if getattr(self, "_stop_confirmed", False):
             self._release()
+            if self._assignment is not None and self._assignment.gpus:
+                self._usage_later(UsageDB.close, key[0], key[1], self._end_reason or "stopped", time.time())
             if self.remove and container_id:
                 # it stopped by itself: the reconcile removes what is left of it
                 _shared.reconciler.removals.setdefault(container_id, key)

@@ -26,6 +26,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(check, timeout, what):
+    """Poll ``check()`` until it returns something true (returned), or fail after ``timeout`` seconds with ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+
+
 def simulated_gpus(n: int, name="NVIDIA A100 80GB PCIe (simulated)") -> list:
     return [
         {"uuid": f"GPU-{i:08x}-5eed-4a11-9b00-{secrets.token_hex(6)}", "name": name, "memory_total": "80GiB"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from .hub import simulated_gpus
+from .hub import simulated_gpus, wait_until
 
 CULLER = """
 import sys
@@ -17,13 +17,6 @@ c.JupyterHub.load_roles += [{"name": "idle-culler", "services": ["idle-culler"],
 c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": "2"}
 c.Spawner.args = ["--GPUActivity.interval=1"]
 """
-
-
-def wait_until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
 
 
 def test_the_culler_spares_a_busy_gpu_and_culls_it_once_idle(make_hub):

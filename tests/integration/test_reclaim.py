@@ -12,7 +12,7 @@ import time
 import requests
 
 from .conftest import labelled
-from .hub import simulated_gpus
+from .hub import simulated_gpus, wait_until
 from .test_courses_hub import course, write_course
 from .test_queue import ProgressWatcher
 
@@ -24,16 +24,6 @@ c.GPUDockerSpawner.gpu_idle_check_seconds = 1
 c.GPUDockerSpawner.gpu_idle_minutes = {minutes}
 c.GPUDockerSpawner.gpu_idle_warn_minutes = {warn}
 """
-
-
-def wait_until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(0.3)
 
 
 def reclaim_notice(hub, user, server=""):

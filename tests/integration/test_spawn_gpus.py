@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 from .conftest import labelled
 
@@ -100,10 +101,11 @@ def test_no_free_gpu_is_a_clear_error_and_holds_nothing(make_hub):
 
 
 def test_gpus_command_shows_who_holds_what_without_the_hub(make_hub):
-    hub = make_hub(n_gpus=3)
+    hub = make_hub(n_gpus=3, extra_config="c.GPUDockerSpawner.gpu_idle_check_seconds = 1\n")
     hub.create_users("gina", "hal")
     hub.spawn_ready("gina", {"gpus": 1})
     hub.spawn_ready("hal", {"gpus": 2}, server="big")
+    time.sleep(2.5)  # an idle check or two: the hub records each holder's idle time
     hub.stop()  # the admin's view must not need a running hub
     cli = [os.path.join(os.path.dirname(__import__("sys").executable), "jupyter-gpuspawn"), "gpus"]
     out = subprocess.run(cli + ["-f", hub.config_file], check=True, capture_output=True, text=True).stdout

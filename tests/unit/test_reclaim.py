@@ -75,6 +75,8 @@ class Server:
         self.stops = []  # messages stop_for_reclaim was called with
         self.gate = None  # an asyncio.Event the stop waits for
         self.answer = True  # False: "busy starting or stopping, not now"
+        self.budget_left = None  # seconds before its GPU-hour budget is spent, if it has one
+        self.reasons = []  # the reason of each stop_for_reclaim call
         self.directory = notice_dir(hub.runtime_dir, self.server_key)
         prepare_notice_dir(self.directory)  # as the spawner does before its container mounts the directory
         hub.reclaimer.register(self, self.directory)
@@ -82,11 +84,13 @@ class Server:
     async def idle_holder(self):
         if not self.running:
             return None
-        return Holder(self.server_key, self.gpus, self.started, self.policy)
+        return Holder(self.server_key, self.gpus, self.started, self.policy, budget_seconds=self.budget_left,
+                      budget_warning="nearly spent", budget_stopped="spent: stopped")
 
-    async def stop_for_reclaim(self, message, started):
+    async def stop_for_reclaim(self, message, started, reason):
         assert started == self.started  # the very start that was judged idle
         self.stops.append(message)
+        self.reasons.append(reason)
         if self.gate is not None:
             await self.gate.wait()
         if isinstance(self.answer, Exception):
@@ -644,3 +648,60 @@ def test_a_warning_that_could_not_be_written_does_not_count(tmp_path):
         assert reclaim(a.notice())["deadline"] == T0 + 13 * MIN  # a full warning from now
 
     asyncio.run(scenario())
+
+
+def test_a_budget_running_out_warns_then_stops_whatever_the_queue(tmp_path):
+    hub = Hub(tmp_path, n=1)
+
+    async def scenario():
+        await hub.configure()
+        a = Server(hub, "a", started=T0)
+        hub.inventory.util[a.gpus[0]] = 90  # busy: idle reclaim has nothing to say; nobody waits either
+        a.budget_left = 5 * MIN
+        await hub.reclaimer.run_once(now=T0)
+        assert a.notice() == {}  # 5 minutes left, warned 2 minutes ahead
+        a.budget_left = 2 * MIN - 1
+        review = await hub.reclaimer.run_once(now=T0 + 3 * MIN + 1)
+        notice = reclaim(a.notice())
+        assert notice["reason"] == "budget" and notice["message"] == "nearly spent"
+        assert notice["deadline"] == T0 + 5 * MIN and [n.reason for n in review.warned] == ["budget"]
+        a.budget_left = 0.0
+        await hub.reclaimer.run_once(now=T0 + 5 * MIN)
+        await asyncio.sleep(0)
+        assert a.stops == ["spent: stopped"] and a.reasons == ["budget"]
+        warnings = [r.getMessage() for r in hub.handler.records if r.levelno == logging.WARNING]
+        assert any("its GPU-hour budget is spent" in w for w in warnings), warnings
+
+    asyncio.run(scenario())
+
+
+def test_the_earlier_of_an_idle_and_a_budget_end_is_the_one_shown(tmp_path):
+    hub = Hub(tmp_path, n=1)
+
+    async def scenario():
+        await hub.configure()
+        a = Server(hub, "a")
+        a.budget_left = 9 * MIN  # the idle deadline (someone waits) is T0 + 10 min
+        hub.wait("waiter")
+        await hub.reclaimer.run_once(now=T0)
+        a.budget_left = 1 * MIN
+        await hub.reclaimer.run_once(now=T0 + 8 * MIN)
+        assert reclaim(a.notice())["reason"] == "budget" and reclaim(a.notice())["deadline"] == T0 + 9 * MIN
+        a.budget_left = 22 * MIN  # an admin granted more hours: the idle end comes first again
+        await hub.reclaimer.run_once(now=T0 + 8 * MIN + 10)
+        assert reclaim(a.notice())["reason"] == "idle" and reclaim(a.notice())["deadline"] == T0 + 10 * MIN
+
+    asyncio.run(scenario())
+
+
+def test_the_first_round_creates_the_runtime_dir(tmp_path):
+    """The first idle check comes before any server's notices exist: it still writes the GPU activity."""
+    hub = Hub(tmp_path, n=1)
+    hub.runtime_dir = str(tmp_path / "not-yet" / "runtime")
+
+    async def scenario():
+        await hub.configure()
+        await hub.reclaimer.run_once(now=T0)
+
+    asyncio.run(scenario())
+    assert hub.activity()["updated"] == T0

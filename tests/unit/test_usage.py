@@ -1,0 +1,522 @@
+"""GPU usage records (usage.py) against real SQLite files, and the `jupyter-gpuspawn usage` command reading them.
+
+Times are explicit epoch seconds except where the CLI reads the clock. A process killed with SIGKILL mid-way shows
+that the records it wrote survive; a reader and a writer in two processes show that WAL keeps them apart."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import jupyter_gpuspawn
+from jupyter_gpuspawn import usage
+from jupyter_gpuspawn.usage import SCHEMA_VERSION, Hold, UsageDB, UsageError, usage_table
+
+# the code under test, for subprocesses: the package this test imported, not whatever is installed
+PACKAGE_ROOT = str(Path(jupyter_gpuspawn.__file__).resolve().parent.parent)
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+@pytest.fixture
+def path(tmp_path) -> Path:
+    return tmp_path / "usage.sqlite"
+
+
+@pytest.fixture
+def db(path):
+    d = UsageDB(f"sqlite:///{path}")
+    yield d
+    d.dispose()
+
+
+def rows(db, **where) -> list:
+    """Every row (open or closed), oldest first, filtered by column == value."""
+    return [r for r in db.records() if all(r[k] == v for k, v in where.items())]
+
+
+def open_rows(db, **where) -> list:
+    return [r for r in rows(db, **where) if r["end"] is None]
+
+
+def hold(user, gpus, server="", course="ml", share=1.0, start=None) -> Hold:
+    return Hold(user, server, course, tuple(gpus), share, start=start)
+
+
+# ---- schema --------------------------------------------------------------------------------------------------------
+def test_schema_created_on_first_use(path, db):
+    assert not path.exists()
+    assert db.schema_version() == SCHEMA_VERSION == 1
+    raw = sqlite3.connect(path)
+    try:
+        tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"gpuspawn_meta", "gpuspawn_gpu_usage", "gpuspawn_budget_grants"} <= tables
+        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("1",)]
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        raw.close()
+    # a second UsageDB on the same file neither re-creates nor re-inserts the version
+    again = UsageDB(f"sqlite:///{path}")
+    try:
+        assert again.schema_version() == 1
+        again.record(hold("alice", ["GPU-0"]), 100.0)
+    finally:
+        again.dispose()
+    assert len(rows(db)) == 1
+
+
+def test_first_write_creates_the_schema(path, db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)  # no ensure_schema/schema_version call first
+    assert db.schema_version() == 1
+    assert len(open_rows(db, user="alice")) == 1
+
+
+def test_newer_schema_is_refused(path, db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    db.dispose()
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("UPDATE gpuspawn_meta SET value = '2' WHERE key = 'schema_version'")
+    raw.close()
+    newer = UsageDB(f"sqlite:///{path}")
+    try:
+        for call in (newer.schema_version, lambda: newer.record(hold("bob", ["GPU-1"]), 200.0),
+                     lambda: newer.totals(0.0, 300.0)):
+            with pytest.raises(UsageError) as info:
+                call()
+            message = str(info.value)
+            assert "schema version 2" in message and "newer" in message and "upgrade jupyter-gpuspawn" in message
+            assert str(path) in message
+    finally:
+        newer.dispose()
+    raw = sqlite3.connect(path)
+    try:  # nothing was written to it
+        assert raw.execute("SELECT user FROM gpuspawn_gpu_usage").fetchall() == [("alice",)]
+        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("2",)]
+    finally:
+        raw.close()
+
+
+def test_older_schema_is_migrated_in_place(path, db, monkeypatch):
+    """The MIGRATIONS path, with a real version-2 step added for the test."""
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    db.dispose()
+
+    def add_column(conn):
+        conn.exec_driver_sql("ALTER TABLE gpuspawn_gpu_usage ADD COLUMN note VARCHAR(20) DEFAULT 'migrated'")
+
+    monkeypatch.setattr(usage, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(usage.MIGRATIONS, 2, add_column)
+    upgraded = UsageDB(f"sqlite:///{path}")
+    try:
+        assert upgraded.schema_version() == 2
+    finally:
+        upgraded.dispose()
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("SELECT user, note FROM gpuspawn_gpu_usage").fetchall() == [("alice", "migrated")]
+    finally:
+        raw.close()
+
+
+# ---- record / close ------------------------------------------------------------------------------------------------
+def test_record_is_idempotent(db):
+    h = hold("alice", ["GPU-0", "GPU-1"], course="ml", share=0.5)
+    db.record(h, 100.0)
+    db.record(h, 200.0)
+    db.record(h, 300.0)
+    got = open_rows(db, user="alice")
+    assert sorted(r["gpu_uuid"] for r in got) == ["GPU-0", "GPU-1"]
+    assert {(r["start"], r["server"], r["course"], r["share"], r["node"]) for r in got} == {(100.0, "", "ml", 0.5, "")}
+    assert len(rows(db)) == 2  # nothing closed and re-opened either
+
+
+def test_record_with_other_gpus_closes_the_old_rows(db):
+    db.record(hold("alice", ["GPU-0", "GPU-1"]), 100.0)
+    db.record(hold("alice", ["GPU-1", "GPU-2"]), 200.0)
+    by_gpu = {r["gpu_uuid"]: r for r in rows(db, user="alice")}
+    assert len(rows(db)) == 3
+    assert (by_gpu["GPU-0"]["end"], by_gpu["GPU-0"]["end_reason"]) == (200.0, "stopped")
+    assert (by_gpu["GPU-1"]["start"], by_gpu["GPU-1"]["end"]) == (100.0, None)  # kept, not re-opened
+    assert (by_gpu["GPU-2"]["start"], by_gpu["GPU-2"]["end"]) == (200.0, None)
+
+
+def test_record_start(db):
+    db.record(hold("alice", ["GPU-0"], start=50.0), 100.0)  # known earlier start: the container's creation
+    db.record(hold("bob", ["GPU-1"], start=150.0), 100.0)  # a start in the future is now
+    assert open_rows(db, user="alice")[0]["start"] == 50.0
+    assert open_rows(db, user="alice")[0]["last_seen"] == 100.0
+    assert open_rows(db, user="bob")[0]["start"] == 100.0
+
+
+def test_close_only_that_servers_rows(db):
+    db.record(hold("a-b", ["GPU-0"]), 100.0)  # user "a-b", default server
+    db.record(hold("a", ["GPU-1"], server="b"), 100.0)  # user "a", server "b"
+    db.record(hold("a", ["GPU-2", "GPU-3"]), 100.0)  # user "a", default server
+    db.record(hold("b", ["GPU-4"], server="a"), 100.0)
+    assert db.close("a", "b", "crashed", 300.0) == 1
+    assert [(r["end"], r["end_reason"], r["last_seen"]) for r in rows(db, user="a", server="b")] == [
+        (300.0, "crashed", 300.0)]
+    assert len(open_rows(db, user="a-b")) == 1
+    assert len(open_rows(db, user="a", server="")) == 2
+    assert len(open_rows(db, user="b")) == 1
+    assert db.close("a-b", "", "stopped", 400.0) == 1
+    assert len(open_rows(db, user="a", server="")) == 2
+    assert db.close("a", "", "reclaimed idle", 500.0) == 2
+    assert db.close("a", "", "stopped", 600.0) == 0  # already closed: unchanged
+    assert {r["end"] for r in rows(db, user="a", server="")} == {500.0}
+    assert open_rows(db) == [rows(db, user="b")[0]]
+
+
+# ---- reconcile -----------------------------------------------------------------------------------------------------
+def test_reconcile_refreshes_running_and_opens_missing(db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    running = [hold("alice", ["GPU-0"], start=90.0), hold("bob", ["GPU-1", "GPU-2"], server="lab", start=50.0)]
+    assert db.reconcile(running, keep=(), listed_at=150.0, now=160.0, reason="crashed") == []
+    alice = open_rows(db, user="alice")
+    assert [(r["start"], r["last_seen"]) for r in alice] == [(100.0, 160.0)]  # kept its start, seen now
+    bob = open_rows(db, user="bob")
+    assert sorted(r["gpu_uuid"] for r in bob) == ["GPU-1", "GPU-2"]
+    assert {(r["start"], r["last_seen"], r["server"]) for r in bob} == {(50.0, 160.0, "lab")}
+    # a second round changes nothing but last_seen
+    assert db.reconcile(running, keep=(), listed_at=200.0, now=210.0, reason="crashed") == []
+    assert len(rows(db)) == 3
+    assert {r["last_seen"] for r in open_rows(db)} == {210.0}
+
+
+def test_reconcile_closes_vanished_servers_when_last_seen(db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    db.record(hold("carol", ["GPU-1", "GPU-2"], server="big"), 100.0)
+    db.record(hold("dave", ["GPU-3"]), 100.0)
+    db.reconcile([hold("alice", ["GPU-0"]), hold("carol", ["GPU-1", "GPU-2"], server="big")], keep=(),
+                 listed_at=150.0, now=160.0, reason="crashed")  # dave vanished already: last seen at 100
+    closed = db.reconcile([hold("alice", ["GPU-0"])], keep=(), listed_at=250.0, now=260.0, reason="hub restart")
+    assert sorted(closed) == [("carol", "big", "GPU-1", 160.0), ("carol", "big", "GPU-2", 160.0)]
+    assert [(r["end"], r["end_reason"]) for r in rows(db, user="carol")] == [(160.0, "hub restart")] * 2
+    assert [(r["end"], r["end_reason"]) for r in rows(db, user="dave")] == [(100.0, "crashed")]
+    assert [(r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [(None, 260.0)]
+
+
+def test_reconcile_leaves_kept_servers_alone(db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)  # stopping while the list was read: not in it
+    db.record(hold("bob", ["GPU-1"]), 100.0)  # starting again with other GPUs
+    running = [hold("bob", ["GPU-2"], start=140.0), hold("erin", ["GPU-3"], start=140.0)]
+    closed = db.reconcile(running, keep={("alice", ""), ("bob", ""), ("erin", "")}, listed_at=150.0, now=160.0,
+                          reason="crashed")
+    assert closed == []
+    assert [(r["gpu_uuid"], r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [("GPU-0", None, 100.0)]
+    assert [(r["gpu_uuid"], r["end"], r["last_seen"]) for r in rows(db, user="bob")] == [("GPU-1", None, 100.0)]
+    assert rows(db, user="erin") == []
+
+
+def test_reconcile_does_not_reopen_a_server_stopped_after_the_listing(db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    listed_at = 150.0
+    db.close("alice", "", "stopped", 155.0)  # stopped while the round's list was in flight
+    closed = db.reconcile([hold("alice", ["GPU-0"], start=90.0)], keep=(), listed_at=listed_at, now=160.0,
+                          reason="crashed")
+    assert closed == []
+    assert [(r["end"], r["end_reason"], r["last_seen"]) for r in rows(db, user="alice")] == [
+        (155.0, "stopped", 155.0)]
+    # stopped at the very time of the listing: the same
+    db.record(hold("bob", ["GPU-1"]), 100.0)
+    db.close("bob", "", "stopped", 200.0)
+    db.reconcile([hold("bob", ["GPU-1"])], keep=(), listed_at=200.0, now=210.0, reason="crashed")
+    assert open_rows(db) == []
+
+
+def test_reconcile_does_not_close_a_server_started_after_the_listing(db):
+    listed_at = 150.0
+    db.record(hold("alice", ["GPU-0"]), 155.0)  # started while the list was in flight: not in it
+    db.record(hold("bob", ["GPU-1"]), 150.0)  # the very time of the listing: not before it either
+    closed = db.reconcile([], keep=(), listed_at=listed_at, now=160.0, reason="crashed")
+    assert closed == []
+    assert [(r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [(None, 155.0)]
+    assert [r["end"] for r in rows(db, user="bob")] == [None]
+    # the next round, listed after the start, does close it when it is gone
+    closed = db.reconcile([], keep=(), listed_at=300.0, now=310.0, reason="crashed")
+    assert sorted(closed) == [("alice", "", "GPU-0", 155.0), ("bob", "", "GPU-1", 150.0)]
+
+
+def test_reconcile_does_not_close_a_server_whose_gpus_changed_after_the_listing(db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    db.record(hold("alice", ["GPU-1"]), 155.0)  # restarted on another GPU after the listing at 150
+    closed = db.reconcile([], keep=(), listed_at=150.0, now=160.0, reason="crashed")
+    assert closed == []
+    assert [(r["gpu_uuid"], r["end"]) for r in rows(db, user="alice")] == [("GPU-0", 155.0), ("GPU-1", None)]
+
+
+# ---- reads ---------------------------------------------------------------------------------------------------------
+def usage_fixture(db):
+    """alice: ml GPU-0 [100, 200), ml GPU-1 [150, open), cv shared half of GPU-2 [0, 400); bob: ml [100, 300);
+    carol: ml [1000, open) starts after the windows asked about."""
+    db.record(hold("alice", ["GPU-0"], start=100.0), 100.0)
+    db.record(hold("alice", ["GPU-1"], server="two", start=150.0), 150.0)
+    db.record(hold("alice", ["GPU-2"], server="cv", course="cv", share=0.5, start=0.0), 0.0)
+    db.close("alice", "", "stopped", 200.0)
+    db.close("alice", "cv", "stopped", 400.0)
+    db.record(hold("bob", ["GPU-3"], start=100.0), 100.0)
+    db.close("bob", "", "exited", 300.0)
+    db.record(hold("carol", ["GPU-4"], start=1000.0), 1000.0)
+
+
+def test_gpu_seconds(db):
+    usage_fixture(db)
+    # overlap with [120, 250): GPU-0 80 s, GPU-1 100 s (open: until now), GPU-2 130 s at half = 65 s
+    assert db.gpu_seconds("alice", since=120.0, now=250.0) == pytest.approx(245.0)
+    assert db.gpu_seconds("alice", since=120.0, now=250.0, course="ml") == pytest.approx(180.0)
+    assert db.gpu_seconds("alice", since=120.0, now=250.0, course="cv") == pytest.approx(65.0)
+    assert db.gpu_seconds("alice", since=120.0, now=250.0, course="nlp") == 0.0
+    # after GPU-0 ended: only the open row and the shared one
+    assert db.gpu_seconds("alice", since=300.0, now=500.0) == pytest.approx(200.0 + 50.0)
+    # an open row counts until now, not beyond
+    assert db.gpu_seconds("alice", since=150.0, now=151.0, course="ml") == pytest.approx(1.0 + 1.0)
+    # a window before anything, and a row starting after now
+    assert db.gpu_seconds("bob", since=0.0, now=100.0) == 0.0
+    assert db.gpu_seconds("bob", since=0.0, now=1000.0) == pytest.approx(200.0)
+    assert db.gpu_seconds("carol", since=0.0, now=1000.0) == 0.0
+    assert db.gpu_seconds("carol", since=0.0, now=1010.0) == pytest.approx(10.0)
+    assert db.gpu_seconds("nobody", since=0.0, now=1e9) == 0.0
+
+
+def test_totals_per_user_and_course(db):
+    usage_fixture(db)
+    got = db.totals(since=0.0, now=500.0)
+    # alice ml: 100 + 350 = 450 s; alice cv: 400 * 0.5 = 200 s; bob ml: 200 s; carol: not started yet
+    assert [(r["user"], r["course"]) for r in got] == [("alice", "ml"), ("alice", "cv"), ("bob", "ml")]
+    assert [r["gpu_hours"] for r in got] == pytest.approx([450 / 3600, 200 / 3600, 200 / 3600])
+    ml = db.totals(since=0.0, now=500.0, course="ml")
+    assert [(r["user"], r["gpu_hours"]) for r in ml] == [("alice", pytest.approx(450 / 3600)),
+                                                          ("bob", pytest.approx(200 / 3600))]
+    # only the part after since
+    late = db.totals(since=250.0, now=2000.0)
+    assert {(r["user"], r["course"]): r["gpu_hours"] for r in late} == {
+        ("alice", "ml"): pytest.approx(1750 / 3600), ("alice", "cv"): pytest.approx(75 / 3600),
+        ("bob", "ml"): pytest.approx(50 / 3600), ("carol", "ml"): pytest.approx(1000 / 3600)}
+    assert db.totals(since=5000.0, now=6000.0, course="cv") == []
+
+
+def test_totals_ties_are_sorted_by_user_then_course(db):
+    for user, course in (("erin", "b"), ("dan", "z"), ("erin", "a"), ("dan", "a")):
+        db.record(hold(user, ["GPU-0"], server=course, course=course, start=0.0), 0.0)
+        db.close(user, course, "stopped", 360.0)
+    db.record(hold("zed", ["GPU-1"], start=0.0), 0.0)
+    db.close("zed", "", "stopped", 720.0)
+    got = db.totals(since=0.0, now=1000.0)
+    assert [(r["user"], r["course"], r["gpu_hours"]) for r in got] == [
+        ("zed", "ml", 0.2), ("dan", "a", 0.1), ("dan", "z", 0.1), ("erin", "a", 0.1), ("erin", "b", 0.1)]
+
+
+def test_grants_are_summed_per_user_course_and_week(db):
+    week, next_week = 1_700_000_000.0, 1_700_604_800.0
+    db.grant("alice", 2.0, week, "admin", now=week + 10)
+    db.grant("alice", 1.5, week, "root", now=week + 20)
+    db.grant("alice", 3.0, week, "admin", now=week + 30, course="ml")
+    db.grant("alice", 7.0, next_week, "admin", now=week + 40)
+    db.grant("bob", 0.25, week, "admin", now=week + 50)
+    assert db.granted_hours("alice", week) == pytest.approx(3.5)
+    assert db.granted_hours("alice", week, course="ml") == pytest.approx(3.0)
+    assert db.granted_hours("alice", week, course="cv") == 0.0
+    assert db.granted_hours("alice", next_week) == pytest.approx(7.0)
+    assert db.granted_hours("bob", week) == pytest.approx(0.25)
+    assert db.granted_hours("carol", week) == 0.0
+    assert isinstance(db.granted_hours("carol", week), float)
+
+
+# ---- crash safety --------------------------------------------------------------------------------------------------
+KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    from jupyter_gpuspawn.usage import Hold, UsageDB
+    db = UsageDB(sys.argv[1])
+    db.record(Hold("alice", "", "ml", ("GPU-0", "GPU-1")), 1000.0)
+    db.record(Hold("bob", "lab", "ml", ("GPU-2",), 0.5), 1010.0)
+    db.reconcile([Hold("alice", "", "ml", ("GPU-0", "GPU-1")), Hold("bob", "lab", "ml", ("GPU-2",), 0.5)],
+                 (), 1100.0, 1200.0, "crashed")
+    db.record(Hold("carol", "", "cv", ("GPU-3",)), 1300.0)
+    import jupyter_gpuspawn
+    print("written", jupyter_gpuspawn.__file__, flush=True)
+    time.sleep(120)  # killed here, with its connections open and nothing closed or checkpointed
+""")
+
+
+def test_records_survive_a_writer_killed_with_sigkill(path):
+    url = f"sqlite:///{path}"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("written"), proc.stderr.read() if proc.poll() is not None else line
+        assert line.split()[1].startswith(PACKAGE_ROOT)  # the child ran the code under test
+        wal = path.with_name(path.name + "-wal")
+        assert wal.exists() and wal.stat().st_size > 0  # the records are in the WAL, never checkpointed
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    db = UsageDB(url)
+    try:
+        assert sorted((r["user"], r["gpu_uuid"], r["last_seen"]) for r in open_rows(db)) == [
+            ("alice", "GPU-0", 1200.0), ("alice", "GPU-1", 1200.0), ("bob", "GPU-2", 1200.0),
+            ("carol", "GPU-3", 1300.0)]
+        # the restarted hub's first round: bob's container still runs, the others are gone
+        closed = db.reconcile([Hold("bob", "lab", "ml", ("GPU-2",), 0.5)], keep=(), listed_at=2000.0, now=2001.0,
+                              reason="hub restart")
+        assert sorted(closed) == [("alice", "", "GPU-0", 1200.0), ("alice", "", "GPU-1", 1200.0),
+                                  ("carol", "", "GPU-3", 1300.0)]
+        assert {(r["user"], r["end"], r["end_reason"]) for r in rows(db) if r["end"] is not None} == {
+            ("alice", 1200.0, "hub restart"), ("carol", 1300.0, "hub restart")}
+        assert [(r["user"], r["last_seen"], r["start"]) for r in open_rows(db)] == [("bob", 2001.0, 1010.0)]
+        totals = {(r["user"], r["course"]): r["gpu_hours"] for r in db.totals(0.0, 2001.0)}
+        assert totals == {("alice", "ml"): pytest.approx(400 / 3600), ("carol", "cv"): 0.0,
+                          ("bob", "ml"): pytest.approx(991 * 0.5 / 3600)}
+    finally:
+        db.dispose()
+
+
+# ---- the `jupyter-gpuspawn usage` command --------------------------------------------------------------------------
+def cli_command() -> list:
+    script = Path(sys.executable).parent / "jupyter-gpuspawn"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "jupyter_gpuspawn.cli"]
+
+
+def run_cli(*args, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command() + ["usage", *args], capture_output=True, text=True, timeout=timeout,
+                          env=subprocess_env())
+
+
+SINCE = "2020-01-01"
+
+
+def cli_fixture(db, now: float):
+    """Closed rows an hour and more ago (exact totals), one open row (grows with the clock), a row with no
+    course, and one before --since."""
+    since = dt.datetime(2020, 1, 1).timestamp()
+    db.record(hold("alice", ["GPU-0", "GPU-1"], start=now - 7200), now - 7200)
+    db.close("alice", "", "stopped", now - 3600)  # 2 GPU-hours, ml
+    db.record(hold("bob", ["GPU-2"], course="cv", share=0.25, start=now - 4 * 3600), now - 4 * 3600)
+    db.close("bob", "", "crashed", now)  # 1 GPU-hour, cv
+    db.record(hold("carol", ["GPU-3"], course="", start=now - 1800), now - 1800)  # open: 0.5 and growing
+    db.record(hold("dave", ["GPU-4"], start=since - 7200), since - 7200)
+    db.close("dave", "", "stopped", since - 3600)  # before --since: not counted
+
+
+def test_cli_usage_formats_match_totals(db, path):
+    now = time.time()
+    cli_fixture(db, now)
+    since = dt.datetime(2020, 1, 1).timestamp()
+    url = f"sqlite:///{path}"
+
+    result = run_cli("--db", url, "--since", SINCE, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["since"] == since
+    expected = db.totals(since, data["until"])
+    assert [(r["user"], r["course"]) for r in data["rows"]] == [("alice", "ml"), ("bob", "cv"), ("carol", "")]
+    assert [(r["user"], r["course"]) for r in data["rows"]] == [(r["user"], r["course"]) for r in expected]
+    assert [r["gpu_hours"] for r in data["rows"]] == pytest.approx([r["gpu_hours"] for r in expected])
+    assert [r["gpu_hours"] for r in data["rows"][:2]] == pytest.approx([2.0, 1.0])
+    assert data["rows"][2]["gpu_hours"] == pytest.approx(0.5 + (data["until"] - now) / 3600)
+
+    result = run_cli("--db", url, "--since", SINCE, "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    table = list(csv.reader(io.StringIO(result.stdout)))
+    assert table[0] == ["user", "course", "gpu_hours"]
+    assert [row[:2] for row in table[1:]] == [["alice", "ml"], ["bob", "cv"], ["carol", ""]]
+    assert table[1][2] == "2.0000" and table[2][2] == "1.0000"
+    assert float(table[3][2]) == pytest.approx(0.5, abs=0.02)
+
+    result = run_cli("--db", url, "--since", SINCE)  # table, the default
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "GPU-hours since 2020-01-01 00:00"
+    assert lines[1].split() == ["USER", "COURSE", "GPU-HOURS"]
+    assert [line.split() for line in lines[2:4]] == [["alice", "ml", "2.00"], ["bob", "cv", "1.00"]]
+    assert lines[4].split()[:2] == ["carol", "-"]  # no course
+    assert len(lines) == 5
+
+    result = run_cli("--db", url, "--since", SINCE, "--course", "cv", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == [{"user": "bob", "course": "cv", "gpu_hours": pytest.approx(1.0)}]
+    result = run_cli("--db", url, "--since", SINCE, "--course", "nlp")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "(no GPU use recorded)"
+
+
+def test_cli_usage_defaults_to_this_week(db, path):
+    from jupyter_gpuspawn.budget import describe, week_start
+
+    db.record(hold("alice", ["GPU-0"], start=time.time() - 60), time.time() - 60)
+    before = week_start(time.time())
+    result = run_cli("--db", f"sqlite:///{path}", "--format", "json")
+    after = week_start(time.time())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["since"] in (before, after)
+    result = run_cli("--db", f"sqlite:///{path}")
+    assert result.returncode == 0, result.stderr
+    assert f"(this week, from {describe(before)})" in result.stdout.splitlines()[0] or \
+        f"(this week, from {describe(after)})" in result.stdout.splitlines()[0]
+
+
+def test_cli_usage_refuses_a_bad_since(db, path):
+    db.ensure_schema()
+    result = run_cli("--db", f"sqlite:///{path}", "--since", "last tuesday")
+    assert result.returncode != 0
+    assert "--since must be a date like 2026-11-23 or 2026-11-23T08:00, got 'last tuesday'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_cli_reads_while_the_hub_holds_a_write_transaction(db, path):
+    now = time.time()
+    cli_fixture(db, now)
+    url = f"sqlite:///{path}"
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")  # the hub mid-write: without WAL this locks readers out
+        conn.execute(usage_table.insert().values(user="zoe", server="", course="ml", gpu_uuid="GPU-9", node="",
+                                                 share=1.0, start=now - 2700, end=now, last_seen=now))  # 0.75 h
+        started = time.monotonic()
+        result = run_cli("--db", url, "--since", SINCE, "--format", "json")
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        users = [r["user"] for r in json.loads(result.stdout)["rows"]]
+        assert users == ["alice", "bob", "carol"]  # the uncommitted row is not seen
+        conn.commit()
+    assert elapsed < 30
+    result = run_cli("--db", url, "--since", SINCE, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert [r["user"] for r in json.loads(result.stdout)["rows"]] == ["alice", "bob", "zoe", "carol"]  # zoe 0.75 h, carol 0.5 h and growing
+
+
+def test_hub_writes_while_a_reader_holds_a_read_transaction(db, path):
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    reader = UsageDB(f"sqlite:///{path}")
+    try:
+        with reader.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN")  # a slow `usage` report mid-read
+            assert conn.execute(sa.select(sa.func.count()).select_from(usage_table)).scalar_one() == 1
+            started = time.monotonic()
+            db.record(hold("bob", ["GPU-1"]), 200.0)  # must not wait for the reader
+            db.close("alice", "", "stopped", 300.0)
+            assert time.monotonic() - started < 4  # below the 5 s busy timeout
+            # the reader keeps its snapshot
+            assert conn.execute(sa.select(sa.func.count()).select_from(usage_table)).scalar_one() == 1
+            conn.rollback()
+        assert len(reader.records()) == 2
+    finally:
+        reader.dispose()
