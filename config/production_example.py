@@ -61,3 +61,14 @@ c.GPUDockerSpawner.ulimits = {"memlock": -1, "stack": 67108864}   # NVIDIA's adv
 c.GPUDockerSpawner.volumes = {"/srv/datasets": {"bind": "/datasets", "mode": "ro"}}
 c.Spawner.start_timeout = 300                          # first start of a large NGC image can be slow
 c.Spawner.http_timeout = 120
+
+# Idle GPUs come back while others wait (the default); budgets of GPU-hours per student per week and course.
+c.GPUDockerSpawner.gpu_idle_minutes = 60
+c.GPUDockerSpawner.gpu_hours_per_week = 20             # courses may set their own: gpus: {weekly_hours: 10}
+
+# The GPU admin page (Services menu, admins only) and Prometheus on /hub/metrics.
+from jupyter_gpuspawn.admin import admin_service  # noqa: E402
+
+_service, _role = admin_service(__file__)
+c.JupyterHub.services += [_service, {"name": "prometheus", "api_token": "CHANGE-ME: a long random token"}]
+c.JupyterHub.load_roles += [_role, {"name": "prometheus", "services": ["prometheus"], "scopes": ["read:metrics"]}]

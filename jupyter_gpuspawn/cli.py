@@ -10,27 +10,8 @@ import time
 from .gpus import INVENTORY_KINDS, GPUInventory, InventoryError, format_size
 
 
-def _load_config(path):
-    from traitlets.config import Config
-    from traitlets.config.loader import PyFileConfigLoader
-
-    if not path:
-        return Config()
-    loader = PyFileConfigLoader(os.path.basename(path), path=os.path.dirname(os.path.abspath(path)))
-    return loader.load_config()
-
-
-def _hub_config(path):
-    """Spawner settings from a jupyterhub_config.py (DockerSpawner's, overridden by GPUDockerSpawner's), so the
-    CLI sees what the hub sees."""
-    if not path:
-        return {}
-    config = _load_config(path)
-    settings = {}
-    for section in ("Spawner", "DockerSpawner", "GPUDockerSpawner"):
-        if section in config:
-            settings.update(dict(config[section]))
-    return settings
+from .hubconfig import spawner_settings as _hub_config
+from .hubconfig import runtime_dir, usage_db_url, week_start_spec
 
 
 def _inventory_from_args(args) -> GPUInventory:
@@ -56,11 +37,7 @@ def _running_assignments():
 
 
 def _runtime_dir(args) -> str:
-    from .settings import RUNTIME_DIR_NAME, hub_data_path
-
-    if args.runtime_dir:
-        return args.runtime_dir
-    return _hub_config(args.config).get("runtime_dir") or hub_data_path(_load_config(args.config), RUNTIME_DIR_NAME)
+    return args.runtime_dir or runtime_dir(args.config)
 
 
 # GPU activity older than this is not the hub's current view (the hub is down, or samples nothing)
@@ -252,11 +229,9 @@ def cmd_build_image(args) -> int:
 
 
 def _usage_db(args, create: bool):
-    from .settings import default_usage_db_url
     from .usage import UsageDB
 
-    url = args.db or _hub_config(args.config).get("usage_db_url") or default_usage_db_url(_load_config(args.config))
-    return UsageDB(url, create=create)
+    return UsageDB(args.db or usage_db_url(args.config), create=create)
 
 
 def _parse_since(text: str) -> float:
@@ -276,7 +251,7 @@ def cmd_usage(args) -> int:
 
     now = time.time()
     try:
-        spec = _hub_config(args.config).get("gpu_budget_week_start") or "Monday 00:00"
+        spec = week_start_spec(args.config)
         since = _parse_since(args.since) if args.since else week_start(now, spec)
     except WeekStartError as e:
         print(f"error: gpu_budget_week_start: {e}", file=sys.stderr)
@@ -314,6 +289,23 @@ def cmd_usage(args) -> int:
     return 0
 
 
+def _grant_course_problem(args) -> str:
+    """Budgets are per course on a hub with course files, one per user without: a grant elsewhere is never read."""
+    from .courses import CourseCatalog
+
+    settings = _hub_config(args.config) if args.config else {}
+    courses_dir = settings.get("courses_dir")
+    if not courses_dir:
+        return f"this hub has no course files: leave out --course {args.course}" if args.config and args.course \
+            else ""
+    known = sorted(c.id for c in CourseCatalog(courses_dir, settings.get("course_data_roots", ())).refresh().courses)
+    if not args.course:
+        return f"this hub's budgets are per course: add --course (one of {', '.join(known) or 'none'})"
+    if args.course not in known:
+        return f"no course {args.course!r} in {courses_dir} (known: {', '.join(known) or 'none'})"
+    return ""
+
+
 def cmd_grant(args) -> int:
     import getpass
 
@@ -321,17 +313,27 @@ def cmd_grant(args) -> int:
 
     now = time.time()
     try:
-        start = week_start(now, _hub_config(args.config).get("gpu_budget_week_start") or "Monday 00:00")
+        spec = week_start_spec(args.config)
+        start = week_start(now, spec)
     except WeekStartError as e:
         print(f"error: gpu_budget_week_start: {e}", file=sys.stderr)
         return 2
     if not args.hours > 0:
         print(f"error: HOURS must be more than 0, got {args.hours:g}", file=sys.stderr)
         return 2
+    if not (args.config or args.db):
+        # a guess at the database would write a grant the hub never reads
+        print("error: say where the hub keeps its records: -f /path/to/jupyterhub_config.py (or --db URL)",
+              file=sys.stderr)
+        return 2
+    problem = _grant_course_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     db = _usage_db(args, create=True)
     try:
         db.grant(args.user, args.hours, start, args.by or getpass.getuser(), now, course=args.course or "")
-        total = db.granted_hours(args.user, start, args.course or "")
+        total = db.granted_hours(args.user, start, next_week_start(now, spec), args.course or "")
     except Exception as e:
         print(f"error: cannot write the usage records at {db.url}: {e}", file=sys.stderr)
         return 2
@@ -339,7 +341,7 @@ def cmd_grant(args) -> int:
         db.dispose()
     where = f"course {args.course}" if args.course else "the hub-wide budget"
     print(f"{args.user}: {args.hours:g} extra GPU-hours in {where} this week ({total:g} granted in all), until "
-          f"{describe(next_week_start(now, _hub_config(args.config).get('gpu_budget_week_start') or 'Monday 00:00'))}")
+          f"{describe(next_week_start(now, spec))}")
     return 0
 
 

@@ -310,10 +310,10 @@ class GPUInventory:
         """The current snapshot, at most ``cache_seconds`` old; concurrent callers share one read."""
         return await self._cached.get()
 
-    def last_gpus(self) -> tuple:
-        """The GPUs of the last snapshot taken, however old; () before the first (never reads)."""
+    def last_gpus(self) -> Optional[tuple]:
+        """The GPUs of the last snapshot taken, however old; None before the first (never reads)."""
         last = self._cached.last
-        return last.gpus if last is not None else ()
+        return last.gpus if last is not None else None
 
 
 _inventories: dict = {}

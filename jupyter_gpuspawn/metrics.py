@@ -13,6 +13,9 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
 ServerKey = Tuple[str, str]
 
+REFUSAL_REASONS = ("no_gpu", "queue_timeout", "user_limit", "budget")
+RECLAIM_REASONS = ("idle", "budget")
+WAIT_OUTCOMES = ("granted", "timeout", "refused", "cancelled")
 # queue waits: seconds to an hour; a class waits minutes
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, float("inf"))
 
@@ -40,6 +43,13 @@ class HubMetrics:
             "gpuspawn_gpu_hours", "GPU-hours held by running servers, by course (a seat on a GPU shared by n "
             "counts 1/n)", ["course"], registry=registry)
         self.view: Optional[HubView] = None
+        # every known label value from the start: increase() sees the first event too
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason)
+        for reason in RECLAIM_REASONS:
+            self.reclaims.labels(reason)
+        for outcome in WAIT_OUTCOMES:
+            self.queue_wait.labels(outcome)
         registry.register(self)
 
     def describe(self):
@@ -50,7 +60,10 @@ class HubMetrics:
         if view is None:
             return
         allocator = view.allocator
-        gpus = list(view.gpus() or ())
+        gpus = view.gpus()
+        if gpus is None:  # the inventory was never read yet: no figures rather than "0 GPUs free"
+            yield from self._queue(view)
+            return
         states = GaugeMetricFamily("gpuspawn_gpus", "GPUs of this host by state: free, held (by a server of "
                                    "this hub), busy_outside (used by something the hub did not start)",
                                    labels=["state"])
@@ -71,7 +84,22 @@ class HubMetrics:
             states.add_metric([state], n)
         yield states
         yield holders
+        yield from self._queue(view)
+
+    @staticmethod
+    def _queue(view: HubView):
         queue = GaugeMetricFamily("gpuspawn_queue_length", "Starts waiting for GPUs, by pool", labels=["pool"])
         for pool, n in sorted(view.waiting().items()):
             queue.add_metric([pool], n)
         yield queue
+
+
+_per_registry: Dict[int, HubMetrics] = {}
+
+
+def hub_metrics(registry=REGISTRY) -> HubMetrics:
+    """The one HubMetrics of ``registry``: a second spawner class, or the spawner module imported again, must not
+    register the same metrics twice (prometheus_client refuses, and the hub would not start)."""
+    if id(registry) not in _per_registry:
+        _per_registry[id(registry)] = HubMetrics(registry)
+    return _per_registry[id(registry)]

@@ -249,21 +249,25 @@ class Reclaimer:
             document = notice_document(notice, self._warning(notice, by_key, now) if notice else "")
             if self.written.get(directory) != document:
                 writes[directory] = document
+        failed = None
         for directory, document in writes.items():
             try:
                 await self.blocking(write_notice, directory, document)
-            except Exception:
-                # a warning the student never saw does not count: its countdown starts once a write succeeds
-                self.tracker.forget([key for key in notices
-                                     if not (self.written.get(notice_dir(self.runtime_dir, key)) or {}).get("reclaim")])
-                raise
-            self.written[directory] = document
-
+                self.written[directory] = document
+            except Exception as e:
+                failed = failed or e
+        # a warning the student never saw does not count: its countdown starts once a write succeeds, and nobody
+        # is stopped without one
+        unseen = [key for key in notices
+                  if not (self.written.get(notice_dir(self.runtime_dir, key)) or {}).get("reclaim")]
+        self.tracker.forget(unseen)
         for notice in review.due:
             target = self.servers.get(notice.key)
-            if target is not None and notice.key not in self.stopping:
+            if target is not None and notice.key not in self.stopping and notice.key not in unseen:
                 self._start_stop(target, notice, by_key[notice.key], now)
-        await self.blocking(write_activity, self.runtime_dir, self._activity(holders, notices, now))
+        await self.blocking(write_activity, self.runtime_dir, self._activity(holders, notices, snapshot, waiting, now))
+        if failed is not None:
+            raise failed  # logged by the loop; the other servers' warnings and stops went ahead
         return review
 
     def _warning(self, notice: Notice, holders: Dict[ServerKey, Holder], now: float) -> str:
@@ -283,13 +287,13 @@ class Reclaimer:
             self.log.warning("Reclaiming idle GPU(s) %s of %s (reclaim=%s, %d waiting): %s", ",".join(notice.gpus),
                              "/".join(notice.key).rstrip("/"), notice.policy.reclaim, notice.waiting, message)
         self.stopping.add(notice.key)
-        if self.metrics is not None:
-            self.metrics.reclaims.labels(notice.reason).inc()
 
         async def stop():
             try:
                 if not await target.stop_for_reclaim(message, notice.started, reason):
                     self.log.info("Reclaim of %s skipped: the server is busy starting or stopping", notice.key)
+                elif self.metrics is not None:
+                    self.metrics.reclaims.labels(notice.reason).inc()
             except Exception:
                 self.log.exception("Reclaim of %s failed; trying again next round", notice.key)
             finally:
@@ -299,15 +303,26 @@ class Reclaimer:
         self._stops.add(task)
         task.add_done_callback(self._stops.discard)
 
-    def _activity(self, holders, notices, now) -> dict:
+    def _activity(self, holders, notices, snapshot, waiting, now) -> dict:
+        """What the hub sees, for `jupyter-gpuspawn gpus` and the admin page (which run in other processes)."""
         servers = {}
         for holder in holders:
             notice = notices.get(holder.key)
             servers["/".join(holder.key)] = {
-                "user": holder.key[0], "server": holder.key[1], "gpus": list(holder.gpus),
-                "idle_since": self.tracker.idle_since(holder), "reclaim": holder.policy.reclaim,
-                "deadline": notice.deadline if notice else None,
+                "user": holder.key[0], "server": holder.key[1], "gpus": list(holder.gpus), "course": holder.course,
+                "started": holder.started, "idle_since": self.tracker.idle_since(holder),
+                "reclaim": holder.policy.reclaim, "deadline": notice.deadline if notice else None,
+                "deadline_reason": notice.reason if notice else None,
             }
+        clock = asyncio.get_running_loop().time()  # the queue keeps loop time; the file keeps epoch seconds
+        queue = [
+            {"user": t.request.user, "server": t.request.server, "gpus": t.request.count, "pool": t.pool,
+             "position": i + 1, "waiting_since": now - max(0.0, clock - t.joined_at)}
+            for i, t in enumerate(waiting)
+        ]
+        devices = {gpu.uuid: {"index": gpu.index, "name": gpu.name, "utilization_pct": gpu.utilization_pct,
+                              "memory_used": gpu.memory_used, "memory_total": gpu.memory_total}
+                   for gpu in snapshot.gpus}
         last_busy = dict(self.tracker.last_busy)
         for holder in holders:  # a held GPU never seen busy: idle since this process started looking
             for uuid in holder.gpus:
@@ -315,5 +330,5 @@ class Reclaimer:
         return {
             "updated": now, "busy_utilization": self.utilization,
             "gpus": {uuid: {"last_busy": t} for uuid, t in sorted(last_busy.items())},
-            "servers": servers,
+            "devices": devices, "servers": servers, "queue": queue,
         }

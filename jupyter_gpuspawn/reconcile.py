@@ -175,7 +175,9 @@ class Reconciler:
             # hub's first look closes what ended while it was down
             keep = set(in_flight) | self.stopping
             if not first:
-                keep |= {(c.assignment.user, c.assignment.server) for c in containers if not c.holds_gpus}
+                # only while the hub still counts it as holding: a kept (remove=False) container exits for good
+                keep |= {key for key in ((c.assignment.user, c.assignment.server) for c in containers
+                                         if not c.holds_gpus) if allocator.assignment(*key)}
             try:
                 await self.on_round([c for c in containers if c.holds_gpus and c.id not in removed], keep,
                                     listed_at, first)

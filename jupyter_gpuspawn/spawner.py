@@ -25,7 +25,7 @@ from .errors import SpawnRefused, engine_error_text
 from .form import render_form, template_environment
 from .gpus import InventoryError, assignment_message, format_size, shared_inventory, simulated_description
 from .idle import Holder, IdlePolicy
-from .metrics import HubMetrics, HubView
+from .metrics import HubView, hub_metrics
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
 from .options import OptionsError, options_from_form, validate_options
 from .readiness import ServerExited, container_exit, wait_until_answering
@@ -44,6 +44,8 @@ NETWORK_CHECK_SECONDS = 30
 SIMULATED_MOUNT = "/etc/jupyter-gpuspawn/simulated-gpus"
 # where a container finds the hub's notices for it (the idle-reclaim warning), read-only
 NOTICE_MOUNT = "/etc/jupyter-gpuspawn/notices"
+# after the usage records failed, how long they are left alone
+USAGE_RETRY_SECONDS = 60
 # seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
 QUEUE_START_MARGIN = 30
 
@@ -55,7 +57,7 @@ class _HubProcessState:
         self.allocator = GPUAllocator()
         self.reconciler = Reconciler(self.allocator)
         self.waitroom = WaitRoom(self.allocator)
-        self.metrics = HubMetrics()
+        self.metrics = hub_metrics()
         self.reclaimer = Reclaimer(self.allocator, self.waitroom, self.metrics)
         self.ports: set = set()
         self.networks_checked: dict = {}  # network name -> loop time it was last found isolated
@@ -67,6 +69,7 @@ class _HubProcessState:
         # one thread for the usage records: writes stay in order, and SQLite sees one writer
         self.usage_executor = ThreadPoolExecutor(1, thread_name_prefix="gpuspawn-usage")
         self.usage_writes: set = set()  # record writes not waited for, kept until done
+        self.usage_down_until = 0.0  # loop time until which the usage records are not tried again
 
 
 _shared = _HubProcessState()
@@ -392,8 +395,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._refuse_gpus(e)
 
         try:
-            if waited:  # the inventory may have changed during the wait
+            if waited:  # the inventory, and this student's budget, may have changed during the wait
                 snapshot = await self.gpu_snapshot()
+                budget = await self._budget_state(course, course.id)
+                if budget is not None and budget.left <= 0:  # the failed start below gives the GPUs back
+                    _shared.metrics.refusals.labels("budget").inc()
+                    self._event(budget.spent(), 0)
+                    raise SpawnRefused(403, budget.spent())
             self._event(assignment_message(uuids, snapshot), 10)
             self._simulated_env = simulated_description(uuids, snapshot)
             self._assignment = GPUAssignment(
@@ -493,9 +501,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         budget = await self._budget_state(course, assignment.course)
         if budget is None:
             return holder
-        hold = self._usage_hold()
+        # every server of this student in this course spends the same budget
+        rate = sum(len(a.gpus) * (1 / a.max_users_per_gpu if a.policy == "shared" else 1.0)
+                   for a in (getattr(s, "_assignment", None) for s in _shared.reclaimer.servers.values())
+                   if a is not None and a.user == assignment.user and a.course == assignment.course)
         return dataclasses.replace(
-            holder, budget_seconds=budget.seconds_left(len(hold.gpus) * hold.share),
+            holder, budget_seconds=budget.seconds_left(rate or len(assignment.gpus)),
             budget_warning=budget.warning(), budget_stopped=budget.stopped())
 
     # ---- budgets ----------------------------------------------------------------------------------------------------
@@ -507,12 +518,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return None
         now = time.time()
         start = week_start(now, self.gpu_budget_week_start)
+        reset = next_week_start(now, self.gpu_budget_week_start)
         used = await self._usage_call(UsageDB.gpu_seconds, self.user.name, start, now, course_id)
-        granted = await self._usage_call(UsageDB.granted_hours, self.user.name, start, course_id)
+        granted = await self._usage_call(UsageDB.granted_hours, self.user.name, start, reset, course_id)
         if used is None or granted is None:
             return None  # the records cannot be read (logged): a budget nobody can count is not enforced
         title = course.title if course is not None and course.id else "this hub"
-        return BudgetState(limit + granted, used / 3600, next_week_start(now, self.gpu_budget_week_start), title)
+        return BudgetState(limit + granted, used / 3600, reset, title)
 
     async def stop_for_reclaim(self, message: str, started: float, reason: str = "reclaimed idle") -> bool:
         """Stop this server through the hub, as its REST API would (proxy route first, then User.stop: the hub's
@@ -544,13 +556,23 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return Hold(a.user, a.server, a.course, a.gpus, share)
 
     async def _usage_call(self, method, *args):
-        """UsageDB.method(db, *args) in the usage thread. A failure is logged, never a failed spawn: the reconcile
-        opens missing records and closes finished ones from the containers."""
+        """UsageDB.method(db, *args) in the usage thread; None when the records cannot be used. A failure is never
+        a failed spawn (the reconcile opens missing records and closes finished ones from the containers), and
+        after one the records are left alone for USAGE_RETRY_SECONDS: a locked or unreachable database must not
+        hold up every start, form and idle check behind it (budgets are not enforced meanwhile)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < _shared.usage_down_until:
+            return None
         db = self._usage_db()
         try:
-            return await asyncio.get_running_loop().run_in_executor(_shared.usage_executor, method, db, *args)
-        except Exception:
-            self.log.exception("%s: GPU usage records could not be written", self._log_name)
+            return await loop.run_in_executor(_shared.usage_executor, method, db, *args)
+        except Exception as e:
+            if loop.time() >= _shared.usage_down_until:
+                self.log.error("GPU usage records at %s unavailable (%s); budgets are not enforced and records are "
+                               "repaired from the containers once it answers; trying again in %d s", db.url, e,
+                               USAGE_RETRY_SECONDS)
+            _shared.usage_down_until = loop.time() + USAGE_RETRY_SECONDS
+            return None
 
     def _usage_later(self, method, *args):
         """UsageDB.method(db, *args) without waiting for it (clear_state is synchronous; a start must not wait on

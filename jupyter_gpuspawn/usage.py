@@ -256,12 +256,14 @@ class UsageDB:
         return sum(max(0.0, min(end if end is not None else now, now) - max(start, since)) * share
                    for start, end, share in rows)
 
-    def granted_hours(self, user: str, week_start: float, course: str = "") -> float:
+    def granted_hours(self, user: str, since: float, until: float, course: str = "") -> float:
+        """Extra hours granted to ``user`` in ``course`` at a time in [since, until): the budget week. Counted by
+        when they were granted, so a CLI run in another time zone than the hub still lands in the right week."""
         self.ensure_schema()
         g = grants_table
         with self.engine.connect() as conn:
             total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(g.c.hours), 0.0)).where(
-                g.c.user == user, g.c.course == course, g.c.week_start == week_start)).scalar_one()
+                g.c.user == user, g.c.course == course, g.c.granted_at >= since, g.c.granted_at < until)).scalar_one()
         return float(total)
 
     def records(self, since: float = 0.0, until: Optional[float] = None, course: Optional[str] = None) -> List[dict]:

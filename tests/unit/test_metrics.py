@@ -67,3 +67,23 @@ def test_counters_and_the_wait_histogram_follow_prometheus_naming():
     assert got[("gpuspawn_gpu_hours_total", (("course", "dl"),))] == 0.5
     # without a view (before the first spawner ran) a scrape still works
     assert ("gpuspawn_gpus", (("state", "free"),)) not in got
+
+
+def test_before_the_first_inventory_reading_no_gpu_figures_are_made_up():
+    registry = CollectorRegistry()
+    metrics = HubMetrics(registry)
+    metrics.view = HubView(gpus=lambda: None, allocator=GPUAllocator(), waiting=lambda: {"gpu": 0},
+                           course_of=lambda key: "")
+    got = samples(registry)
+    assert not any(name == "gpuspawn_gpus" for name, _ in got)  # not "0 of 0 free": unknown
+    assert got[("gpuspawn_queue_length", (("pool", "gpu"),))] == 0
+    # every reason exists from the start, at 0, so the first event shows in increase()
+    assert got[("gpuspawn_allocation_refusals_total", (("reason", "budget"),))] == 0
+    assert got[("gpuspawn_reclaims_total", (("reason", "idle"),))] == 0
+
+
+def test_one_set_of_metrics_per_registry_however_often_it_is_asked_for():
+    from jupyter_gpuspawn.metrics import hub_metrics
+
+    registry = CollectorRegistry()
+    assert hub_metrics(registry) is hub_metrics(registry)  # a second registration would raise

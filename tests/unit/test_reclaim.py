@@ -464,10 +464,14 @@ def test_gpu_activity_is_written_and_idle_clocks_survive_a_hub_restart(tmp_path)
         assert activity["gpus"] == {a.gpus[0]: {"last_busy": T0}, b.gpus[0]: {"last_busy": T0}}
         assert activity["servers"] == {
             "a/": {"user": "a", "server": "", "gpus": list(a.gpus), "idle_since": T0, "reclaim": "when_queued",
-                   "deadline": T0 + 10 * MIN},
+                   "deadline": T0 + 10 * MIN, "deadline_reason": "idle", "course": "", "started": a.started},
             "b/train": {"user": "b", "server": "train", "gpus": list(b.gpus), "idle_since": T0,
-                        "reclaim": "when_queued", "deadline": None},
+                        "reclaim": "when_queued", "deadline": None, "deadline_reason": None, "course": "",
+                        "started": b.started},
         }
+        [waiter] = activity["queue"]
+        assert (waiter["user"], waiter["gpus"], waiter["position"], waiter["pool"]) == ("waiter", 1, 1, "gpu")
+        assert activity["devices"][a.gpus[0]]["utilization_pct"] == 0
         return a, b
 
     a, b = asyncio.run(scenario())

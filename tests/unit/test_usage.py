@@ -328,15 +328,41 @@ def test_grants_are_summed_per_user_course_and_week(db):
     db.grant("alice", 2.0, week, "admin", now=week + 10)
     db.grant("alice", 1.5, week, "root", now=week + 20)
     db.grant("alice", 3.0, week, "admin", now=week + 30, course="ml")
-    db.grant("alice", 7.0, next_week, "admin", now=week + 40)
+    db.grant("alice", 7.0, next_week, "admin", now=next_week + 40)
     db.grant("bob", 0.25, week, "admin", now=week + 50)
-    assert db.granted_hours("alice", week) == pytest.approx(3.5)
-    assert db.granted_hours("alice", week, course="ml") == pytest.approx(3.0)
-    assert db.granted_hours("alice", week, course="cv") == 0.0
-    assert db.granted_hours("alice", next_week) == pytest.approx(7.0)
-    assert db.granted_hours("bob", week) == pytest.approx(0.25)
-    assert db.granted_hours("carol", week) == 0.0
-    assert isinstance(db.granted_hours("carol", week), float)
+    # counted by when they were granted: a CLI in another time zone still lands in the hub's week
+    db.grant("alice", 0.5, week - 3600, "admin", now=week + 60)
+    assert db.granted_hours("alice", week, next_week) == pytest.approx(4.0)
+    assert db.granted_hours("alice", week, next_week, course="ml") == pytest.approx(3.0)
+    assert db.granted_hours("alice", week, next_week, course="cv") == 0.0
+    assert db.granted_hours("alice", next_week, next_week + 604_800) == pytest.approx(7.0)
+    assert db.granted_hours("bob", week, next_week) == pytest.approx(0.25)
+    assert db.granted_hours("carol", week, next_week) == 0.0
+    assert isinstance(db.granted_hours("carol", week, next_week), float)
+
+
+def test_grant_refuses_what_the_hub_would_never_read(tmp_path, capsys):
+    from jupyter_gpuspawn.cli import main
+    from jupyter_gpuspawn.usage import UsageDB
+
+    assert main(["grant", "alice", "1"]) == 2  # no -f / --db: it would write a database the hub never reads
+    assert "-f /path/to/jupyterhub_config.py" in capsys.readouterr().err
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    (courses / "dl.yaml").write_text("id: dl\ntitle: DL\nimages: [{key: k, image: 'img:1'}]\n")
+    db_url = f"sqlite:///{tmp_path / 'usage.sqlite'}"
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(f"c.GPUDockerSpawner.courses_dir = {str(courses)!r}\n"
+                      f"c.GPUDockerSpawner.usage_db_url = {db_url!r}\n")
+    assert main(["grant", "alice", "1", "-f", str(config)]) == 2
+    assert "budgets are per course: add --course (one of dl)" in capsys.readouterr().err
+    assert main(["grant", "alice", "1", "-f", str(config), "--course", "dk"]) == 2
+    assert "no course 'dk'" in capsys.readouterr().err
+    assert main(["grant", "alice", "1.5", "-f", str(config), "--course", "dl", "--by", "prof"]) == 0
+    assert "alice: 1.5 extra GPU-hours in course dl this week" in capsys.readouterr().out
+    db = UsageDB(db_url)
+    assert db.granted_hours("alice", 0, 4e9, course="dl") == 1.5
+    db.dispose()
 
 
 # ---- crash safety --------------------------------------------------------------------------------------------------
