@@ -111,6 +111,8 @@ class Reconciler:
         # called after each round with (containers holding GPUs, server keys in flight, the wall-clock time the
         # containers were listed, first round?): the usage records follow the containers as the allocator does
         self.on_round: Optional[Callable[[list, set, float, bool], Awaitable]] = None
+        # servers the hub still counts as running: their end, when it comes, is the spawner's to record
+        self.tracked: Callable[[], set] = set
 
     async def ensure_started(self, call: DockerCall, log, interval: float):
         """Wait for the first rebuild (raises if Docker cannot be read); start the periodic one."""
@@ -170,14 +172,12 @@ class Reconciler:
             log.error("GPU %s is held beyond its policy by %s", uuid, [_name(k) for k in holders])
         if self.on_round is not None:
             first = self.rounds == 1
-            # a server stopping, or whose container exited but whose end the hub's poll has not taken yet, ends
-            # with the reason the spawner gives it ("stopped", "exited", "reclaimed idle"); after a restart the
-            # hub's first look closes what ended while it was down
+            # a server stopping, or one the hub still counts as running (its container exited or vanished and the
+            # hub's poll has not taken it yet), ends with the reason the spawner gives it ("stopped", "exited",
+            # "crashed", "reclaimed idle"); after a restart the first look closes what ended while the hub was down
             keep = set(in_flight) | self.stopping
             if not first:
-                # only while the hub still counts it as holding: a kept (remove=False) container exits for good
-                keep |= {key for key in ((c.assignment.user, c.assignment.server) for c in containers
-                                         if not c.holds_gpus) if allocator.assignment(*key)}
+                keep |= self.tracked()
             try:
                 await self.on_round([c for c in containers if c.holds_gpus and c.id not in removed], keep,
                                     listed_at, first)

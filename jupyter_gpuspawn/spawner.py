@@ -225,6 +225,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     async def _ensure_reconciled(self):
         if _shared.reconciler.on_round is None:
             _shared.reconciler.on_round = functools.partial(_usage_round, self._usage_db(), self.log)
+            _shared.reconciler.tracked = lambda: set(_shared.reclaimer.servers)
         try:
             await _shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
         except Exception as e:

@@ -217,7 +217,7 @@ class UsageDB:
         with self.engine.begin() as conn:
             changed = {tuple(row) for row in conn.execute(
                 sa.select(t.c.user, t.c.server).where(t.c.end >= listed_at).distinct())}
-            running = [h for h in running if h.key not in keep and h.key not in changed]
+            running = [h for h in running if h.key not in changed]
             running_keys = {h.key for h in running}
             for hold in running:
                 self._record(conn, hold, now)

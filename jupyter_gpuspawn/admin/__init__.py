@@ -28,7 +28,9 @@ def admin_service(config_file: str, port: int = PORT, name: str = NAME) -> tuple
         "command": [sys.executable, "-m", "jupyter_gpuspawn.admin", "-f", os.path.abspath(config_file)],
         "oauth_no_confirm": True,
         "display": True,
+        # the hub hands services a bare environment: the budget week is in the hub's time zone
+        "environment": {k: os.environ[k] for k in ("TZ",) if k in os.environ},
     }
-    # what the page does through the hub's API: see who runs what, stop a server, cancel a pending (queued) start
-    role = {"name": f"{name}-service", "services": [name], "scopes": ["list:users", "read:servers", "delete:servers"]}
+    # what the page does through the hub's API: check that a start still waits, stop a server or cancel that start
+    role = {"name": f"{name}-service", "services": [name], "scopes": ["read:servers", "delete:servers"]}
     return service, role

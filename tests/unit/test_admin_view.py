@@ -62,5 +62,18 @@ def test_the_page_escapes_every_name_and_carries_the_xsrf_token():
 def test_the_service_definition_is_admin_only_and_can_only_stop_servers(tmp_path):
     service, role = admin_service(str(tmp_path / "jupyterhub_config.py"), port=12345)
     assert service["url"] == "http://127.0.0.1:12345" and service["command"][-1].endswith("jupyterhub_config.py")
-    assert role["services"] == ["gpu-admin"] and set(role["scopes"]) == {"list:users", "read:servers",
-                                                                           "delete:servers"}
+    assert role["services"] == ["gpu-admin"] and set(role["scopes"]) == {"read:servers", "delete:servers"}
+
+
+def test_the_cookie_secret_outlives_a_restart_and_only_the_hub_reads_it(tmp_path):
+    import os
+    import stat
+
+    from jupyter_gpuspawn.admin.app import cookie_secret
+
+    first = cookie_secret(str(tmp_path / "runtime"))
+    assert len(first) == 32 and cookie_secret(str(tmp_path / "runtime")) == first
+    path = tmp_path / "runtime" / "admin-cookie-secret"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    path.write_bytes(b"short")  # a crash while writing it
+    assert len(cookie_secret(str(tmp_path / "runtime"))) == 32

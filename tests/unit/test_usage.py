@@ -213,16 +213,17 @@ def test_reconcile_closes_vanished_servers_when_last_seen(db):
     assert [(r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [(None, 260.0)]
 
 
-def test_reconcile_leaves_kept_servers_alone(db):
-    db.record(hold("alice", ["GPU-0"]), 100.0)  # stopping while the list was read: not in it
-    db.record(hold("bob", ["GPU-1"]), 100.0)  # starting again with other GPUs
+def test_reconcile_never_closes_the_rows_of_kept_servers(db):
+    db.record(hold("alice", ["GPU-0"]), 100.0)  # stopping while the list was read: not in it, its end is the stop's
+    db.record(hold("bob", ["GPU-1"]), 100.0)  # started again with other GPUs: its new container is in the list
     running = [hold("bob", ["GPU-2"], start=140.0), hold("erin", ["GPU-3"], start=140.0)]
     closed = db.reconcile(running, keep={("alice", ""), ("bob", ""), ("erin", "")}, listed_at=150.0, now=160.0,
                           reason="crashed")
     assert closed == []
     assert [(r["gpu_uuid"], r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [("GPU-0", None, 100.0)]
-    assert [(r["gpu_uuid"], r["end"], r["last_seen"]) for r in rows(db, user="bob")] == [("GPU-1", None, 100.0)]
-    assert rows(db, user="erin") == []
+    # what runs is recorded, kept or not: bob's old GPU closed as the new container replaced it, erin's opened
+    assert [(r["gpu_uuid"], r["end"]) for r in rows(db, user="bob")] == [("GPU-1", 160.0), ("GPU-2", None)]
+    assert [(r["gpu_uuid"], r["start"], r["last_seen"]) for r in rows(db, user="erin")] == [("GPU-3", 140.0, 160.0)]
 
 
 def test_reconcile_does_not_reopen_a_server_stopped_after_the_listing(db):
