@@ -54,6 +54,8 @@ COURSE_SCHEMA = {
         "description": {"type": "string", "maxLength": 5000},
         "groups": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "users": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "instructors": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "instructor_groups": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "images": {
             "type": "array",
             "minItems": 1,
@@ -153,6 +155,8 @@ class Course:
     description: str = ""
     groups: Tuple[str, ...] = ()
     users: Tuple[str, ...] = ()
+    instructors: Tuple[str, ...] = ()  # users who manage this course (besides admins)
+    instructor_groups: Tuple[str, ...] = ()  # JupyterHub groups whose members manage it
     gpu_default: int = 0
     gpu_max: int = 1
     policy: str = "exclusive"
@@ -171,9 +175,13 @@ class Course:
     source: str = ""
     any_image: bool = False  # only the implicit course of a hub with allowed_images = "*"
 
+    def owned_by(self, username: str, groups, is_admin: bool = False) -> bool:
+        """Whether this user may manage the course: admins own every course, instructors their own."""
+        return is_admin or username in self.instructors or bool(set(groups) & set(self.instructor_groups))
+
     def visible_to(self, username: str, groups, is_admin: bool = False) -> bool:
-        if is_admin or not (self.groups or self.users):
-            return True
+        if self.owned_by(username, groups, is_admin) or not (self.groups or self.users):
+            return True  # an instructor can start the course they teach
         return username in self.users or bool(set(groups) & set(self.groups))
 
     def image_for(self, key: str) -> Optional[CourseImage]:
@@ -344,6 +352,8 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         description=data.get("description", ""),
         groups=tuple(data.get("groups", ())),
         users=tuple(data.get("users", ())),
+        instructors=tuple(data.get("instructors", ())),
+        instructor_groups=tuple(data.get("instructor_groups", ())),
         images=tuple(CourseImage(i["key"], i["image"], i.get("label", "")) for i in data["images"]),
         gpu_default=gpu_default,
         gpu_max=gpu_max,

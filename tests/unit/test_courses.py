@@ -83,6 +83,8 @@ def test_good_course_loads(tmp_path, data_root):
         ({"env": {"JUPYTERHUB_API_URL": "http://evil"}}, "env.JUPYTERHUB_API_URL: reserved"),
         ({"env": {"PYTHONPATH": "/data"}}, "env.PYTHONPATH: reserved"),
         ({"env": {"MEM_LIMIT": "1"}}, "env.MEM_LIMIT: reserved"),
+        ({"instructors": "prof"}, "instructors: expected array, got str 'prof'"),
+        ({"instructor_groups": [""]}, "instructor_groups.0"),
         ({"env": {"HOME": "/tmp"}}, "env.HOME: reserved"),
         ({"env": {"1BAD": "x"}}, "'1BAD' is not a valid environment variable name"),
         ({"mounts": [{"source": "/etc", "target": "/data/etc"}]}, "mounts.0.source: '/etc' is outside the course data roots"),
@@ -450,3 +452,16 @@ def test_form_template_can_be_overridden(tmp_path, data_root):
     html = render_form(template_environment([str(site)]), courses=[a], previous={}, snapshot=snapshot,
                        allocator=GPUAllocator())
     assert html == "SITE FORM 1 2"
+
+
+def test_instructors_own_their_course_and_may_start_it_admins_own_all(tmp_path, data_root):
+    data = course_data(data_root, instructors=["prof"], instructor_groups=["dl-staff"])
+    course = load_course_file(write(tmp_path, "dl101.yaml", data), [data_root])
+    assert course.instructors == ("prof",) and course.instructor_groups == ("dl-staff",)
+    assert course.owned_by("prof", []) and course.owned_by("ta", ["dl-staff"]) and course.owned_by("root", [], True)
+    assert not course.owned_by("student", ["dl101-students"]) and not course.owned_by("prof2", ["staff"])
+    # instructors see the course in the spawn form although they are not in its student group
+    assert course.visible_to("prof", []) and course.visible_to("ta", ["dl-staff"])
+    assert course.visible_to("student", ["dl101-students"]) and not course.visible_to("other", [])
+    plain = load_course_file(write(tmp_path, "plain.yaml", course_data(data_root, id="plain")), [data_root])
+    assert plain.instructors == () and not plain.owned_by("prof", [])
