@@ -93,8 +93,7 @@ async def _usage_round(db: UsageDB, log, containers, in_flight, listed_at: float
     for c in containers:
         a = c.assignment
         if a.gpus:
-            share = 1 / a.max_users_per_gpu if a.policy == "shared" else 1.0
-            holds.append(Hold(a.user, a.server, a.course, a.gpus, share, start=c.created or None))
+            holds.append(Hold(a.user, a.server, a.course, a.gpus, a.share, start=c.created or None))
     closed = await asyncio.get_running_loop().run_in_executor(
         _shared.usage_executor, db.reconcile, holds, in_flight, listed_at, time.time(),
         "hub restart" if first else "crashed")
@@ -503,7 +502,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if budget is None:
             return holder
         # every server of this student in this course spends the same budget
-        rate = sum(len(a.gpus) * (1 / a.max_users_per_gpu if a.policy == "shared" else 1.0)
+        rate = sum(len(a.gpus) * a.share
                    for a in (getattr(s, "_assignment", None) for s in _shared.reclaimer.servers.values())
                    if a is not None and a.user == assignment.user and a.course == assignment.course)
         return dataclasses.replace(
@@ -553,8 +552,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     def _usage_hold(self) -> Hold:
         a = self._assignment
-        share = 1 / a.max_users_per_gpu if a.policy == "shared" else 1.0
-        return Hold(a.user, a.server, a.course, a.gpus, share)
+        return Hold(a.user, a.server, a.course, a.gpus, a.share)
 
     async def _usage_call(self, method, *args):
         """UsageDB.method(db, *args) in the usage thread; None when the records cannot be used. A failure is never

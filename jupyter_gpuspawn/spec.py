@@ -75,6 +75,11 @@ class GPUAssignment:
     course: str = ""
     image_key: str = ""
 
+    @property
+    def share(self) -> float:
+        """The part of each GPU this server is charged for: 1, or 1/n of a GPU shared by up to n."""
+        return 1 / self.max_users_per_gpu if self.policy == "shared" else 1.0
+
     def labels(self) -> dict:
         return {
             LABEL_USER: self.user,
