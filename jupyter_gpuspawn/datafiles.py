@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from typing import Tuple
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_MESSAGE = 300
@@ -50,15 +51,22 @@ def _short(text: str) -> str:
 def read_text(path: str, *, kind: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     """The UTF-8 text of the regular file ``path``. DataFileError if it is not a regular file or is larger than
     ``max_bytes``; OSError (e.g. FileNotFoundError) passes through."""
+    return read_text_and_stat(path, kind=kind, max_bytes=max_bytes)[0]
+
+
+def read_text_and_stat(path: str, *, kind: str, max_bytes: int = MAX_FILE_BYTES) -> Tuple[str, os.stat_result]:
+    """read_text, plus the stat of the file it read: both from one open file, so they describe the same version
+    even while the file is being replaced (an editor's "what I saw" and "when it was written")."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise DataFileError("is not a regular file")
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise DataFileError(f"is larger than {max_bytes // 1024} KiB, the limit for {kind}")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), info
     except UnicodeDecodeError as e:
         raise DataFileError(f"is not UTF-8 text (bad byte at offset {e.start})") from None
 
@@ -90,13 +98,21 @@ def read_structured_file(path: str, *, kind: str, max_bytes: int = MAX_FILE_BYTE
 def write_json_atomic(path: str, data, *, mode: int = 0o644, durable: bool = False) -> None:
     """Replace ``path`` with ``data`` as JSON in one rename: a reader sees the old file or the new one, never half
     of one. ``durable``: on disk, rename included, before returning (records a power cut must not lose)."""
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True), mode=mode, durable=durable)
+
+
+def write_text_atomic(path: str, text: str, *, mode: int = 0o644, durable: bool = False) -> None:
+    """Replace ``path`` with ``text`` (UTF-8, written as is: no newline translation) in one rename, through a
+    temporary dot-file ``.<name>-XXXX`` in the same directory (readers that skip dot-files never see it; it is
+    removed on any error). A reader sees the old file or the new one, never half of one. ``durable``: on disk,
+    rename included, before returning (records a power cut must not lose)."""
     import tempfile
 
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + "-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

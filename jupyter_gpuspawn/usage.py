@@ -4,6 +4,10 @@ One row per GPU of an assignment: user, server, course, GPU UUID, node (empty on
 the server held (1, or 1/n of a GPU shared by n), start, end, the last time the hub saw its container running,
 and why it ended. GPU-hours of a row: (end - start) / 3600 * share.
 
+Course changes (schema version 2): who created, edited, archived, restored a course or changed its students, when,
+a short summary of what changed, and the revision (sha256, see course_store.py) of the file the change wrote, so
+the instructors' page can show a course's history and who wrote the version an editor is looking at.
+
 Crash safety: a row is written when the server starts and closed when it stops. A hub killed with -9 leaves rows
 open; the reconcile keeps ``last_seen`` fresh for every running container and, after a restart, closes rows whose
 container is gone with the time it last saw it (reason "hub restart"), so a record is never lost and never runs on.
@@ -15,15 +19,19 @@ database in place on first use, in one transaction per step. Tables are created 
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 END_REASONS = ("stopped", "exited", "crashed", "reclaimed idle", "budget", "hub restart")
+COURSE_CHANGE_ACTIONS = ("created", "edited", "archived", "restored", "enrolled", "unenrolled")
+REVISION_LENGTH = 64  # sha256 hex
 
 # epoch seconds need a double: MySQL's FLOAT is 4 bytes (epoch seconds rounded to 2 minutes)
 EPOCH = sa.Float(precision=53)
@@ -61,9 +69,27 @@ grants_table = sa.Table(
     sa.Column("granted_by", sa.String(255), nullable=False, default=""),
     sa.Column("granted_at", EPOCH, nullable=False),
 )
+course_changes_table = sa.Table(  # schema version 2
+    "gpuspawn_course_changes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("course", sa.String(255), nullable=False),
+    sa.Column("user", sa.String(255), nullable=False),
+    sa.Column("at", EPOCH, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # one of COURSE_CHANGE_ACTIONS
+    sa.Column("summary", sa.Text, nullable=False, default="[]"),  # JSON list of short strings: what changed
+    sa.Column("revision", sa.String(REVISION_LENGTH), nullable=False, default=""),  # "" = no file written
+    sa.Index("ix_gpuspawn_course_changes_course_at", "course", "at"),
+)
 
-# version -> callable(connection) that upgrades a database at version-1 to it (none yet: version 1 is the first)
-MIGRATIONS: Dict[int, object] = {}
+
+def _add_course_changes(conn) -> None:
+    """Version 2: the course change history (a new table, its index with it)."""
+    course_changes_table.create(conn, checkfirst=True)
+
+
+# version -> callable(connection) that upgrades a database at version-1 to it. A new database gets every table of
+# ``metadata`` at once and starts at SCHEMA_VERSION, so these only run on databases an older release created.
+MIGRATIONS: Dict[int, object] = {2: _add_course_changes}
 
 ServerKey = Tuple[str, str]
 
@@ -242,7 +268,52 @@ class UsageDB:
             conn.execute(grants_table.insert().values(user=user, course=course, week_start=week_start, hours=hours,
                                                       granted_by=granted_by, granted_at=now))
 
+    def record_course_change(self, course: str, user: str, action: str, summary: Sequence[str], revision: str,
+                             now: float) -> None:
+        """Record that ``user`` changed ``course`` at ``now``: ``action`` (one of COURSE_CHANGE_ACTIONS), what
+        changed as a few short lines, and the revision of the file written ("" when none was). ValueError for an
+        unknown action, a summary that is not a list of strings (a bare string would be stored letter by letter)
+        or a revision that is not a sha256 hex."""
+        if action not in COURSE_CHANGE_ACTIONS:
+            raise ValueError(f"unknown course change {action!r}; expected one of {', '.join(COURSE_CHANGE_ACTIONS)}")
+        if isinstance(summary, str) or not all(isinstance(line, str) for line in summary):
+            raise ValueError("the summary of a course change is a list of strings")
+        if revision and not re.fullmatch(f"[0-9a-f]{{{REVISION_LENGTH}}}", revision):
+            raise ValueError(f"a course file revision is {REVISION_LENGTH} lowercase hex digits, not {revision!r}")
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(course_changes_table.insert().values(
+                course=course, user=user, at=now, action=action, summary=json.dumps(list(summary)), revision=revision))
+
     # ---- reads ---------------------------------------------------------------------------------------------------
+    def course_changes(self, course: str, limit: int = 20) -> List[dict]:
+        """The ``limit`` latest changes of ``course``, newest first (ties in time: the later recorded first), as
+        dicts: course, user, at, action, summary (a list), revision."""
+        self.ensure_schema()
+        c = course_changes_table
+        query = sa.select(c).where(c.c.course == course).order_by(c.c.at.desc(), c.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [self._change(row) for row in conn.execute(query)]
+
+    def change_for_revision(self, course: str, revision: str) -> Optional[dict]:
+        """The newest change of ``course`` that wrote the file with ``revision`` (who wrote what an editor sees),
+        or None: written on the hub host, or before changes were recorded."""
+        if not revision:
+            return None  # changes that wrote no file (enrolments) have revision "": they wrote nothing
+        self.ensure_schema()
+        c = course_changes_table
+        query = (sa.select(c).where(c.c.course == course, c.c.revision == revision)
+                 .order_by(c.c.at.desc(), c.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return self._change(row) if row is not None else None
+
+    @staticmethod
+    def _change(row) -> dict:
+        m = row._mapping
+        return {"course": m["course"], "user": m["user"], "at": m["at"], "action": m["action"],
+                "summary": json.loads(m["summary"]), "revision": m["revision"]}
+
     def gpu_seconds(self, user: str, since: float, now: float, course: Optional[str] = None) -> float:
         """GPU-seconds ``user`` used from ``since`` to ``now`` (in ``course``, or in all), open rows until now."""
         self.ensure_schema()

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 import jupyter_gpuspawn
 from jupyter_gpuspawn import usage
-from jupyter_gpuspawn.usage import SCHEMA_VERSION, Hold, UsageDB, UsageError, usage_table
+from jupyter_gpuspawn.usage import SCHEMA_VERSION, Hold, UsageDB, UsageError, grants_table, meta_table, usage_table
 
 # the code under test, for subprocesses: the package this test imported, not whatever is installed
 PACKAGE_ROOT = str(Path(jupyter_gpuspawn.__file__).resolve().parent.parent)
@@ -62,19 +62,19 @@ def hold(user, gpus, server="", course="ml", share=1.0, start=None) -> Hold:
 # ---- schema --------------------------------------------------------------------------------------------------------
 def test_schema_created_on_first_use(path, db):
     assert not path.exists()
-    assert db.schema_version() == SCHEMA_VERSION == 1
+    assert db.schema_version() == SCHEMA_VERSION == 2
     raw = sqlite3.connect(path)
     try:
         tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"gpuspawn_meta", "gpuspawn_gpu_usage", "gpuspawn_budget_grants"} <= tables
-        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("1",)]
+        assert {"gpuspawn_meta", "gpuspawn_gpu_usage", "gpuspawn_budget_grants", "gpuspawn_course_changes"} <= tables
+        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("2",)]
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         raw.close()
     # a second UsageDB on the same file neither re-creates nor re-inserts the version
     again = UsageDB(f"sqlite:///{path}")
     try:
-        assert again.schema_version() == 1
+        assert again.schema_version() == 2
         again.record(hold("alice", ["GPU-0"]), 100.0)
     finally:
         again.dispose()
@@ -83,7 +83,7 @@ def test_schema_created_on_first_use(path, db):
 
 def test_first_write_creates_the_schema(path, db):
     db.record(hold("alice", ["GPU-0"]), 100.0)  # no ensure_schema/schema_version call first
-    assert db.schema_version() == 1
+    assert db.schema_version() == 2
     assert len(open_rows(db, user="alice")) == 1
 
 
@@ -92,7 +92,7 @@ def test_newer_schema_is_refused(path, db):
     db.dispose()
     raw = sqlite3.connect(path)
     with raw:
-        raw.execute("UPDATE gpuspawn_meta SET value = '2' WHERE key = 'schema_version'")
+        raw.execute("UPDATE gpuspawn_meta SET value = '3' WHERE key = 'schema_version'")
     raw.close()
     newer = UsageDB(f"sqlite:///{path}")
     try:
@@ -101,31 +101,31 @@ def test_newer_schema_is_refused(path, db):
             with pytest.raises(UsageError) as info:
                 call()
             message = str(info.value)
-            assert "schema version 2" in message and "newer" in message and "upgrade jupyter-gpuspawn" in message
+            assert "schema version 3" in message and "newer" in message and "upgrade jupyter-gpuspawn" in message
             assert str(path) in message
     finally:
         newer.dispose()
     raw = sqlite3.connect(path)
     try:  # nothing was written to it
         assert raw.execute("SELECT user FROM gpuspawn_gpu_usage").fetchall() == [("alice",)]
-        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("2",)]
+        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("3",)]
     finally:
         raw.close()
 
 
 def test_older_schema_is_migrated_in_place(path, db, monkeypatch):
-    """The MIGRATIONS path, with a real version-2 step added for the test."""
+    """The MIGRATIONS path, with a version-3 step added for the test."""
     db.record(hold("alice", ["GPU-0"]), 100.0)
     db.dispose()
 
     def add_column(conn):
         conn.exec_driver_sql("ALTER TABLE gpuspawn_gpu_usage ADD COLUMN note VARCHAR(20) DEFAULT 'migrated'")
 
-    monkeypatch.setattr(usage, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(usage.MIGRATIONS, 2, add_column)
+    monkeypatch.setattr(usage, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(usage.MIGRATIONS, 3, add_column)
     upgraded = UsageDB(f"sqlite:///{path}")
     try:
-        assert upgraded.schema_version() == 2
+        assert upgraded.schema_version() == 3
     finally:
         upgraded.dispose()
     raw = sqlite3.connect(path)
@@ -133,6 +133,61 @@ def test_older_schema_is_migrated_in_place(path, db, monkeypatch):
         assert raw.execute("SELECT user, note FROM gpuspawn_gpu_usage").fetchall() == [("alice", "migrated")]
     finally:
         raw.close()
+
+
+def create_version_1_database(path) -> None:
+    """A database as release 1 made it: its three tables (create_all of its metadata), version "1", a usage row
+    and a grant."""
+    old = sa.MetaData()
+    tables = [t.to_metadata(old) for t in (meta_table, usage_table, grants_table)]
+    engine = sa.create_engine(f"sqlite:///{path}", future=True)
+    try:
+        with engine.begin() as conn:
+            old.create_all(conn)
+            conn.execute(tables[0].insert().values(key="schema_version", value="1"))
+            conn.execute(tables[1].insert().values(user="alice", server="", course="ml", gpu_uuid="GPU-0", node="",
+                                                   share=1.0, start=100.0, end=3700.0, last_seen=3700.0,
+                                                   end_reason="stopped"))
+            conn.execute(tables[2].insert().values(user="alice", course="ml", week_start=0.0, hours=2.0,
+                                                   granted_by="admin", granted_at=50.0))
+    finally:
+        engine.dispose()
+
+
+def test_version_1_database_is_upgraded_to_version_2(path):
+    create_version_1_database(path)
+    raw = sqlite3.connect(path)
+    try:
+        assert "gpuspawn_course_changes" not in {n for (n,) in raw.execute("SELECT name FROM sqlite_master")}
+    finally:
+        raw.close()
+    reader = UsageDB(f"sqlite:///{path}", create=False)  # the admin page does not upgrade: it waits for the hub
+    try:
+        with pytest.raises(UsageError, match="schema version 1"):
+            reader.course_changes("ml")
+    finally:
+        reader.dispose()
+    hub = UsageDB(f"sqlite:///{path}")
+    try:
+        assert hub.schema_version() == 2
+        hub.record_course_change("ml", "prof", "edited", ["title"], "a" * 64, 4000.0)
+        assert [c["user"] for c in hub.course_changes("ml")] == ["prof"]
+        assert [(r["user"], r["start"], r["end"]) for r in hub.records()] == [("alice", 100.0, 3700.0)]
+        assert hub.granted_hours("alice", 0.0, 100.0, course="ml") == 2.0
+    finally:
+        hub.dispose()
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("2",)]
+        indexes = {n for (n,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "ix_gpuspawn_course_changes_course_at" in indexes
+    finally:
+        raw.close()
+    again = UsageDB(f"sqlite:///{path}", create=False)  # upgraded: now the reader reads it
+    try:
+        assert [c["action"] for c in again.course_changes("ml")] == ["edited"]
+    finally:
+        again.dispose()
 
 
 # ---- record / close ------------------------------------------------------------------------------------------------
@@ -547,3 +602,51 @@ def test_hub_writes_while_a_reader_holds_a_read_transaction(db, path):
         assert len(reader.records()) == 2
     finally:
         reader.dispose()
+
+
+# ---- course changes ------------------------------------------------------------------------------------------------
+REV_A, REV_B = "a" * 64, "0123456789abcdef" * 4
+
+
+def test_course_change_round_trip(db):
+    db.record_course_change("ml", "prof", "created", ["new course", "2 images"], REV_A, 1000.0)
+    assert db.course_changes("ml") == [{"course": "ml", "user": "prof", "at": 1000.0, "action": "created",
+                                        "summary": ["new course", "2 images"], "revision": REV_A}]
+    assert db.course_changes("other") == []
+
+
+def test_course_changes_newest_first_and_limited(db):
+    db.record_course_change("ml", "prof", "created", ["new course"], REV_A, 1000.0)
+    db.record_course_change("ml", "ta", "enrolled", ["+bob"], "", 3000.0)
+    db.record_course_change("ml", "prof", "edited", ["gpus: 1 -> 2"], REV_B, 2000.0)
+    db.record_course_change("ml", "ta", "unenrolled", ["-bob"], "", 3000.0)  # same time: the later recorded first
+    db.record_course_change("cv", "other", "created", [], REV_A, 5000.0)
+    assert [c["action"] for c in db.course_changes("ml")] == ["unenrolled", "enrolled", "edited", "created"]
+    assert [c["action"] for c in db.course_changes("ml", limit=2)] == ["unenrolled", "enrolled"]
+    assert [c["summary"] for c in db.course_changes("cv")] == [[]]
+
+
+def test_change_for_revision_is_the_newest_that_wrote_it(db):
+    db.record_course_change("ml", "prof", "edited", ["title"], REV_A, 1000.0)
+    db.record_course_change("ml", "ta", "edited", ["title back"], REV_B, 2000.0)
+    db.record_course_change("ml", "prof2", "restored", ["restored"], REV_A, 3000.0)  # the same bytes again
+    db.record_course_change("ml", "ta", "enrolled", ["+bob"], "", 4000.0)
+    assert db.change_for_revision("ml", REV_A)["user"] == "prof2"
+    assert db.change_for_revision("ml", REV_B)["user"] == "ta"
+    assert db.change_for_revision("cv", REV_A) is None  # another course with the same file text
+    assert db.change_for_revision("ml", "f" * 64) is None  # written on the hub host
+    assert db.change_for_revision("ml", "") is None  # enrolments wrote no file
+
+
+@pytest.mark.parametrize("action, summary, revision", [
+    ("deleted", ["gone"], REV_A),  # unknown action
+    ("", [], ""),
+    ("edited", "title", REV_A),  # a bare string, not a list of them
+    ("edited", [3], REV_A),
+    ("edited", ["title"], "abc"),  # not a sha256
+    ("edited", ["title"], "A" * 64),
+])
+def test_bad_course_changes_are_refused(db, action, summary, revision):
+    with pytest.raises(ValueError):
+        db.record_course_change("ml", "prof", action, summary, revision, 1000.0)
+    assert db.course_changes("ml") == []
