@@ -56,6 +56,7 @@ COURSE_SCHEMA = {
         "users": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "instructors": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "instructor_groups": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "archived": {"type": "boolean"},
         "images": {
             "type": "array",
             "minItems": 1,
@@ -173,6 +174,7 @@ class Course:
     mounts: Tuple[Mount, ...] = ()
     env: Tuple[Tuple[str, str], ...] = ()
     source: str = ""
+    archived: bool = False  # hidden from every spawn form, kept on disk (instructors archive, and restore, courses)
     any_image: bool = False  # only the implicit course of a hub with allowed_images = "*"
 
     def owned_by(self, username: str, groups, is_admin: bool = False) -> bool:
@@ -180,6 +182,8 @@ class Course:
         return is_admin or username in self.instructors or bool(set(groups) & set(self.instructor_groups))
 
     def visible_to(self, username: str, groups, is_admin: bool = False) -> bool:
+        if self.archived:
+            return False
         if self.owned_by(username, groups, is_admin) or not (self.groups or self.users):
             return True  # an instructor can start the course they teach
         return username in self.users or bool(set(groups) & set(self.groups))
@@ -371,6 +375,7 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         mounts=tuple(mounts),
         env=tuple(sorted(data.get("env", {}).items())),
         source=path,
+        archived=data.get("archived", False),
     )
 
 

@@ -64,7 +64,7 @@ def test_good_course_loads(tmp_path, data_root):
 @pytest.mark.parametrize(
     "changes, expected",
     [
-        ({"colour": "red"}, "dl101.yaml: unknown key(s) 'colour' in (top level); allowed: description, env, gpus,"),
+        ({"colour": "red"}, "dl101.yaml: unknown key(s) 'colour' in (top level); allowed: archived, description, env, gpus,"),
         ({"title": None}, "dl101.yaml: (top level): 'title' is required"),
         ({"id": "DL 101"}, "dl101.yaml: id: 'DL 101' must be lower-case letters, digits, - or _"),
         ({"gpus": {"policy": "fast"}}, "dl101.yaml: gpus.policy: 'fast' is not allowed; use one of 'exclusive', 'shared'"),
@@ -465,3 +465,14 @@ def test_instructors_own_their_course_and_may_start_it_admins_own_all(tmp_path, 
     assert course.visible_to("student", ["dl101-students"]) and not course.visible_to("other", [])
     plain = load_course_file(write(tmp_path, "plain.yaml", course_data(data_root, id="plain")), [data_root])
     assert plain.instructors == () and not plain.owned_by("prof", [])
+
+
+def test_an_archived_course_is_hidden_from_every_form_and_kept_valid(tmp_path, data_root):
+    data = course_data(data_root, instructors=["prof"], archived=True)
+    course = load_course_file(write(tmp_path, "dl101.yaml", data), [data_root])
+    assert course.archived
+    for user, groups, admin in (("student", ["dl101-students"], False), ("prof", [], False), ("root", [], True)):
+        assert not course.visible_to(user, groups, admin), user
+    assert course.owned_by("prof", [])  # its instructor still manages (and may restore) it
+    with pytest.raises(CourseError, match="archived: expected boolean"):
+        load_course_file(write(tmp_path, "bad.yaml", course_data(data_root, archived="yes")), [data_root])
