@@ -66,9 +66,13 @@ c.Spawner.http_timeout = 120
 c.GPUDockerSpawner.gpu_idle_minutes = 60
 c.GPUDockerSpawner.gpu_hours_per_week = 20             # courses may set their own: gpus: {weekly_hours: 10}
 
-# The GPU admin page (Services menu, admins only) and Prometheus on /hub/metrics.
-from jupyter_gpuspawn.admin import admin_service  # noqa: E402
+# The GPU admin page (Services menu, admins only), the instructors' "My courses" pages, and Prometheus on
+# /hub/metrics.
+from jupyter_gpuspawn.admin import admin_service, instructor_access_role  # noqa: E402
 
 _service, _role = admin_service(__file__)
 c.JupyterHub.services += [_service, {"name": "prometheus", "api_token": "CHANGE-ME: a long random token"}]
-c.JupyterHub.load_roles += [_role, {"name": "prometheus", "services": ["prometheus"], "scopes": ["read:metrics"]}]
+c.JupyterHub.load_roles += [_role, instructor_access_role(),
+                            {"name": "prometheus", "services": ["prometheus"], "scopes": ["read:metrics"]}]
+c.GPUDockerSpawner.course_creator_groups = ["teachers"]
+c.GPUDockerSpawner.instructor_limits = {"max_gpus": 2, "max_mem_limit": "32G", "max_weekly_hours": 20}

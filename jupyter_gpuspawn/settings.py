@@ -224,6 +224,25 @@ class GPUSpawnerSettings(LoggingConfigurable):
         config=True,
         help="Host directories under which course mounts may point (e.g. /srv/datasets). Others are refused.",
     )
+    instructor_limits = Dict(
+        {},
+        config=True,
+        help="""Caps on what instructors may set from their course pages (the gpu-admin service's "My courses";
+        admins are not capped). Keys, each optional (left out: no cap): max_gpus (GPUs per student, gpus.max),
+        max_mem_limit ("32G"), max_cpu_limit (8), max_shm_size ("8G"), max_weekly_hours (gpus.weekly_hours),
+        images (the image references instructors may use; default: the images this hub already offers: image,
+        allowed_images and those in the course files), data_roots (host directories course mounts may come from;
+        default: course_data_roots), allow_reclaim_never (False: instructors cannot exempt a course from idle
+        reclaim), group_prefix (the hub group of a new course: "course-<id>"). An edit past a cap is refused with
+        the cap in the message; a wrong key stops the service with a message naming it.""",
+    )
+    course_creator_groups = List(
+        Unicode(),
+        [],
+        config=True,
+        help="""JupyterHub groups whose members may create courses on the "My courses" page (they become the new
+        course's instructors). Instructors of an existing course may create courses too; admins always may.""",
+    )
     form_template_paths = List(
         Unicode(),
         [],

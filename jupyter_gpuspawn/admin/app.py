@@ -1,24 +1,27 @@
-"""The admin service's web app: one page (server-rendered, works without JavaScript) and two actions."""
+"""The service's web app (server-rendered, works without JavaScript): the admins' GPU page and its two actions;
+the instructors' course pages are in courses.py."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote, urlencode
+from typing import Optional
+from urllib.parse import urlencode
 
 import jinja2
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.log import app_log
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..budget import week_start
+from ..form import template_environment
 from ..reclaim import read_activity
 from ..usage import UsageDB
 from . import view
+from .desk import CourseDesk, Who
+from .hubapi import HubAPI, HubAPIError
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
 NAME_LIMIT = 255  # user and server names the page passes to the hub API
@@ -27,12 +30,16 @@ NAME_LIMIT = 255  # user and server names the page passes to the hub API
 class AdminState:
     """Where the page reads from; blocking reads run in one worker thread."""
 
-    def __init__(self, runtime_dir: str, usage_db_url: str, week_start_spec: str):
+    def __init__(self, runtime_dir: str, usage_db_url: str, week_start_spec: str,
+                 desk: Optional[CourseDesk] = None, form_template_paths=()):
         self.runtime_dir = runtime_dir
+        self.desk = desk  # None: the hub has no courses_dir, so there are no course pages
         self.usage_db_url = usage_db_url
         self.week_start_spec = week_start_spec
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="gpu-admin")
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+        self.templates.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+        self.form_templates = template_environment(form_template_paths)  # the students' form, for previews
 
     def read(self, now: float) -> dict:
         activity = read_activity(self.runtime_dir)
@@ -51,17 +58,11 @@ class AdminState:
         return {"activity": activity, "totals": totals, "usage_error": usage_error}
 
 
-class AdminHandler(HubOAuthenticated, web.RequestHandler):
+class ServiceHandler(HubOAuthenticated, web.RequestHandler):
+    """What every page of the service shares: HubOAuth, no framing, errors without stack traces, signed notes."""
+
     def initialize(self, state: AdminState):
         self.state = state
-
-    def check_hub_user(self, model):
-        # the access scope alone is not enough: some hubs give every student access:services for other services,
-        # and this page stops anyone's server
-        model = super().check_hub_user(model)
-        if model is not None and not model.get("admin"):
-            raise web.HTTPError(403, "the GPU admin page is for JupyterHub admins")
-        return model
 
     def set_default_headers(self):
         # Stop is a one-click form: never inside someone else's frame
@@ -76,23 +77,69 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(f"{status_code}: {why}")
 
+    @property
+    def who(self) -> Who:
+        user = self.current_user or {}
+        return Who(user.get("name", ""), tuple(user.get("groups") or ()), bool(user.get("admin")))
 
-class PageHandler(AdminHandler):
+    async def blocking(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.state.executor, lambda: fn(*args, **kwargs))
+
+    def redirect_with_note(self, url: str, done: str = "", failed: str = ""):
+        """Back to a page with a message to show there. The message is signed: a link someone crafted cannot make
+        the page say what they want."""
+        note = {"done": done} if done else {"failed": failed}
+        key, text = next(iter(note.items()))
+        self.redirect(url + "?" + urlencode({key: self.create_signed_value("note-" + key, text[:2000])}))
+
+    def note(self, key: str) -> str:
+        signed = self.get_argument(key, "")
+        if not signed:
+            return ""
+        value = web.decode_signed_value(self.application.settings["cookie_secret"], "note-" + key, signed,
+                                        max_age_days=1)
+        return value.decode("utf-8", "replace") if value else ""
+
+    def render_page(self, template: str, status: int = 200, **values):
+        self.set_status(status)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(self.state.templates.get_template(template).render(
+            user=self.who.name, is_admin=self.who.admin, xsrf=self.xsrf_form_html(),
+            base=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"), done=self.note("done"), failed=self.note("failed"),
+            **values,
+        ))
+
+
+class AdminHandler(ServiceHandler):
+    def check_hub_user(self, model):
+        # the access scope alone is not enough: instructors, and on some hubs every student, have access:services;
+        # this page stops anyone's server. Instructors are sent to their courses.
+        model = super().check_hub_user(model)
+        if model is not None and not model.get("admin"):
+            raise web.HTTPError(403, "the GPU admin page is for JupyterHub admins")
+        return model
+
+
+class PageHandler(ServiceHandler):
+    """The GPU page for admins; an instructor who opens the service (Services menu) is sent to their courses."""
+
     @web.authenticated
     async def get(self):
+        if not self.who.admin:
+            desk = self.state.desk
+            if desk is not None and desk.may_create(self.who, await self.blocking(desk.mine, self.who)):
+                self.redirect("courses/")
+                return
+            raise web.HTTPError(403, "the GPU admin page is for JupyterHub admins and the instructors of a course")
         now = time.time()
-        data = await asyncio.get_running_loop().run_in_executor(self.state.executor, self.state.read, now)
+        data = await self.blocking(self.state.read, now)
         activity = data["activity"]
-        html = self.state.templates.get_template("gpuspawn_admin.html").render(
-            user=self.current_user.get("name", ""), gpus=view.gpu_rows(activity, now),
+        self.render_page(
+            "gpuspawn_admin.html", gpus=view.gpu_rows(activity, now),
             queue=view.queue_rows(activity, now), courses=view.course_rows(data["totals"]),
             usage_error=data["usage_error"], stale=view.freshness(activity, now),
-            done=self.get_argument("done", ""), failed=self.get_argument("failed", ""),
-            refresh=self.get_argument("refresh", "") == "1", xsrf=self.xsrf_form_html(),
-            base=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"),
+            refresh=self.get_argument("refresh", "") == "1",
         )
-        self.set_header("Cache-Control", "no-store")
-        self.finish(html)
 
 
 class StopHandler(AdminHandler):
@@ -106,32 +153,21 @@ class StopHandler(AdminHandler):
         if not user or len(user) > NAME_LIMIT or len(server) > NAME_LIMIT or action not in ("stop", "dequeue"):
             raise web.HTTPError(400, "expected a user, a server name and an action (stop or dequeue)")
         name = f"{user}/{server}" if server else user
-        api = os.environ["JUPYTERHUB_API_URL"]
-        headers = {"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"}
-        client = AsyncHTTPClient()
+        hub = HubAPI()
         try:
             if action == "dequeue":
                 # the page may be older than the queue: a start that got its GPUs meanwhile is not stopped here
-                r = await client.fetch(url_path_join(api, f"users/{quote(user, safe='')}"), headers=headers)
-                info = (json.loads(r.body).get("servers") or {}).get(server) or {}
+                info = ((await hub.user(user) or {}).get("servers") or {}).get(server) or {}
                 if info.get("pending") != "spawn":
-                    self.redirect("./?" + urlencode({"failed": f"{name} no longer waits in the queue"}))
+                    self.redirect_with_note("./", failed=f"{name} no longer waits in the queue")
                     return
-            path = f"users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}" if server else "server")
-            await client.fetch(HTTPRequest(url_path_join(api, path), method="DELETE", headers=headers))
-        except HTTPClientError as e:
-            try:
-                message = json.loads(e.response.body)["message"] if e.response else str(e)
-            except (ValueError, KeyError, TypeError):
-                message = str(e)
-            self.redirect("./?" + urlencode({"failed": f"Could not stop {name}: {message}"}))
+            await hub.stop_server(user, server)
+        except HubAPIError as e:
+            self.redirect_with_note("./", failed=f"Could not stop {name}: {e}")
             return
-        except OSError as e:  # the hub's API does not answer
-            self.redirect("./?" + urlencode({"failed": f"Could not reach the hub to stop {name}: {e}"}))
-            return
-        app_log.info("%s: %s %s", self.current_user.get("name"), action, name)
+        app_log.info("%s: %s %s", self.who.name, action, name)
         done = {"stop": f"Stopping {name}", "dequeue": f"Removed {name} from the queue"}[action]
-        self.redirect("./?" + urlencode({"done": done}))
+        self.redirect_with_note("./", done=done)
 
 
 def _safe_url(url: str) -> str:
@@ -163,12 +199,16 @@ def cookie_secret(runtime_dir: str) -> bytes:
 
 
 def make_app(state: AdminState, prefix: str) -> web.Application:
+    from .courses import course_routes
+
     return web.Application(
         [
             (prefix, PageHandler, {"state": state}),
             (url_path_join(prefix, "stop"), StopHandler, {"state": state}),
+            *course_routes(prefix, state),
             (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],
         cookie_secret=cookie_secret(state.runtime_dir),
         xsrf_cookies=True,
+        service_prefix=prefix,
     )

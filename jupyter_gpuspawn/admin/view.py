@@ -78,3 +78,118 @@ def freshness(activity: dict, now: float) -> str:
     if now - updated > STALE_SECONDS:
         return f"The hub's last report is {duration(now - updated)} old: is the hub running?"
     return ""
+
+
+# ---- the instructors' course pages ----------------------------------------------------------------------------------
+def _epoch(iso: Optional[str]) -> Optional[float]:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def student_rows(course_id: str, servers: dict, activity: dict, now: float) -> List[dict]:
+    """The servers running (or starting) ``course_id``, from the hub's server models (their user_options name the
+    course) and what the hub last reported of their GPUs."""
+    devices = activity.get("devices") or {}
+    held = activity.get("servers") or {}
+    rows = []
+    for (user, server), model in sorted(servers.items()):
+        if (model.get("user_options") or {}).get("course") != course_id:
+            continue
+        gpu = held.get(f"{user}/{server}") or {}
+        uuids = gpu.get("gpus") or []
+        started = _epoch(model.get("started")) if model.get("started") else None
+        if model.get("pending"):
+            state = "waiting for a GPU" if model.get("pending") == "spawn" and not model.get("ready") else "starting"
+        elif not uuids and (model.get("user_options") or {}).get("gpus"):
+            state = "running (its GPUs show at the hub's next report)"  # gpu-activity.json lags a few seconds
+        elif not uuids:
+            state = "running (CPU only)"
+        elif gpu.get("idle_since"):
+            state = f"GPU idle for {duration(now - gpu['idle_since'])}"
+        else:
+            state = "GPU busy"
+        rows.append({
+            "user": user, "server": server, "name": _name(user, server), "state": state,
+            "gpus": [f"{devices.get(u, {}).get('index', '?')}: {devices.get(u, {}).get('name', '?')} ({u[:12]}…)"
+                     for u in uuids],
+            "since": duration(now - started) if started else "-",
+        })
+    return rows
+
+
+def usage_rows(totals: Optional[List[dict]]) -> Optional[List[dict]]:
+    """This week's GPU-hours per student of one course (UsageDB.totals with course=...); None: unavailable."""
+    if totals is None:
+        return None
+    return [{"user": row["user"], "hours": f"{row['gpu_hours']:.2f}"} for row in totals]
+
+
+def form_values(form: dict) -> dict:
+    """What the instructor typed (tornado's body arguments, decoded) as the page's form fields, to show it again
+    after a refused save."""
+    def one(name):
+        values = form.get(name) or [""]
+        return values[0]
+
+    names = ("title", "description", "gpus_default", "gpus_max", "gpus_policy", "gpus_max_users_per_gpu",
+             "gpus_queue", "gpus_queue_timeout_minutes", "gpus_weekly_hours", "idle_minutes", "idle_warn_minutes",
+             "idle_reclaim", "mem_limit", "cpu_limit", "shm_size", "env", "mounts")
+    fields = {name: one(name) for name in names}
+    fields["images"] = [(i, l) for i, l in zip(form.get("image") or [], form.get("image_label") or []) if i]
+    return fields
+
+
+def image_choices(allowed, data: dict, fields: dict) -> List[str]:
+    """The images the form offers: the admin's list for instructors, plus those the course already names (an admin
+    may have set one outside that list: it stays selectable so saving the form does not drop it)."""
+    choices = list(allowed)
+    for image in [i.get("image") for i in data.get("images") or [] if isinstance(i, dict)] + \
+            [i for i, _ in fields.get("images") or []]:
+        if isinstance(image, str) and image and image not in choices:
+            choices.append(image)
+    return choices
+
+
+def reclaim_choices(allow_never: bool, is_admin: bool) -> List[tuple]:
+    choices = [("", "hub default"), ("when_queued", "when someone waits"), ("always", "always")]
+    if allow_never or is_admin:
+        choices.append(("never", "never"))
+    return choices
+
+
+class _Device:
+    def __init__(self, name: str):
+        self.name = name
+
+
+class _Free:
+    """The free count the preview shows: the GPUs the hub last reported with no holder."""
+
+    def __init__(self, free: int):
+        self.free = free
+
+    def free_count(self, gpus, policy=None, max_users=None):
+        return self.free
+
+
+def preview_card(templates, course, activity: dict) -> str:
+    """The course's card in the students' spawn form template (the site's override, if any), with the GPUs the hub
+    last reported."""
+    from ..form import course_cards, gpu_models
+
+    devices = activity.get("devices") or {}
+    gpus = [_Device(d.get("name", "GPU")) for d in devices.values()]
+    held = {u for s in (activity.get("servers") or {}).values() for u in s.get("gpus") or ()}
+    free = _Free(sum(1 for uuid in devices if uuid not in held))
+    if not gpus:  # the hub has not reported yet: show the course's own GPU choices
+        gpus = [_Device("GPU")] * course.gpu_max
+        free = _Free(len(gpus))
+    cards = course_cards([course], {}, gpus, free)
+    return templates.get_template("gpuspawn_form.html").render(
+        cards=cards, simulated=False, gpu_total=len(gpus), gpu_free=free.free,
+        gpu_models=gpu_models(gpus) if gpus else "", admin_errors=[], inventory_errors=[], notice="",
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import jinja2
 
-from jupyter_gpuspawn.admin import admin_service
+from jupyter_gpuspawn.admin import admin_service, instructor_access_role
 from jupyter_gpuspawn.admin.app import TEMPLATES
 from jupyter_gpuspawn.admin.view import course_rows, freshness, gpu_rows, queue_rows
 
@@ -59,10 +59,13 @@ def test_the_page_escapes_every_name_and_carries_the_xsrf_token():
     assert 'action="/services/gpu-admin/stop"' in html
 
 
-def test_the_service_definition_is_admin_only_and_can_only_stop_servers(tmp_path):
+def test_the_service_definition_can_stop_servers_and_manage_groups_but_not_users(tmp_path):
     service, role = admin_service(str(tmp_path / "jupyterhub_config.py"), port=12345)
     assert service["url"] == "http://127.0.0.1:12345" and service["command"][-1].endswith("jupyterhub_config.py")
-    assert role["services"] == ["gpu-admin"] and set(role["scopes"]) == {"read:servers", "delete:servers"}
+    assert role["services"] == ["gpu-admin"]
+    assert set(role["scopes"]) == {"read:servers", "delete:servers", "list:users", "admin:groups"}
+    # every user reaches the service (the pages decide who may see what); the default user role stays as it was
+    assert instructor_access_role() == {"name": "user", "scopes": ["self", "access:services!service=gpu-admin"]}
 
 
 def test_the_cookie_secret_outlives_a_restart_and_only_the_hub_reads_it(tmp_path):
@@ -77,3 +80,38 @@ def test_the_cookie_secret_outlives_a_restart_and_only_the_hub_reads_it(tmp_path
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     path.write_bytes(b"short")  # a crash while writing it
     assert len(cookie_secret(str(tmp_path / "runtime"))) == 32
+
+
+def test_an_instructor_sees_only_the_servers_of_their_course_with_gpus_and_idle_time():
+    from datetime import datetime, timezone
+
+    from jupyter_gpuspawn.admin.view import student_rows
+
+    started = datetime.fromtimestamp(NOW - 3 * 3600, timezone.utc).isoformat().replace("+00:00", "Z")
+    servers = {
+        ("ann", ""): {"user_options": {"course": "dl", "gpus": 1}, "started": started, "pending": None},
+        ("bob", "big"): {"user_options": {"course": "other", "gpus": 1}, "started": started, "pending": None},
+        ("cid", ""): {"user_options": {"course": "dl", "gpus": 0}, "started": started, "pending": None},
+        ("dee", ""): {"user_options": {"course": "dl", "gpus": 1}, "started": None, "pending": "spawn"},
+        ("eve", ""): {"user_options": {"course": "dl", "gpus": 2}, "started": started, "pending": None},
+    }
+    rows = {r["name"]: r for r in student_rows("dl", servers, ACTIVITY, NOW)}
+    assert sorted(rows) == ["ann", "cid", "dee", "eve"]  # bob runs another course
+    assert rows["ann"]["gpus"] == ["0: A100 (GPU-a…)"] and rows["ann"]["since"] == "3 h 00 min"
+    assert rows["ann"]["state"] == "GPU idle for 30 s"
+    assert rows["cid"]["state"] == "running (CPU only)" and rows["dee"]["state"] == "waiting for a GPU"
+    assert "next report" in rows["eve"]["state"]  # started after the hub's last report
+
+
+def test_the_preview_is_the_students_card_with_the_courses_choices():
+    from jupyter_gpuspawn.admin.view import preview_card
+    from jupyter_gpuspawn.courses import Course, CourseImage
+    from jupyter_gpuspawn.form import template_environment
+
+    course = Course(id="dl", title="<b>DL</b>", images=(CourseImage("a", "img:1", "Image A"),
+                                                        CourseImage("b", "img:2", "Image B")), gpu_max=2)
+    html = preview_card(template_environment(()), course, ACTIVITY)
+    assert "&lt;b&gt;DL&lt;/b&gt;" in html and 'name="gpus:dl"' in html and "Image B" in html
+    assert "0 of 2 GPUs free" in html  # both GPUs of ACTIVITY are held
+    html = preview_card(template_environment(()), course, {})  # before the hub's first report
+    assert html.count('<option value="') == 2 + 3  # two images, 0..2 GPUs

@@ -1,0 +1,290 @@
+"""The instructors' course desk: which course files a user may manage, and every change to them (blocking calls).
+
+A change goes live only when it is a valid course (the course schema, as `jupyter-gpuspawn validate` checks it)
+within the admin's caps (instructor_limits; admins are not capped), never changes who may use or manage the course
+(admins only), and was made on the version of the file the editor loaded: the store's compare-and-swap refuses the
+second of two concurrent saves, and the history says who made the first. Every change is recorded in the usage
+database. The web handlers (courses.py) run these calls in a worker thread.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import List, Optional, Sequence, Tuple
+
+from ..course_edit import changed_fields, new_course_data
+from ..course_limits import InstructorLimits, check_limits, owner_field_changes
+from ..course_yaml import merge_yaml
+from ..course_store import CourseConflict, CourseStore, StoredCourse
+from ..courses import ID_PATTERN, Course, CourseError, parse_course
+from ..datafiles import DataFileError, parse_text
+from ..usage import UsageDB
+
+log = logging.getLogger("jupyter_gpuspawn.admin")
+
+
+class Refused(Exception):
+    """A request the desk will not carry out; ``problems`` say what to fix, ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, problems: Sequence[str]):
+        super().__init__("; ".join(problems))
+        self.status = status
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class Who:
+    """The signed-in user, as the hub's OAuth says."""
+
+    name: str
+    groups: Tuple[str, ...] = ()
+    admin: bool = False
+
+
+@dataclass
+class Entry:
+    """One course file: its text, its data if it parses, the course if it is valid, and what is wrong if not."""
+
+    id: str
+    stored: StoredCourse
+    data: Optional[dict]
+    course: Optional[Course]
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.stored.path)
+
+    @property
+    def title(self) -> str:
+        return (self.data or {}).get("title") or self.id
+
+    @property
+    def archived(self) -> bool:
+        return bool((self.data or {}).get("archived"))
+
+    def owned_by(self, who: Who) -> bool:
+        """Admins own every course; instructors the files naming them (read from the data even when the file is
+        invalid, so an instructor can repair their own course)."""
+        if who.admin:
+            return True
+        data = self.data or {}
+        names = data.get("instructors") if isinstance(data.get("instructors"), list) else []
+        groups = data.get("instructor_groups") if isinstance(data.get("instructor_groups"), list) else []
+        return who.name in names or bool(set(who.groups) & set(groups))
+
+    @property
+    def groups(self) -> List[str]:
+        groups = (self.data or {}).get("groups")
+        return [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
+
+
+class CourseDesk:
+    def __init__(self, courses_dir: str, data_roots: Sequence[str], limits: InstructorLimits, usage_db_url: str,
+                 creator_groups: Sequence[str] = ()):
+        self.store = CourseStore(courses_dir)
+        self.creator_groups = frozenset(creator_groups)
+        self.data_roots = tuple(data_roots)
+        self.limits = limits
+        self.usage_db_url = usage_db_url
+
+    # ---- reading ------------------------------------------------------------------------------------------------
+    def entries(self) -> List[Entry]:
+        entries = []
+        for stored in self.store.files():
+            name = os.path.basename(stored.path)
+            data, course, problems = None, None, []
+            try:
+                data = parse_text(stored.text, as_json=stored.path.endswith(".json"), kind="course files")
+                if not isinstance(data, dict):
+                    raise DataFileError("expected a mapping of keys (id, title, images, …) at the top level")
+                course = parse_course(data, stored.path, self.data_roots)
+            except DataFileError as e:
+                data, problems = None, [f"{name}: {e}"]
+            except CourseError as e:
+                problems = e.problems
+            course_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else ""
+            entries.append(Entry(course_id or posixpath.splitext(name)[0], stored, data, course, problems))
+        return sorted(entries, key=lambda e: (e.archived, e.title.lower(), e.id))
+
+    def mine(self, who: Who) -> List[Entry]:
+        return [e for e in self.entries() if e.owned_by(who)]
+
+    def may_create(self, who: Who, mine: Sequence[Entry]) -> bool:
+        """Admins, members of course_creator_groups, and instructors of a course may create courses."""
+        return who.admin or bool(self.creator_groups & set(who.groups)) or bool(mine)
+
+    def entry(self, course_id: str, who: Who) -> Entry:
+        """The course ``course_id`` if ``who`` manages it: 404 when there is none, 403 when it is someone else's."""
+        matches = [e for e in self.entries() if e.id == course_id]
+        if not matches:
+            raise Refused(404, [f"There is no course {course_id!r}."])
+        if not matches[0].owned_by(who):
+            raise Refused(403, [f"You do not manage the course {course_id!r}; its instructors and the admins do."])
+        return matches[0]
+
+    # ---- changing -----------------------------------------------------------------------------------------------
+    def check(self, entry: Entry, new: dict, who: Who) -> Course:
+        """The course ``new`` describes, if it may replace ``entry`` for ``who``; Refused(400) listing every
+        problem otherwise."""
+        problems = []
+        if new.get("id") != entry.id:
+            problems.append(f"{entry.name}: id: a course keeps its id ({entry.id}); copy it to make a new one")
+        if not who.admin:
+            problems += owner_field_changes(entry.data or {}, new, entry.name)
+        try:
+            course = parse_course(new, entry.stored.path, self.data_roots)
+        except CourseError as e:
+            raise Refused(400, problems + e.problems) from None
+        if not who.admin:
+            # what an admin set past the caps may stay (an instructor can still edit the title); nothing new may
+            already = set(check_limits(entry.data, self.limits, entry.name)) if entry.data else set()
+            problems += [p for p in check_limits(new, self.limits, entry.name) if p not in already]
+        if problems:
+            raise Refused(400, problems)
+        return course
+
+    def save(self, course_id: str, who: Who, new: dict, revision: str, text: Optional[str] = None,
+             action: str = "edited") -> Tuple[Entry, List[str]]:
+        """Write ``new`` (``text``: as typed in the YAML view; otherwise the old file with only the changed values
+        replaced, comments kept) if it was made on ``revision``. Returns the new entry and what changed."""
+        entry = self.entry(course_id, who)
+        self.check(entry, new, who)
+        changes = changed_fields(entry.data or {}, new)
+        if not changes:
+            return entry, []
+        if entry.stored.path.endswith(".json"):  # the catalog reads .json files as JSON
+            text = json.dumps(new, indent=2, ensure_ascii=False)
+        elif text is None:
+            text = merge_yaml(entry.stored.text if entry.data is not None else "", new)
+        try:
+            stored = self.store.replace(entry.stored.path, text, revision)
+        except CourseConflict as e:
+            raise Refused(409, [self.conflict_message(course_id, e.current)]) from None
+        except ValueError as e:  # a symlinked file, or one that is not ours to replace
+            raise Refused(400, [f"{entry.name}: {e}"]) from None
+        self.record(course_id, who, action, changes, stored.revision)
+        return self.entry(course_id, who), changes
+
+    def create(self, who: Who, course_id: str, title: str, template_id: str = "") -> Entry:
+        import re
+
+        course_id, title = course_id.strip(), title.strip()
+        if not self.may_create(who, self.mine(who)):
+            raise Refused(403, ["Creating courses is for admins, instructors and the course_creator_groups."])
+        if not re.match(ID_PATTERN, course_id):
+            raise Refused(400, [f"id: {course_id[:64]!r} must be lower-case letters, digits, - or _ (at most 64), "
+                                "starting with a letter or digit"])
+        if not title:
+            raise Refused(400, ["title: a course needs a title"])
+        entries = self.entries()
+        if any(e.id == course_id for e in entries):
+            raise Refused(400, [f"id: a course {course_id!r} exists already; choose another id"])
+        template = None
+        if template_id:
+            template = self.entry(template_id, who).data  # only a course one manages is a template
+            if template is None:
+                raise Refused(400, [f"The course {template_id!r} cannot be read; fix it before copying it."])
+        if not self.limits.images and template is None:
+            raise Refused(400, ["No image is open to instructors yet: ask an admin to set "
+                                "c.GPUDockerSpawner.instructor_limits['images']."])
+        data = new_course_data(course_id, title, template=template, creator=who.name, creator_is_admin=who.admin,
+                               limits=self.limits)
+        path = self.store.path_for(course_id)
+        name = os.path.basename(path)
+        try:
+            parse_course(data, path, self.data_roots)
+        except CourseError as e:
+            raise Refused(400, e.problems) from None
+        if not who.admin:
+            problems = check_limits(data, self.limits, name)
+            if problems:
+                raise Refused(400, problems + ["Copy a course within the caps, or start from the blank template."])
+        try:
+            stored = self.store.create(name, merge_yaml("", data))
+        except FileExistsError:
+            raise Refused(400, [f"id: the file {name} exists already; choose another id"]) from None
+        summary = [f"copied from {template_id}"] if template_id else ["from the blank template"]
+        self.record(course_id, who, "created", summary, stored.revision)
+        return self.entry(course_id, who)
+
+    def set_archived(self, course_id: str, who: Who, archived: bool, revision: str) -> Entry:
+        entry = self.entry(course_id, who)
+        if entry.data is None:
+            raise Refused(400, entry.problems or [f"{entry.name} cannot be read"])
+        new = dict(entry.data)
+        if archived:
+            new["archived"] = True
+        else:
+            new.pop("archived", None)
+        entry, _ = self.save(course_id, who, new, revision, action="archived" if archived else "restored")
+        return entry
+
+    # ---- history --------------------------------------------------------------------------------------------
+    def record(self, course_id: str, who: Who, action: str, summary: Sequence[str], revision: str = "") -> bool:
+        """Add a change to the history; False (logged) when the usage database cannot take it: the change itself
+        stands, the page says the history missed it."""
+        try:
+            db = UsageDB(self.usage_db_url)
+            try:
+                db.record_course_change(course_id, who.name, action, list(summary), revision, now=_now())
+            finally:
+                db.dispose()
+            return True
+        except Exception as e:
+            log.error("course %s: %s by %s not recorded in the history: %s", course_id, action, who.name, e)
+            return False
+
+    def history(self, course_id: str, limit: int = 20) -> Optional[List[dict]]:
+        """Newest first; None when the usage database cannot be read."""
+        try:
+            db = UsageDB(self.usage_db_url)
+            try:
+                return db.course_changes(course_id, limit)
+            finally:
+                db.dispose()
+        except Exception as e:
+            log.warning("course history unavailable: %s", e)
+            return None
+
+    def conflict_message(self, course_id: str, current: Optional[StoredCourse]) -> str:
+        if current is None:
+            return "This course file was removed meanwhile; your edit was not saved."
+        change = None
+        try:
+            db = UsageDB(self.usage_db_url)
+            try:
+                change = db.change_for_revision(course_id, current.revision)
+            finally:
+                db.dispose()
+        except Exception:
+            pass
+        if change:
+            who, when = change["user"], change["at"]
+        else:
+            who, when = "someone editing the file on the hub host", current.mtime
+        return (f"Changed by {who} at {datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M:%S')} after you "
+                "opened it; reload the page and make your edit again (nothing was saved).")
+
+    def enrolment_group(self, entry: Entry) -> str:
+        """The hub group students of this course join: its first group, if no other course file uses it."""
+        if not entry.groups:
+            raise Refused(400, ["This course is open to everyone (it names no group); an admin sets its group in "
+                                "the course file before students can be enrolled."])
+        group = entry.groups[0]
+        for other in self.entries():
+            if other.id != entry.id and (group in other.groups or group in
+                                         ((other.data or {}).get("instructor_groups") or [])):
+                raise Refused(400, [f"The group {group!r} is also used by the course {other.id!r}: enrolling here "
+                                    "would change that course too. Ask an admin to give this course its own group."])
+        return group
+
+
+def _now() -> float:
+    import time
+
+    return time.time()

@@ -1,0 +1,143 @@
+"""The instructors' course desk on real files and a real SQLite history: who may change what, and how."""
+from __future__ import annotations
+
+import pytest
+
+from jupyter_gpuspawn.admin.desk import CourseDesk, Refused, Who
+from jupyter_gpuspawn.course_limits import InstructorLimits
+
+DL = """\
+# kept
+id: dl
+title: Deep Learning
+instructors: [prof]
+instructor_groups: [dl-staff]
+groups: [course-dl]
+images: [{key: base, image: "img:1"}]
+gpus: {default: 0, max: 1}
+"""
+PROF, TA, OTHER, BOSS = Who("prof"), Who("ta", ("dl-staff",)), Who("prof2"), Who("boss", (), True)
+
+
+@pytest.fixture
+def desk(tmp_path):
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    (courses / "dl.yaml").write_text(DL)
+    (courses / "vision.yaml").write_text(DL.replace("id: dl", "id: vision").replace("[prof]", "[prof2]")
+                                         .replace("[dl-staff]", "[]").replace("course-dl", "course-vision"))
+    limits = InstructorLimits.from_config({"max_gpus": 2, "images": ["img:1"]})
+    return CourseDesk(str(courses), [str(tmp_path)], limits, f"sqlite:///{tmp_path}/usage.sqlite")
+
+
+def test_instructors_reach_only_their_courses_admins_all(desk):
+    assert [e.id for e in desk.mine(PROF)] == ["dl"] and [e.id for e in desk.mine(TA)] == ["dl"]
+    assert [e.id for e in desk.mine(OTHER)] == ["vision"] and len(desk.mine(BOSS)) == 2
+    with pytest.raises(Refused) as e:
+        desk.entry("dl", OTHER)
+    assert e.value.status == 403
+    with pytest.raises(Refused) as e:
+        desk.entry("nope", PROF)
+    assert e.value.status == 404
+
+
+def test_an_edit_is_checked_saved_with_comments_and_recorded(desk):
+    entry = desk.entry("dl", PROF)
+    new = dict(entry.data, gpus={"default": 0, "max": 2})
+    _, changes = desk.save("dl", PROF, new, entry.stored.revision)
+    assert changes == ["gpus.max: 1 → 2"]
+    assert desk.entry("dl", PROF).stored.text.startswith("# kept\n")
+    [change] = desk.history("dl")
+    assert (change["user"], change["action"], change["summary"]) == ("prof", "edited", ["gpus.max: 1 → 2"])
+    # the same revision again: someone else changed it meanwhile, and the message names them
+    with pytest.raises(Refused) as e:
+        desk.save("dl", TA, dict(new, title="Other"), entry.stored.revision)
+    assert e.value.status == 409 and "Changed by prof at" in e.value.problems[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"id": "renamed"}, "a course keeps its id"),
+    ({"gpus": {"max": 3}}, "gpus.max: 3 is more than instructors may set (2)"),
+    ({"groups": ["everyone"]}, "groups: set by an admin"),
+    ({"instructors": ["prof", "stu"]}, "instructors: set by an admin"),
+    ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "env.NVIDIA_VISIBLE_DEVICES: reserved"),
+    ({"images": [{"key": "x", "image": "evil:1"}]}, "evil:1"),
+])
+def test_refused_edits_change_nothing_and_say_what_to_fix(desk, change, message):
+    entry = desk.entry("dl", PROF)
+    with pytest.raises(Refused) as e:
+        desk.save("dl", PROF, dict(entry.data, **change), entry.stored.revision)
+    assert e.value.status == 400 and any(message in p for p in e.value.problems), e.value.problems
+    assert desk.entry("dl", PROF).stored.text == DL and desk.history("dl") == []
+
+
+def test_admins_are_not_capped_and_may_set_who_uses_a_course(desk):
+    entry = desk.entry("dl", BOSS)
+    desk.save("dl", BOSS, dict(entry.data, gpus={"max": 8}, groups=["course-dl", "tas"]), entry.stored.revision)
+    assert desk.entry("dl", BOSS).course.gpu_max == 8
+
+
+def test_create_from_the_template_or_a_copy_of_ones_own_course(desk):
+    created = desk.create(PROF, "ml101", "ML 101")
+    assert created.course.instructors == ("prof",) and created.course.groups == ("course-ml101",)
+    copy = desk.create(TA, "dl2", "DL again", template_id="dl")
+    assert copy.course.groups == ("course-dl2",) and "ta" in copy.course.instructors
+    for who, args, message in ((PROF, ("dl", "Dup"), "exists already"), (PROF, ("Bad Id", "x"), "lower-case"),
+                               (PROF, ("x2", "X", "vision"), "You do not manage")):
+        with pytest.raises(Refused) as e:
+            desk.create(who, *args)
+        assert message in " ".join(e.value.problems)
+    assert [h["action"] for h in desk.history("ml101")] == ["created"]
+
+
+def test_archiving_hides_and_restoring_shows_again(desk):
+    entry = desk.set_archived("dl", PROF, True, desk.entry("dl", PROF).stored.revision)
+    assert entry.archived and not entry.course.visible_to("stu", ["course-dl"])
+    entry = desk.set_archived("dl", PROF, False, entry.stored.revision)
+    assert not entry.archived and entry.course.visible_to("stu", ["course-dl"])
+    assert [h["action"] for h in desk.history("dl")] == ["restored", "archived"]
+
+
+def test_enrolment_goes_only_into_a_group_no_other_course_uses(desk, tmp_path):
+    assert desk.enrolment_group(desk.entry("dl", PROF)) == "course-dl"
+    (tmp_path / "courses" / "borrow.yaml").write_text(DL.replace("id: dl", "id: borrow")
+                                                      .replace("course-dl", "course-vision"))
+    with pytest.raises(Refused, match="also used by the course 'vision'"):
+        desk.enrolment_group(desk.entry("borrow", PROF))
+    (tmp_path / "courses" / "open.yaml").write_text(DL.replace("id: dl", "id: open").replace(
+        "groups: [course-dl]\n", ""))
+    with pytest.raises(Refused, match="open to everyone"):
+        desk.enrolment_group(desk.entry("open", PROF))
+
+
+def test_only_admins_instructors_and_creator_groups_may_create(desk):
+    desk.creator_groups = frozenset({"teachers"})
+    newcomer, student = Who("newbie", ("teachers",)), Who("stu", ("course-dl",))
+    assert desk.may_create(newcomer, []) and desk.may_create(PROF, desk.mine(PROF)) and desk.may_create(BOSS, [])
+    assert not desk.may_create(student, desk.mine(student))
+    with pytest.raises(Refused) as e:
+        desk.create(student, "mine", "Mine")
+    assert e.value.status == 403
+    assert desk.create(newcomer, "first", "First").course.instructors == ("newbie",)
+    assert [e.id for e in desk.mine(newcomer)] == ["first"]
+
+
+def test_what_an_admin_set_past_the_caps_may_stay_nothing_new_may_come(desk):
+    entry = desk.entry("dl", BOSS)
+    desk.save("dl", BOSS, dict(entry.data, gpus={"max": 8}), entry.stored.revision)
+    entry = desk.entry("dl", PROF)
+    desk.save("dl", PROF, dict(entry.data, title="Renamed"), entry.stored.revision)  # the 8 stays
+    entry = desk.entry("dl", PROF)
+    with pytest.raises(Refused, match="gpus.max: 9 is more than instructors may set"):
+        desk.save("dl", PROF, dict(entry.data, gpus={"max": 9}), entry.stored.revision)
+
+
+def test_a_json_course_file_stays_json(desk, tmp_path):
+    import json
+
+    (tmp_path / "courses" / "nb.json").write_text(json.dumps(
+        {"id": "nb", "title": "Notebooks", "instructors": ["prof"], "images": [{"key": "a", "image": "img:1"}]}))
+    entry = desk.entry("nb", PROF)
+    desk.save("nb", PROF, dict(entry.data, title="Notebooks 2"), entry.stored.revision)
+    assert json.loads((tmp_path / "courses" / "nb.json").read_text())["title"] == "Notebooks 2"
+    assert desk.entry("nb", PROF).course.title == "Notebooks 2"
