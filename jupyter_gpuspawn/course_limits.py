@@ -11,10 +11,19 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .courses import normalize_mount_target
 from .gpus import InventoryError, format_size, parse_size
 from .options import shorten
 
 
+# Environment names instructors may not set on top of courses.PROTECTED (spec.is_protected_env): each makes the
+# shell, Python, Jupyter, git or another runtime load code or config from where the course points it.
+INSTRUCTOR_ENV_DENIED = frozenset({
+    "ENV", "BASH_ENV", "PROMPT_COMMAND", "PS4", "SHELLOPTS", "BASHOPTS", "PAGER", "EDITOR", "VISUAL", "BROWSER",
+    "TERMINFO", "HOSTALIASES", "LOCPATH", "GCONV_PATH", "MPLCONFIGDIR", "MATPLOTLIBRC",
+})
+INSTRUCTOR_ENV_DENIED_PREFIXES = ("PYTHON", "IPYTHON", "JUPYTER", "JPY", "GIT_", "SSH_", "PERL5", "PERLLIB", "RUBY",
+                                  "NODE_", "R_PROFILE", "R_ENVIRON", "R_LIBS", "XDG_", "CONDA", "PIP_", "LESS")
 # Who may use and who may manage a course: set by admins only (enrolment and ownership are access control).
 OWNER_FIELDS = ("groups", "users", "instructors", "instructor_groups")
 GROUP_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}\Z")
@@ -100,7 +109,11 @@ class InstructorLimits:
     images: Tuple[str, ...] = ()  # image references instructors may put in a course
     data_roots: Tuple[str, ...] = ()  # host dirs; every mount source must be inside one (realpath compare)
     allow_reclaim_never: bool = False  # may an instructor set idle.reclaim: never
+    max_idle_minutes: Optional[float] = None  # idle.minutes at most (else 'never' comes back as a year)
+    allow_read_write_mounts: bool = False  # may a course mount data read-write (students could change it)
+    mount_targets: Tuple[str, ...] = ("/data",)  # container dirs course mounts go under (not over the image)
     group_prefix: str = "course-"  # new courses get the group f"{group_prefix}{id}"
+    max_courses: int = 20  # courses one instructor may create
 
     @classmethod
     def from_config(cls, config: Mapping, *, default_images=(), default_data_roots=()) -> "InstructorLimits":
@@ -125,8 +138,13 @@ class InstructorLimits:
                 values[key] = _size(key, config[key])
         if config.get("max_cpu_limit") is not None:
             values["max_cpu_limit"] = _number("max_cpu_limit", config["max_cpu_limit"], positive=True)
-        if config.get("max_weekly_hours") is not None:
-            values["max_weekly_hours"] = _number("max_weekly_hours", config["max_weekly_hours"])
+        for key in ("max_weekly_hours", "max_idle_minutes"):
+            if config.get(key) is not None:
+                values[key] = _number(key, config[key])
+        if "max_courses" in config:
+            values["max_courses"] = _whole("max_courses", config["max_courses"])
+        if "mount_targets" in config:
+            values["mount_targets"] = _roots("mount_targets", config["mount_targets"])
         if "images" in config:
             values["images"] = _images("images", config["images"])
         else:  # the images the hub already offers (gathered by the caller: skip what is not an image reference)
@@ -135,10 +153,11 @@ class InstructorLimits:
                                                    and not any(c.isspace() for c in i)))
         values["data_roots"] = _roots("data_roots", config["data_roots"] if "data_roots" in config
                                       else tuple(default_data_roots))
-        if "allow_reclaim_never" in config:
-            if not isinstance(config["allow_reclaim_never"], bool):
-                raise _limit_error("allow_reclaim_never", "True or False", config["allow_reclaim_never"])
-            values["allow_reclaim_never"] = config["allow_reclaim_never"]
+        for key in ("allow_reclaim_never", "allow_read_write_mounts"):
+            if key in config:
+                if not isinstance(config[key], bool):
+                    raise _limit_error(key, "True or False", config[key])
+                values[key] = config[key]
         if "group_prefix" in config:
             prefix = config["group_prefix"]
             if not isinstance(prefix, str) or not (prefix == "" or GROUP_PREFIX_RE.match(prefix)):
@@ -166,8 +185,14 @@ class InstructorLimits:
                      "Images: none yet (ask an admin to allow some)")
         lines.append(f"Data mounts under: {', '.join(self.data_roots)}" if self.data_roots else
                      "Data mounts: none allowed")
+        if self.data_roots:
+            lines.append(f"Mounted under: {', '.join(self.mount_targets)}"
+                         + ("" if self.allow_read_write_mounts else ", read-only"))
+        if self.max_idle_minutes is not None:
+            lines.append(f"Idle GPUs reclaimed after at most {plain_number(self.max_idle_minutes)} minutes")
         if not self.allow_reclaim_never:
             lines.append("idle.reclaim 'never' is not allowed")
+        lines.append(f"At most {self.max_courses} courses per instructor")
         return lines
 
 
@@ -225,23 +250,35 @@ def check_limits(data: dict, limits: InstructorLimits, name: str) -> List[str]:
             where = f"({', '.join(limits.data_roots)})" if limits.data_roots else "(none: ask an admin to set some)"
             problems.append(f"{name}: mounts.{i}.source: {shorten(source, 80)} is outside the data roots "
                             f"instructors may use {where}")
-    if (data.get("idle") or {}).get("reclaim") == "never" and not limits.allow_reclaim_never:
+        elif mount.get("read_only") is False and not limits.allow_read_write_mounts:
+            problems.append(f"{name}: mounts.{i}.read_only: course data is mounted read-only (students could "
+                            "change or delete it otherwise); ask an admin")
+        target = normalize_mount_target(str(mount.get("target", "")))
+        if not _inside(target, limits.mount_targets):
+            problems.append(f"{name}: mounts.{i}.target: {shorten(target, 80)} must be under "
+                            f"{' or '.join(limits.mount_targets)} (a course mounts data, not parts of the image)")
+    for var in data.get("env") or {}:
+        if isinstance(var, str) and (var in INSTRUCTOR_ENV_DENIED or var.startswith(INSTRUCTOR_ENV_DENIED_PREFIXES)):
+            problems.append(f"{name}: env.{var[:60]}: instructors may not set it (it makes the shell, "
+                            "Python, Jupyter or git run other code in students' servers); ask an admin")
+    idle = data.get("idle") or {}
+    if limits.max_idle_minutes is not None and "minutes" in idle and idle["minutes"] > limits.max_idle_minutes:
+        problems.append(_too_much(name, "idle.minutes", plain_number(idle["minutes"]),
+                                  plain_number(limits.max_idle_minutes)))
+    if idle.get("reclaim") == "never" and not limits.allow_reclaim_never:
         problems.append(f"{name}: idle.reclaim: 'never' is not allowed for instructors (idle servers would hold "
                         "their GPUs forever); use 'when_queued' or 'always', or ask an admin")
     return problems
 
 
 def _owner_value(value):
-    """An owner list in comparable form: missing and [] are the same, order does not matter."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return sorted(value, key=repr)
-    return value
+    """An owner list in comparable form: missing and [] are the same. Order counts: the first group is the one
+    students are enrolled into."""
+    return [] if value is None else value
 
 
 def owner_field_changes(old: dict, new: dict, name: str) -> List[str]:
-    """Messages for OWNER_FIELDS that differ (missing and [] are the same; order-insensitive):
+    """Messages for OWNER_FIELDS that differ (missing and [] are the same; order counts):
     "{name}: groups: set by an admin (who may use and manage a course); ask an admin to change it"."""
     return [f"{name}: {field}: set by an admin (who may use and manage a course); ask an admin to change it"
             for field in OWNER_FIELDS if _owner_value(old.get(field)) != _owner_value(new.get(field))]

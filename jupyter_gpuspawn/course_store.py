@@ -58,7 +58,7 @@ def revision_of(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _normalized(text: str) -> str:
+def normalized_text(text: str) -> str:
     """What is written for ``text``: Unix line ends (a browser's form sends CRLF) and a trailing newline."""
     text = text.replace("\r\n", "\n")
     return text if text.endswith("\n") else text + "\n"
@@ -154,7 +154,7 @@ class CourseStore:
     def _prepared(text: str) -> str:
         """``text`` as it will be written; ValueError if it cannot be, or would be too large for the catalog to
         read (checked before anything touches the directory)."""
-        text = _normalized(text)
+        text = normalized_text(text)
         size = len(text.encode("utf-8"))  # UnicodeEncodeError (a ValueError) for lone surrogates
         if size > MAX_FILE_BYTES:
             raise ValueError(f"the course file would be {size // 1024} KiB; the limit is {MAX_FILE_BYTES // 1024} KiB")

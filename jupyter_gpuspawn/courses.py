@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import posixpath
 from collections import Counter
@@ -119,7 +120,8 @@ COURSE_SCHEMA = {
         },
         "env": {
             "type": "object",
-            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z"},
+            "propertyNames": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z"},
+            "maxProperties": 200,
             "additionalProperties": {"type": "string", "maxLength": 4096},
         },
     },
@@ -301,6 +303,12 @@ def parse_course(data, path: str, data_roots=()) -> Course:
     if problems:
         raise CourseError(problems)
 
+    for section in ("gpus", "idle", "resources"):
+        for key, value in data.get(section, {}).items():
+            if isinstance(value, float) and not math.isfinite(value):  # .nan passes every minimum and maximum
+                problems.append(f"{name}: {section}.{key}: {value} is not a number; write a plain number")
+    if problems:
+        raise CourseError(problems)
     gpus = data.get("gpus", {})
     gpu_max = gpus.get("max", gpus.get("default", 0))
     gpu_default = gpus.get("default", 0)

@@ -749,6 +749,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             raise SpawnRefused(
                 500, f"The data mounts of {course.title} clash with the server's own volumes; tell the admin."
             )
+        # the catalog checked each source (resolved) against the data roots when the file changed; a directory
+        # someone replaced by a symlink since (a course writes into its data) would lead Docker elsewhere
+        moved = [m for m in course.mounts if await self._blocking(os.path.realpath, m.source) != m.source]
+        if moved:
+            self.log.error("course %s: mount sources are symlinks now: %s", course.id, [m.source for m in moved])
+            raise SpawnRefused(
+                500, f"The course data for {course.title} ({moved[0].target}) changed on the server; tell your "
+                "instructor."
+            )
         missing = [m for m in course.mounts if not await self._blocking(os.path.isdir, m.source)]
         if missing:
             self.log.error("course %s: mount sources missing: %s", course.id, [m.source for m in missing])

@@ -38,7 +38,22 @@ def course_desk(config_file: str):
         default_data_roots=tuple(data_roots),
     )
     return CourseDesk(courses_dir, data_roots, limits, usage_db_url(config_file),
-                      creator_groups=settings.get("course_creator_groups") or ())
+                      creator_groups=settings.get("course_creator_groups") or (), defaults=hub_defaults(settings))
+
+
+def hub_defaults(settings) -> dict:
+    """What the hub applies to a course that leaves a capped field out (None: no limit, or not known here)."""
+    from ..settings import GPUSpawnerSettings
+
+    traits = GPUSpawnerSettings.class_traits()
+
+    def value(name):
+        found = settings[name] if name in settings else getattr(traits.get(name), "default_value", None)
+        return found if isinstance(found, (int, float, str)) and not isinstance(found, bool) else None
+
+    return {"resources.mem_limit": value("mem_limit"), "resources.cpu_limit": value("cpu_limit"),
+            "resources.shm_size": value("shm_size"), "gpus.weekly_hours": value("gpu_hours_per_week"),
+            "idle.minutes": value("gpu_idle_minutes")}
 
 
 async def serve(args):
@@ -50,7 +65,8 @@ async def serve(args):
                        spawner_settings(args.config).get("form_template_paths") or ())
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    make_app(state, prefix).listen(url.port or 80, url.hostname or "127.0.0.1")
+    # forms are small: a 100 MB body (tornado's default) would only tie up the service
+    make_app(state, prefix).listen(url.port or 80, url.hostname or "127.0.0.1", max_body_size=1 << 20)
     await asyncio.Event().wait()
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 from urllib.parse import urlencode
 
 import jinja2
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.log import app_log
@@ -90,14 +90,16 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         the page say what they want."""
         note = {"done": done} if done else {"failed": failed}
         key, text = next(iter(note.items()))
-        self.redirect(url + "?" + urlencode({key: self.create_signed_value("note-" + key, text[:2000])}))
+        # bound to the user: a link one user makes the service sign shows nothing to anyone else
+        name = f"note-{key}-{self.who.name}"
+        self.redirect(url + "?" + urlencode({key: self.create_signed_value(name, text[:2000])}))
 
     def note(self, key: str) -> str:
         signed = self.get_argument(key, "")
         if not signed:
             return ""
-        value = web.decode_signed_value(self.application.settings["cookie_secret"], "note-" + key, signed,
-                                        max_age_days=1)
+        value = web.decode_signed_value(self.application.settings["cookie_secret"], f"note-{key}-{self.who.name}",
+                                        signed, max_age_days=1)
         return value.decode("utf-8", "replace") if value else ""
 
     def render_page(self, template: str, status: int = 200, **values):
@@ -200,6 +202,9 @@ def cookie_secret(runtime_dir: str) -> bytes:
 
 def make_app(state: AdminState, prefix: str) -> web.Application:
     from .courses import course_routes
+
+    # the hub's answer about a user (their groups: who is an instructor) is cached this long, not 5 minutes
+    HubOAuth.instance(cache_max_age=30)
 
     return web.Application(
         [

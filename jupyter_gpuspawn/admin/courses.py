@@ -16,8 +16,9 @@ from tornado.log import app_log
 
 from ..budget import week_start
 from ..course_edit import data_from_form, form_from_data
+from ..course_store import normalized_text
 from ..course_yaml import parse_yaml_text
-from ..courses import CourseError
+from ..courses import MAX_IMAGES, CourseError
 from ..reclaim import read_activity
 from ..usage import UsageDB
 from . import view
@@ -61,11 +62,19 @@ class CourseListHandler(InstructorHandler):
     @web.authenticated
     async def post(self):
         mine = await self.instructor()
-        course_id = self.get_body_argument("id", "")[:100]
+        course_id = self.get_body_argument("id", "")[:100].strip()
         title = self.get_body_argument("title", "")[:300]
         template = self.get_body_argument("template", "")[:100]
         try:
+            group = f"{self.state.desk.limits.group_prefix}{course_id}"
+            if await HubAPI().group(group) is not None:
+                # someone's group already: a new course must not show itself to, or enrol into, other people
+                raise Refused(400, [f"id: the hub group {group!r} exists already; choose another id, or ask an "
+                                    "admin to give an existing group a course"])
             await self.blocking(self.state.desk.create, self.who, course_id, title, template)
+        except HubAPIError as e:
+            self.redirect_with_note(self.course_url(), failed=f"Could not ask the hub about the group: {e}")
+            return
         except Refused as e:
             self.render_page("gpuspawn_courses.html", status=e.status, courses=mine,
                              limits=self.state.desk.limits.describe(), problems=e.problems, new_id=course_id,
@@ -90,13 +99,16 @@ class CourseHandler(InstructorHandler):
         text = None
         form = {k: [v.decode("utf-8", "replace") for v in vs] for k, vs in self.request.body_arguments.items()}
         if mode == "yaml":
-            text = self.get_body_argument("yaml", "")
+            # checked as it will be written (the store writes Unix line ends)
+            text = normalized_text(self.get_body_argument("yaml", ""))
             try:
-                new, problems = parse_yaml_text(text, entry.name), []
+                new, problems = await self.blocking(parse_yaml_text, text, entry.name), []
             except CourseError as e:
                 new, problems = None, e.problems
         elif mode in ("form", "preview"):
-            new, problems = data_from_form(form, entry.data or {})
+            if len(form.get("image") or ()) > MAX_IMAGES:
+                raise web.HTTPError(400, f"a course has at most {MAX_IMAGES} images")
+            new, problems = await self.blocking(data_from_form, form, entry.data or {})
         else:
             raise web.HTTPError(400, "mode must be form, preview or yaml")
         if not problems:
@@ -198,15 +210,18 @@ class ArchiveHandler(InstructorHandler):
             if archived else f"Restored {course_id}: enrolled students see it again."))
 
 
-def parse_names(text: str) -> List[str]:
+def parse_names(text: str, most: int = MAX_ENROL) -> List[str]:
     """User names from a pasted list: one per line, or separated by commas, semicolons or spaces (a CSV column of
-    names works; quotes are dropped). Duplicates dropped, order kept."""
-    names = []
-    for token in re.split(r"[\s,;]+", text):
-        token = token.strip().strip("\"'")
-        if token and token not in names:
-            names.append(token)
-    return names
+    names works; quotes are dropped). Duplicates dropped, order kept; at most ``most`` + 1 (the caller refuses
+    a longer list without reading all of a huge one)."""
+    names = {}
+    for token in re.finditer(r"[^\s,;]+", text):
+        name = token.group().strip("\"'")
+        if name:
+            names[name] = None
+            if len(names) > most:
+                break
+    return list(names)
 
 
 class EnrolHandler(InstructorHandler):

@@ -8,23 +8,32 @@ database. The web handlers (courses.py) run these calls in a worker thread.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..course_edit import changed_fields, new_course_data
 from ..course_limits import InstructorLimits, check_limits, owner_field_changes
-from ..course_yaml import merge_yaml
+from ..course_yaml import merge_yaml, same_value
 from ..course_store import CourseConflict, CourseStore, StoredCourse
-from ..courses import ID_PATTERN, Course, CourseError, parse_course
+from ..courses import COURSE_FILE_SUFFIXES, ID_PATTERN, Course, CourseError, course_files, parse_course
 from ..datafiles import DataFileError, parse_text
 from ..usage import UsageDB
 
 log = logging.getLogger("jupyter_gpuspawn.admin")
+
+
+# sections whose values an instructor may keep as an admin set them, even past a cap
+KEPT_SECTIONS = ("gpus", "resources", "idle")
+# capped fields a course may leave out, so that the hub's default applies -> the cap on them
+DEFAULTED = {"gpus.weekly_hours": "max_weekly_hours", "resources.mem_limit": "max_mem_limit",
+             "resources.cpu_limit": "max_cpu_limit", "resources.shm_size": "max_shm_size",
+             "idle.minutes": "max_idle_minutes"}
 
 
 class Refused(Exception):
@@ -85,9 +94,12 @@ class Entry:
 
 class CourseDesk:
     def __init__(self, courses_dir: str, data_roots: Sequence[str], limits: InstructorLimits, usage_db_url: str,
-                 creator_groups: Sequence[str] = ()):
+                 creator_groups: Sequence[str] = (), defaults: Optional[Mapping[str, object]] = None):
         self.store = CourseStore(courses_dir)
         self.creator_groups = frozenset(creator_groups)
+        # what the hub applies to a course that leaves a capped field out ("resources.mem_limit": "4G", None: no
+        # limit): removing the field must not lift the cap
+        self.defaults = dict(defaults or {})
         self.data_roots = tuple(data_roots)
         self.limits = limits
         self.usage_db_url = usage_db_url
@@ -121,11 +133,12 @@ class CourseDesk:
     def entry(self, course_id: str, who: Who) -> Entry:
         """The course ``course_id`` if ``who`` manages it: 404 when there is none, 403 when it is someone else's."""
         matches = [e for e in self.entries() if e.id == course_id]
-        if not matches:
+        if matches and matches[0].owned_by(who):
+            return matches[0]
+        if not matches and who.admin:
             raise Refused(404, [f"There is no course {course_id!r}."])
-        if not matches[0].owned_by(who):
-            raise Refused(403, [f"You do not manage the course {course_id!r}; its instructors and the admins do."])
-        return matches[0]
+        # the same answer whether it exists or not: instructors learn nothing about others' courses
+        raise Refused(403, [f"You do not manage a course {course_id!r}; its instructors and the admins do."])
 
     # ---- changing -----------------------------------------------------------------------------------------------
     def check(self, entry: Entry, new: dict, who: Who) -> Course:
@@ -141,12 +154,37 @@ class CourseDesk:
         except CourseError as e:
             raise Refused(400, problems + e.problems) from None
         if not who.admin:
-            # what an admin set past the caps may stay (an instructor can still edit the title); nothing new may
-            already = set(check_limits(entry.data, self.limits, entry.name)) if entry.data else set()
-            problems += [p for p in check_limits(new, self.limits, entry.name) if p not in already]
+            problems += self.over_caps(entry.data or {}, new, entry.name)
         if problems:
             raise Refused(400, problems)
         return course
+
+    def over_caps(self, old: dict, new: dict, name: str) -> List[str]:
+        """What ``new`` sets past the caps that ``old`` did not already hold. A value an admin set past a cap may
+        stay exactly as it is (an instructor can still edit the title); any change to it, and anything new, is
+        checked. A capped field left out gets the hub's default, which must be within the cap too."""
+        delta = copy.deepcopy(new)
+        problems = []
+        for section in KEPT_SECTIONS + ("env",):
+            before = old.get(section) if isinstance(old.get(section), dict) else {}
+            after = delta.get(section) or {}
+            for key in [k for k in after if k in before and same_value(before[k], after[k])]:
+                del after[key]  # kept as it was
+        for path, cap in DEFAULTED.items():
+            section, key = path.split(".")
+            before = old.get(section) if isinstance(old.get(section), dict) else {}
+            if key in before and key not in (new.get(section) or {}) \
+                    and getattr(self.limits, cap) is not None:
+                default = self.defaults.get(path)
+                if default is None:
+                    problems.append(f"{name}: {path}: leaving it out lifts the limit (the hub sets none); keep a "
+                                    "value within the cap")
+                else:
+                    delta.setdefault(section, {})[key] = default
+        for key in ("images", "mounts"):
+            delta[key] = [item for item in delta.get(key) or []
+                          if not any(same_value(item, kept) for kept in _list(old.get(key)))]
+        return problems + check_limits(delta, self.limits, name)
 
     def save(self, course_id: str, who: Who, new: dict, revision: str, text: Optional[str] = None,
              action: str = "edited") -> Tuple[Entry, List[str]]:
@@ -174,15 +212,21 @@ class CourseDesk:
         import re
 
         course_id, title = course_id.strip(), title.strip()
-        if not self.may_create(who, self.mine(who)):
+        mine = self.mine(who)
+        if not self.may_create(who, mine):
             raise Refused(403, ["Creating courses is for admins, instructors and the course_creator_groups."])
+        if not who.admin and sum(who.name in ((e.data or {}).get("instructors") or []) for e in mine) \
+                >= self.limits.max_courses:
+            raise Refused(400, [f"You manage {self.limits.max_courses} courses already, the most an admin allows; "
+                                "archive one or ask an admin."])
         if not re.match(ID_PATTERN, course_id):
             raise Refused(400, [f"id: {course_id[:64]!r} must be lower-case letters, digits, - or _ (at most 64), "
                                 "starting with a letter or digit"])
         if not title:
             raise Refused(400, ["title: a course needs a title"])
         entries = self.entries()
-        if any(e.id == course_id for e in entries):
+        taken = [os.path.join(self.store.directory, course_id + suffix) for suffix in COURSE_FILE_SUFFIXES]
+        if any(e.id == course_id for e in entries) or any(os.path.lexists(p) for p in taken):
             raise Refused(400, [f"id: a course {course_id!r} exists already; choose another id"])
         template = None
         if template_id:
@@ -276,12 +320,25 @@ class CourseDesk:
             raise Refused(400, ["This course is open to everyone (it names no group); an admin sets its group in "
                                 "the course file before students can be enrolled."])
         group = entry.groups[0]
-        for other in self.entries():
-            if other.id != entry.id and (group in other.groups or group in
-                                         ((other.data or {}).get("instructor_groups") or [])):
+        if group in self.creator_groups or group in ((entry.data or {}).get("instructor_groups") or []):
+            raise Refused(400, [f"The group {group!r} makes its members instructors; only an admin changes who is "
+                                "in it."])
+        entries = self.entries()
+        listed = {e.stored.path for e in entries if e.data is not None}
+        unreadable = [p for p in course_files(self.store.directory) if p not in listed]
+        if unreadable:  # the hub may still serve its last good version: its groups are unknown
+            raise Refused(400, [f"{os.path.basename(unreadable[0])} cannot be read, so it is unknown whether it "
+                                f"uses the group {group!r} too; enrolment waits until an admin fixes that file."])
+        for other in entries:
+            if other.id != entry.id and (group in other.groups or group in _list(
+                    other.data.get("instructor_groups"))):
                 raise Refused(400, [f"The group {group!r} is also used by the course {other.id!r}: enrolling here "
                                     "would change that course too. Ask an admin to give this course its own group."])
         return group
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _now() -> float:

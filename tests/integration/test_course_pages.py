@@ -223,6 +223,14 @@ def test_enrolment_and_stops_reach_only_the_course_s_own_group_and_servers(cours
     r = prof.submit("courses/dl/enrol", {"names": "ana, ben\nnobody-here", "action": "add"}, status=200)
     assert "Enrolled 2: ana, ben" in _unescape(r.text) and "no such hub user yet" in _unescape(r.text) and "nobody-here" in _unescape(r.text)
     assert sorted(members(hub, "course-dl")) == ["ana", "ben"]
+    # the note was signed for prof: the same link shows nothing to anyone else
+    link = r.history[0].headers["Location"]
+    assert "Enrolled 2" not in _unescape(Client(hub, "boss").get(hub.url + link, timeout=30).text)
+    # a new course never takes over a group that exists already
+    hub.session.post(f"{hub.api}/groups/course-taken", json={"users": ["stu"]})
+    r = prof.submit("courses/", {"id": "taken", "title": "Taken"}, status=400)
+    assert "the hub group 'course-taken' exists already" in _unescape(r.text)
+    assert not (hub.courses / "taken.yaml").exists()
     r = prof.submit("courses/borrowed/enrol", {"names": "stu", "action": "add"}, status=200)
     assert "also used by the course 'vision'" in _unescape(r.text)
     r = prof.submit("courses/ta-room/enrol", {"names": "stu", "action": "add"}, status=200)

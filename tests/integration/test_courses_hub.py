@@ -144,6 +144,21 @@ def test_missing_course_data_is_a_clear_error_that_holds_nothing(make_hub, tmp_p
     assert gpuspawn_containers() == []
 
 
+def test_course_data_swapped_for_a_symlink_after_the_check_is_refused(make_hub, tmp_path):
+    hub, _, data_root = courses_hub(make_hub, tmp_path, n_gpus=1, courses=[
+        course("d", mounts=[{"source": os.path.join(str(tmp_path), "datasets", "course-c"), "target": "/data/d"}]),
+    ])
+    hub.create_users("stu-d")
+    # the catalog has checked the file (and resolved the source) once the form or a start read it
+    assert hub.spawn("stu-d", {"course": "d", "gpus": 9}).status_code == 400
+    source = os.path.join(data_root, "course-c")
+    os.rename(source, source + "-old")
+    os.symlink("/", source)  # the course file is unchanged: the catalog keeps its old check
+    r = hub.spawn("stu-d", {"course": "d"})
+    assert r.status_code == 500 and "course data for Course D (/data/d) changed" in r.json()["message"]
+    assert gpuspawn_containers() == []
+
+
 def test_a_course_mount_cannot_take_over_an_admin_volume(make_hub, tmp_path):
     # The admin mounts /datasets read-only for everyone; a course that mounts the same host path read-write
     # would replace that bind (Docker keys binds by host path) and hand students write access.

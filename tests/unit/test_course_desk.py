@@ -36,8 +36,11 @@ def test_instructors_reach_only_their_courses_admins_all(desk):
     with pytest.raises(Refused) as e:
         desk.entry("dl", OTHER)
     assert e.value.status == 403
-    with pytest.raises(Refused) as e:
+    with pytest.raises(Refused) as e:  # the same answer as for someone else's course: nothing leaks
         desk.entry("nope", PROF)
+    assert e.value.status == 403 and "You do not manage a course 'nope'" in e.value.problems[0]
+    with pytest.raises(Refused) as e:
+        desk.entry("nope", BOSS)
     assert e.value.status == 404
 
 
@@ -141,3 +144,67 @@ def test_a_json_course_file_stays_json(desk, tmp_path):
     desk.save("nb", PROF, dict(entry.data, title="Notebooks 2"), entry.stored.revision)
     assert json.loads((tmp_path / "courses" / "nb.json").read_text())["title"] == "Notebooks 2"
     assert desk.entry("nb", PROF).course.title == "Notebooks 2"
+
+
+def test_an_admin_s_value_past_the_caps_stays_only_exactly_as_it_is(desk, tmp_path):
+    private = tmp_path / "private" / ("p" * 90)
+    (private / "exam").mkdir(parents=True)
+    entry = desk.entry("dl", BOSS)
+    admin_mount = {"source": str(private), "target": "/data/p"}
+    desk.save("dl", BOSS, dict(entry.data, mounts=[admin_mount], env={"PYTHONUSERBASE": "/data/p"},
+                               images=entry.data["images"] + [{"key": "b", "image": "img:admin-only"}]),
+              entry.stored.revision)
+    entry = desk.entry("dl", PROF)
+    desk.save("dl", PROF, dict(entry.data, title="Kept"), entry.stored.revision)  # all of it kept: fine
+    entry = desk.entry("dl", PROF)
+    for change in ({"mounts": [dict(admin_mount, read_only=False)]},
+                   {"mounts": [dict(admin_mount, target="/data/q")]},
+                   {"mounts": [{"source": str(private / "exam"), "target": "/data/p"}]},  # same long prefix
+                   {"env": {"PYTHONUSERBASE": "/data/other"}},
+                   {"images": entry.data["images"][:1] + [{"key": "b", "image": "img:admin-only2"}]}):
+        with pytest.raises(Refused):
+            desk.save("dl", PROF, dict(entry.data, **change), entry.stored.revision)
+
+
+def test_leaving_a_capped_field_out_gets_the_hub_default_which_must_fit_the_cap(desk):
+    desk.limits = InstructorLimits.from_config({"max_mem_limit": "2G", "images": ["img:1"]})
+    entry = desk.entry("dl", BOSS)
+    desk.save("dl", BOSS, dict(entry.data, resources={"mem_limit": "1G"}), entry.stored.revision)
+    entry = desk.entry("dl", PROF)
+    with pytest.raises(Refused, match="leaving it out lifts the limit"):  # the hub sets no memory limit
+        desk.save("dl", PROF, {k: v for k, v in entry.data.items() if k != "resources"}, entry.stored.revision)
+    desk.defaults = {"resources.mem_limit": "8G"}
+    with pytest.raises(Refused, match="resources.mem_limit: 8G is more than instructors may set"):
+        desk.save("dl", PROF, {k: v for k, v in entry.data.items() if k != "resources"}, entry.stored.revision)
+    desk.defaults = {"resources.mem_limit": "2G"}
+    desk.save("dl", PROF, {k: v for k, v in entry.data.items() if k != "resources"}, entry.stored.revision)
+
+
+def test_no_enrolment_into_a_group_that_makes_instructors_or_a_reordered_one(desk, tmp_path):
+    entry = desk.entry("dl", BOSS)
+    desk.save("dl", BOSS, dict(entry.data, groups=["course-dl", "dl-staff"]), entry.stored.revision)
+    entry = desk.entry("dl", PROF)
+    with pytest.raises(Refused, match="groups: set by an admin"):  # the first group is the enrolment group
+        desk.save("dl", PROF, dict(entry.data, groups=["dl-staff", "course-dl"]), entry.stored.revision)
+    entry = desk.entry("dl", BOSS)
+    desk.save("dl", BOSS, dict(entry.data, groups=["dl-staff"]), entry.stored.revision)
+    with pytest.raises(Refused, match="makes its members instructors"):
+        desk.enrolment_group(desk.entry("dl", PROF))
+    desk.creator_groups = frozenset({"course-vision"})
+    with pytest.raises(Refused, match="makes its members instructors"):
+        desk.enrolment_group(desk.entry("vision", OTHER))
+    desk.creator_groups = frozenset()
+    (tmp_path / "courses" / "broken.yaml").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(Refused, match="cannot be read"):
+        desk.enrolment_group(desk.entry("vision", OTHER))
+
+
+def test_a_new_course_cannot_take_an_unreadable_file_s_id_nor_exceed_the_count(desk, tmp_path):
+    (tmp_path / "courses" / "ml.yml").write_bytes(b"\xff not utf-8")
+    with pytest.raises(Refused, match="exists already"):
+        desk.create(PROF, "ml", "ML")
+    desk.limits = InstructorLimits.from_config({"images": ["img:1"], "max_courses": 2})
+    desk.create(PROF, "one", "One")
+    with pytest.raises(Refused, match="You manage 2 courses already"):
+        desk.create(PROF, "two", "Two")
+    desk.create(BOSS, "two", "Two")  # admins are not counted

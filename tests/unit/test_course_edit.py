@@ -82,10 +82,14 @@ def test_from_config_reads_every_key():
     got = InstructorLimits.from_config(
         {"max_gpus": 2, "max_mem_limit": "32G", "max_cpu_limit": 8.5, "max_shm_size": 1024, "max_weekly_hours": 20,
          "images": {"PyTorch": "local/pytorch:24.08", "TF": "local/tf:2.16"}, "data_roots": ["/srv/a"],
-         "allow_reclaim_never": True, "group_prefix": ""},
+         "allow_reclaim_never": True, "group_prefix": "", "max_idle_minutes": 90, "allow_read_write_mounts": True,
+         "mount_targets": ["/data", "/scratch"], "max_courses": 3},
         default_images=("ignored",), default_data_roots=("/ignored",))
-    assert got == InstructorLimits(2, 32 * GiB, 8.5, 1024, 20, ("local/pytorch:24.08", "local/tf:2.16"),
-                                   ("/srv/a",), True, "")
+    assert got == InstructorLimits(
+        max_gpus=2, max_mem_limit=32 * GiB, max_cpu_limit=8.5, max_shm_size=1024, max_weekly_hours=20,
+        images=("local/pytorch:24.08", "local/tf:2.16"), data_roots=("/srv/a",), allow_reclaim_never=True,
+        max_idle_minutes=90, allow_read_write_mounts=True, mount_targets=("/data", "/scratch"), group_prefix="",
+        max_courses=3)
 
 
 def test_from_config_defaults_are_no_caps_and_the_offered_images():
@@ -117,7 +121,7 @@ def test_from_config_defaults_are_no_caps_and_the_offered_images():
     ("group_prefix", "-x", "instructor_limits['group_prefix']: expected '' or lower-case letters"),
     ("group_prefix", "x" * 32, "instructor_limits['group_prefix']: expected '' or lower-case letters"),
     ("group_prefix", "c-\n", "instructor_limits['group_prefix']: expected '' or lower-case letters"),
-    ("max_gpu", 2, "instructor_limits: unknown key(s) 'max_gpu'; allowed: allow_reclaim_never, data_roots"),
+    ("max_gpu", 2, "instructor_limits: unknown key(s) 'max_gpu'; allowed: allow_read_write_mounts, allow_reclaim_never"),
 ])
 def test_from_config_refuses_a_wrong_key_or_value_naming_it(key, value, message):
     with pytest.raises(ValueError) as e:
@@ -138,10 +142,12 @@ def test_describe_says_each_set_cap():
     assert limits(data_roots=("/srv/a", "/srv/b")).describe() == [
         "At most 2 GPUs per student", "Memory at most 32 GiB", "CPU at most 8", "Shared memory at most 8 GiB",
         "At most 20 GPU-hours per student per week", "Images: local/pytorch:24.08, local/tf:2.16",
-        "Data mounts under: /srv/a, /srv/b", "idle.reclaim 'never' is not allowed",
+        "Data mounts under: /srv/a, /srv/b", "Mounted under: /data, read-only", "idle.reclaim 'never' is not allowed",
+        "At most 20 courses per instructor",
     ]
     lines = InstructorLimits(max_gpus=1, max_cpu_limit=2.5, images=("a",), allow_reclaim_never=True).describe()
-    assert lines == ["At most 1 GPU per student", "CPU at most 2.5", "Images: a", "Data mounts: none allowed"]
+    assert lines == ["At most 1 GPU per student", "CPU at most 2.5", "Images: a", "Data mounts: none allowed",
+                     "At most 20 courses per instructor"]
 
 
 # ---- check_limits -----------------------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ def test_mount_sources_must_lie_inside_a_data_root_by_realpath(roots, monkeypatc
     root, private = roots
     monkeypatch.chdir(root)  # a relative source is refused even where it would resolve inside the root
     caps = limits(data_roots=(root,))
-    inside = course(mounts=[{"source": f"{root}/imagenet", "target": "/data/in"}, {"source": root, "target": "/d"}])
+    inside = course(mounts=[{"source": f"{root}/imagenet", "target": "/data/in"}, {"source": root, "target": "/data/d"}])
     assert check_limits(inside, caps, NAME) == []
     for source in (private, f"{root}/escape", f"{root}-evil", f"{root}/../private", "imagenet", "."):
         problems = check_limits(course(mounts=[{"source": source, "target": "/data"}]), caps, NAME)
@@ -220,8 +226,8 @@ def test_reclaim_never_needs_the_admins_permission():
 @pytest.mark.parametrize("field", OWNER_FIELDS)
 def test_an_owner_field_change_is_refused(field):
     old = course(**{field: ["a", "b"]})
-    assert owner_field_changes(old, course(**{field: ["b", "a"]}), NAME) == []  # order does not matter
-    for new in (course(**{field: ["a"]}), course(**{field: ["a", "b", "c"]}), course()):
+    # order counts too: the first group is the one students are enrolled into
+    for new in (course(**{field: ["a"]}), course(**{field: ["a", "b", "c"]}), course(), course(**{field: ["b", "a"]})):
         assert owner_field_changes(old, new, NAME) == [
             f"dl.yaml: {field}: set by an admin (who may use and manage a course); ask an admin to change it"]
     assert owner_field_changes(course(), course(**{field: []}), NAME) == []  # missing and [] are the same
@@ -765,3 +771,26 @@ def test_the_pyproject_declares_ruamel_yaml():
     path = os.path.join(os.path.dirname(__file__), "..", "..", "pyproject.toml")
     with open(path) as f:
         assert '"ruamel.yaml>=0.18"' in f.read()
+
+
+def test_instructors_mount_read_only_under_the_mount_targets_and_set_no_code_loading_env():
+    caps = limits(data_roots=("/",))
+    rw = course(mounts=[{"source": "/srv", "target": "/data/x", "read_only": False}])
+    assert check_limits(rw, caps, NAME) == ["dl.yaml: mounts.0.read_only: course data is mounted read-only "
+                                            "(students could change or delete it otherwise); ask an admin"]
+    assert check_limits(rw, limits(data_roots=("/",), allow_read_write_mounts=True), NAME) == []
+    over_image = course(mounts=[{"source": "/srv", "target": "/opt/conda/lib/python3.11/site-packages/x"}])
+    [problem] = check_limits(over_image, caps, NAME)
+    assert "mounts.0.target" in problem and "must be under /data" in problem
+    assert check_limits(course(mounts=[{"source": "/srv", "target": "/data/../opt"}]), caps, NAME) != []
+    for var in ("BASH_ENV", "PYTHONUSERBASE", "IPYTHONDIR", "JUPYTER_DATA_DIR", "GIT_SSH_COMMAND", "PROMPT_COMMAND"):
+        [problem] = check_limits(course(env={var: "x"}), caps, NAME)
+        assert problem.startswith(f"dl.yaml: env.{var}: instructors may not set it"), problem
+    assert check_limits(course(env={"TORCH_HOME": "/data/x", "ENVIRONMENT": "lab"}), caps, NAME) == []
+
+
+def test_the_idle_minutes_are_capped_so_never_cannot_come_back_as_a_year():
+    caps = limits(max_idle_minutes=120)
+    assert check_limits(course(idle={"minutes": 120}), caps, NAME) == []
+    assert check_limits(course(idle={"minutes": 525600}), caps, NAME) == [
+        "dl.yaml: idle.minutes: 525600 is more than instructors may set (120); ask an admin"]

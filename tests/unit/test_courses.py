@@ -476,3 +476,19 @@ def test_an_archived_course_is_hidden_from_every_form_and_kept_valid(tmp_path, d
     assert course.owned_by("prof", [])  # its instructor still manages (and may restore) it
     with pytest.raises(CourseError, match="archived: expected boolean"):
         load_course_file(write(tmp_path, "bad.yaml", course_data(data_root, archived="yes")), [data_root])
+
+
+@pytest.mark.parametrize("section, key", [("gpus", "weekly_hours"), ("idle", "minutes"), ("resources", "cpu_limit")])
+def test_nan_and_infinity_are_refused_where_numbers_are_capped(tmp_path, data_root, section, key):
+    for value, message in ((".nan", "is not a number"), (".inf", "greater than the maximum")):
+        path = tmp_path / "dl101.yaml"
+        path.write_text(f"id: dl101\ntitle: DL\nimages: [{{key: a, image: 'img:1'}}]\n{section}: {{{key}: {value}}}\n")
+        with pytest.raises(CourseError, match=f"{section}.{key}: .*{message}"):
+            load_course_file(str(path), [data_root])
+
+
+def test_env_names_must_be_strings_and_few(tmp_path, data_root):
+    path = tmp_path / "dl101.yaml"
+    path.write_text("id: dl101\ntitle: DL\nimages: [{key: a, image: 'img:1'}]\nenv: {1: x}\n")
+    with pytest.raises(CourseError, match="env"):
+        load_course_file(str(path), [data_root])
