@@ -232,9 +232,11 @@ class GPUSpawnerSettings(LoggingConfigurable):
         max_mem_limit ("32G"), max_cpu_limit (8), max_shm_size ("8G"), max_weekly_hours (gpus.weekly_hours),
         images (the image references instructors may use; default: the images this hub already offers: image,
         allowed_images and those in the course files), data_roots (host directories course mounts may come from;
-        default: course_data_roots), allow_reclaim_never (False: instructors cannot exempt a course from idle
-        reclaim), group_prefix (the hub group of a new course: "course-<id>"). An edit past a cap is refused with
-        the cap in the message; a wrong key stops the service with a message naming it.""",
+        default: course_data_roots), mount_targets (container directories course mounts go under: ["/data"]),
+        allow_read_write_mounts (False), max_idle_minutes (idle.minutes), allow_reclaim_never (False: instructors
+        cannot exempt a course from idle reclaim), group_prefix (the hub group of a new course: "course-<id>"),
+        max_courses (20 per instructor). An edit past a cap is refused with the cap in the message; a wrong key
+        stops the service with a message naming it.""",
     )
     course_creator_groups = List(
         Unicode(),
