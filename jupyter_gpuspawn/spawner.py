@@ -33,17 +33,13 @@ from .reclaim import NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir
 from .reconcile import Reconciler, container_ended, container_holds_gpus, remove_container
 from .settings import GPUSpawnerSettings
 from .usage import Hold, UsageDB
+from .plan import AdminSettings, Bind, ContainerPlan, docker_create_kwargs, plan_container
+from .spec import GPUAssignment, oauth_client_id
 from .waitroom import POOL, QueueTimeout, WaitRoom, ordinal, pool_label, waiting_message
-from .spec import (GPUAssignment, device_requests, gpu_env, is_protected_env, is_spawner_env, merge_host_config,
-                   oauth_client_id)
 
 
 # how long a user network found isolated is trusted without asking Docker again
 NETWORK_CHECK_SECONDS = 30
-# where a demo container finds the hub's simulated-GPU file
-SIMULATED_MOUNT = "/etc/jupyter-gpuspawn/simulated-gpus"
-# where a container finds the hub's notices for it (the idle-reclaim warning), read-only
-NOTICE_MOUNT = "/etc/jupyter-gpuspawn/notices"
 # after the usage records failed, how long they are left alone
 USAGE_RETRY_SECONDS = 60
 # seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
@@ -164,12 +160,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._end_reason = ""  # why the running server ends, for its usage records (usage.END_REASONS)
         if self.name:
             self.oauth_client_id = oauth_client_id(self.user.name, self.name)
-        # The admin's settings stay the base; each start merges the course and GPU spec into them.
-        self._admin_limits = (self.mem_limit, self.cpu_limit)
-        self._admin_create_kwargs = self.extra_create_kwargs
-        self._admin_host_config = self.extra_host_config
-        self.extra_create_kwargs = lambda spawner: spawner._create_kwargs()
-        self.extra_host_config = lambda spawner: spawner._host_config()
+        self._plan: Optional[ContainerPlan] = None  # this start's container, decided before it is created
 
     @property
     def allocator(self) -> GPUAllocator:
@@ -408,7 +399,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 user=self.user.name, server=self.name or "", gpus=uuids, policy=course.policy,
                 max_users_per_gpu=course.max_users_per_gpu, course=course.id, image_key=choice.image_key,
             )
-            self._apply_course(course)
+            self._course = course
             self._identity, self._host_home = identity, host_home
             self.image = self._chosen_image = choice.image
             try:
@@ -422,6 +413,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self.ip = "127.0.0.1"
                 self.port = self._reserve_port()
             await self._prepare_notices()
+            self._plan = self._make_plan()
             await self._remove_outdated_container()
             ip, port = await super().start()
             await self._wait_until_answering(ip, port)
@@ -731,7 +723,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         except ServerExited as e:
             self.log.error("Container %s stopped while starting (%s). Its last output:\n%s",
                            self.object_name, e, e.output.rstrip() or "(none)")
-            hint = f" Its memory limit is {format_size(self.mem_limit)}." if e.oom_killed and self.mem_limit else ""
+            mem_limit = self._plan.mem_limit if self._plan else self.mem_limit
+            hint = f" Its memory limit is {format_size(mem_limit)}." if e.oom_killed and mem_limit else ""
             raise SpawnRefused(
                 500, f"Your server stopped while starting ({e}).{hint} Try again; if it keeps happening, tell the "
                 "admin the time of this attempt."
@@ -765,13 +758,6 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 500, f"The course data for {course.title} ({missing[0].target}) is not available on this server; "
                 "tell your instructor."
             )
-
-    def _apply_course(self, course: Course):
-        """Course limits replace the spawner-wide ones for this start; without a value the admin's apply."""
-        self._course = course
-        admin_mem, admin_cpu = self._admin_limits
-        self.mem_limit = course.mem_limit if course.mem_limit is not None else admin_mem
-        self.cpu_limit = course.cpu_limit if course.cpu_limit is not None else admin_cpu
 
     def _reserve_port(self) -> int:
         for _ in range(100):
@@ -807,8 +793,19 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self.port = port
 
     async def create_object(self):
+        """DockerSpawner's create, rendered from this start's plan. The admin's extra_create_kwargs and
+        extra_host_config are read now (a pre_spawn_hook may have changed them) and merged under the plan."""
         self._event(f"Creating container from {self.image}", 30)
-        return await super().create_object()
+        create, host, warnings = docker_create_kwargs(
+            self._plan, name=self.container_name, command=await self.get_command(), port=self.port,
+            network=self.network_name, admin_create=await self._admin_value(self.extra_create_kwargs),
+            admin_host=await self._admin_value(self.extra_host_config), use_internal_ip=self.use_internal_ip,
+            host_ip=self.host_ip, links=self.links, mounts=self.mount_binds,
+        )
+        for warning in warnings:
+            self.log.warning(warning)
+        create.setdefault("host_config", {}).update(self.client.create_host_config(**host))
+        return await self.docker("create_container", **create)
 
     async def start_object(self):
         self._event("Starting container", 60)
@@ -875,109 +872,37 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         value = self._eval_if_callable(value)
         if inspect.isawaitable(value):
             value = await value
-        return dict(value or {})
+        return self._render_templates(dict(value or {}))
 
-    async def _create_kwargs(self):
-        kwargs = await self._admin_value(self._admin_create_kwargs)
-        identity = self._identity
-        kwargs["user"] = f"{identity.uid}:{identity.gid}"
-        kwargs["working_dir"] = self._container_home()
-        labels = dict(kwargs.get("labels") or {})
-        labels.update(self._assignment.labels())
-        kwargs["labels"] = labels
-        return kwargs
-
-    async def _host_config(self):
-        admin = await self._admin_value(self._admin_host_config)
-        hardening = {
-            "cap_drop": ["ALL"], "device_requests": device_requests(self._assignment.gpus),
-            # removal is the spawner's (on stop, on failure, before a re-create): a container Docker removed by
-            # itself would take its exit code, OOM flag and last output with it
-            "auto_remove": False,
-        }
-        if self.no_new_privileges:
-            hardening["security_opt"] = ["no-new-privileges:true"]
-        if self.cap_add:
-            hardening["cap_add"] = list(self.cap_add)
-        course_shm = self._course.shm_size if self._course else None
-        defaults = {"shm_size": course_shm or self.shm_size}
-        if self.pids_limit:
-            defaults["pids_limit"] = self.pids_limit
-        if self.ulimits:
-            defaults["ulimits"] = [
-                {"Name": name, "Soft": limit, "Hard": limit} for name, limit in sorted(self.ulimits.items())
-            ]
-        merged, warnings = merge_host_config(admin, hardening, defaults)
-        for warning in warnings:
-            self.log.warning(warning)
-        return merged
-
-    def _simulated_mount(self) -> str:
-        """In demo mode, where the container sees the hub's simulated-GPU file (read-only): an edit shows live in
-        the Lab panel and counts as GPU activity, as a real GPU's figures would."""
-        suffix = os.path.splitext(self.simulated_gpus)[1] or ".yaml"
-        return SIMULATED_MOUNT + suffix
-
-    @property
-    def volume_binds(self):
-        binds = super().volume_binds
-        if self._notice_dir:
-            binds[self._notice_dir] = {"bind": NOTICE_MOUNT, "mode": "ro"}
-        if self._simulated_env:
-            binds[os.path.realpath(self.simulated_gpus)] = {"bind": self._simulated_mount(), "mode": "ro"}
-        for mount in self._course.mounts if self._course else ():
-            binds[mount.source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
-        if self._host_home:
-            binds[self._host_home] = {"bind": self._container_home(), "mode": "rw"}
-        return binds
-
-    @property
-    def volume_mount_points(self):
-        points = super().volume_mount_points
-        if self._notice_dir:
-            points.append(NOTICE_MOUNT)
-        if self._simulated_env:
-            points.append(self._simulated_mount())
-        points += [m.target for m in self._course.mounts] if self._course else []
-        if self._host_home:
-            points.append(self._container_home())
-        return points
+    def _make_plan(self) -> ContainerPlan:
+        ulimits = tuple(sorted(self.ulimits.items()))
+        admin = AdminSettings(
+            mem_limit=self.mem_limit, cpu_limit=self.cpu_limit, shm_size=self.shm_size, pids_limit=self.pids_limit,
+            ulimits=ulimits, cap_add=tuple(self.cap_add), no_new_privileges=self.no_new_privileges,
+            environment_names=frozenset(self.environment),
+            binds=tuple(Bind(source, b["bind"], b.get("mode", "rw")) for source, b in self.volume_binds.items()),
+        )
+        simulated = os.path.realpath(self.simulated_gpus) if self._simulated_env else ""
+        plan = plan_container(
+            assignment=self._assignment, image=self.image, uid=self._identity.uid, gid=self._identity.gid,
+            base_env=super().get_env(), admin=admin, course=self._course, host_home=self._host_home,
+            home=self._container_home(), notice_dir=self._notice_dir, notice_file=NOTICE_FILE,
+            simulated_file=simulated, simulated_env=self._simulated_env,
+        )
+        if plan.ignored_env:
+            self.log.warning("%s: ignoring %s in Spawner.environment: set by the spawner only", self._log_name,
+                             ", ".join(plan.ignored_env))
+        return plan
 
     def get_env(self):
-        env = super().get_env()
-        # The NVIDIA runtime and our status extension trust these: only the spawner sets them, whatever the
-        # admin's `environment` says (a course's env cannot hold protected names at all; checked on load too).
-        dropped = [name for name in env if name in self.environment and is_spawner_env(name)]
-        for name in dropped:
-            del env[name]
-        if dropped:
-            self.log.warning("%s: ignoring %s in Spawner.environment: set by the spawner only", self._log_name,
-                             ", ".join(sorted(dropped)))
-        if self._course is not None:
-            env.update({k: v for k, v in self._course.env if not is_protected_env(k)})
-        if self.mem_limit:
-            env["MEM_LIMIT"] = str(self.mem_limit)
-        if self.cpu_limit:
-            env["CPU_LIMIT"] = str(self.cpu_limit)
-        if self._assignment is not None:
-            env.update(gpu_env(self._assignment.gpus, self._assignment.course, self.image))
-            if self._notice_dir:
-                env["JUPYTER_GPUSPAWN_NOTICE_FILE"] = f"{NOTICE_MOUNT}/{NOTICE_FILE}"
-            if self._simulated_env:
-                env["JUPYTER_GPUSPAWN_SIMULATED_GPUS"] = self._simulated_env
-                env["JUPYTER_GPUSPAWN_SIMULATED_FILE"] = self._simulated_mount()
-        if self._host_home:
-            env["HOME"] = self._container_home()
-        return env
+        return self._plan.env_dict() if self._plan is not None else super().get_env()
 
     # ---- state ----------------------------------------------------------------------------------------------------
     def get_state(self):
         state = super().get_state()
         if self._assignment is not None:
-            a = self._assignment
             state["gpuspawn"] = {
-                "gpus": list(a.gpus), "policy": a.policy, "max_users_per_gpu": a.max_users_per_gpu,
-                "course": a.course, "image_key": a.image_key, "image": self.image,
+                **self._assignment.to_state(), "image": self.image,
                 "uid": self._identity.uid if self._identity else None,
                 "gid": self._identity.gid if self._identity else None,
                 "started": self._started_epoch or None, "notices": bool(self._notice_dir),
@@ -997,11 +922,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._reclaimed = {"at": reclaimed.get("at"), "message": reclaimed["message"]}
         if not data:
             return
-        self._assignment = GPUAssignment(
-            user=self.user.name, server=self.name or "", gpus=tuple(data.get("gpus") or ()),
-            policy=data.get("policy", "exclusive"), max_users_per_gpu=int(data.get("max_users_per_gpu") or 1),
-            course=data.get("course", ""), image_key=data.get("image_key", ""),
-        )
+        self._assignment = GPUAssignment.from_state(self.user.name, self.name or "", data)
         if data.get("uid") is not None:
             self._identity = homes.Identity(int(data["uid"]), int(data["gid"]), "state")
         self._started_epoch = float(data.get("started") or time.time())
@@ -1028,6 +949,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                              "reconcile has removed it", self._log_name, container_id[:12])
         self._stop_confirmed = False
         self._assignment = None
+        self._plan = None
         self._course = None
         if getattr(self, "_notice_dir", ""):
             _shared.reclaimer.unregister(key, self._notice_dir)

@@ -91,6 +91,19 @@ class GPUAssignment:
             LABEL_MAX_USERS: str(self.max_users_per_gpu),
         }
 
+    def to_state(self) -> dict:
+        """What the hub's database keeps of the assignment (beside the labels Docker keeps)."""
+        return {"gpus": list(self.gpus), "policy": self.policy, "max_users_per_gpu": self.max_users_per_gpu,
+                "course": self.course, "image_key": self.image_key}
+
+    @classmethod
+    def from_state(cls, user: str, server: str, state: Mapping) -> "GPUAssignment":
+        return cls(
+            user=user, server=server, gpus=tuple(state.get("gpus") or ()), policy=state.get("policy", "exclusive"),
+            max_users_per_gpu=int(state.get("max_users_per_gpu") or 1), course=state.get("course", ""),
+            image_key=state.get("image_key", ""),
+        )
+
     @classmethod
     def from_labels(cls, labels: Mapping) -> Optional["GPUAssignment"]:
         if not labels or LABEL_USER not in labels:

@@ -1,4 +1,5 @@
-"""The container spec GPUDockerSpawner hands to DockerSpawner, built without Docker."""
+"""The spawner's own state and the admin settings it reads when it creates a container (the container spec itself:
+test_plan.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,39 +19,13 @@ def make_spawner(**config):
     return spawner
 
 
-def test_admin_settings_are_merged_with_the_gpu_spec():
-    spawner = make_spawner(
-        extra_host_config={"cap_add": ["SYS_NICE"], "device_requests": [{"driver": "nvidia", "count": -1,
-                                                                        "capabilities": [["gpu"]]}]},
-        extra_create_kwargs={"labels": {"site": "lab"}, "user": "0:0"},
-    )
-    host = asyncio.run(spawner._host_config())
-    assert host["device_requests"] == [{"driver": "nvidia", "device_ids": ["GPU-1"], "capabilities": [["gpu"]]}]
-    assert host["cap_drop"] == ["ALL"] and host["cap_add"] == ["SYS_NICE"]
-    assert host["security_opt"] == ["no-new-privileges:true"]
-    assert host["shm_size"] == 1024**3 and host["pids_limit"] == 4096
-    create = asyncio.run(spawner._create_kwargs())
-    assert create["user"] == "200001:200001"  # never root, whatever the admin wrote
-    assert create["labels"]["site"] == "lab"
-    assert create["labels"]["org.jupyter.gpuspawn.gpus"] == "GPU-1"
-    assert create["working_dir"] == "/home/alice"
-
-
-def test_async_callable_admin_settings_are_honoured():
+def test_async_callable_admin_settings_are_read_at_create_time():
     async def host(spawner):
         return {"shm_size": "4g"}
 
-    spawner = make_spawner(extra_host_config=host, shm_size="1G", pids_limit=0)
-    merged = asyncio.run(spawner._host_config())
-    assert merged["shm_size"] == "4g" and "pids_limit" not in merged
-
-
-def test_home_bind_is_added_to_admin_volumes():
-    spawner = make_spawner(volumes={"/data/shared": {"bind": "/data", "mode": "ro"}})
-    binds = spawner.volume_binds
-    assert binds["/srv/home/alice"] == {"bind": "/home/alice", "mode": "rw"}
-    assert binds["/data/shared"]["mode"] == "ro"
-    assert "/home/alice" in spawner.volume_mount_points
+    spawner = make_spawner(extra_host_config=host)
+    assert asyncio.run(spawner._admin_value(spawner.extra_host_config)) == {"shm_size": "4g"}
+    assert spawner.extra_host_config is host  # the admin's setting is never replaced by the spawner
 
 
 def test_state_round_trip():
