@@ -32,16 +32,23 @@ class Bind:
 
 
 @dataclass(frozen=True)
+class Hardening:
+    """The admin's process limits and privileges for every container (no course changes these)."""
+
+    pids_limit: int = 0
+    ulimits: Tuple[Tuple[str, int], ...] = ()
+    cap_add: Tuple[str, ...] = ()
+    no_new_privileges: bool = True
+
+
+@dataclass(frozen=True)
 class AdminSettings:
     """The admin's spawner settings that shape every container (read from the spawner once per start)."""
 
     mem_limit: Optional[int] = None
     cpu_limit: Optional[float] = None
     shm_size: Optional[int] = None
-    pids_limit: int = 0
-    ulimits: Tuple[Tuple[str, int], ...] = ()
-    cap_add: Tuple[str, ...] = ()
-    no_new_privileges: bool = True
+    hardening: Hardening = Hardening()
     environment_names: FrozenSet[str] = frozenset()  # names the admin set in Spawner.environment
     binds: Tuple[Bind, ...] = ()  # the admin's volumes, as DockerSpawner renders them
 
@@ -55,13 +62,10 @@ class ContainerPlan:
     home: str  # the container's home: HOME and the working directory ("" when no home is mounted)
     env: Tuple[Tuple[str, str], ...]
     binds: Tuple[Bind, ...]  # every bind: the admin's, then notices, simulated GPUs, course data, the home
-    mem_limit: Optional[int] = None
+    mem_limit: Optional[int] = None  # the course's, else the admin's
     cpu_limit: Optional[float] = None
     shm_size: Optional[int] = None
-    pids_limit: int = 0
-    ulimits: Tuple[Tuple[str, int], ...] = ()
-    cap_add: Tuple[str, ...] = ()
-    no_new_privileges: bool = True
+    hardening: Hardening = Hardening()
     ignored_env: Tuple[str, ...] = field(default=())  # admin environment names the spawner alone sets
 
     @property
@@ -92,15 +96,16 @@ class ContainerPlan:
             # itself would take its exit code, OOM flag and last output with it
             "auto_remove": False,
         }
-        if self.no_new_privileges:
+        limits = self.hardening
+        if limits.no_new_privileges:
             hardening["security_opt"] = ["no-new-privileges:true"]
-        if self.cap_add:
-            hardening["cap_add"] = list(self.cap_add)
+        if limits.cap_add:
+            hardening["cap_add"] = list(limits.cap_add)
         defaults = {"shm_size": self.shm_size} if self.shm_size else {}
-        if self.pids_limit:
-            defaults["pids_limit"] = self.pids_limit
-        if self.ulimits:
-            defaults["ulimits"] = [{"Name": name, "Soft": limit, "Hard": limit} for name, limit in self.ulimits]
+        if limits.pids_limit:
+            defaults["pids_limit"] = limits.pids_limit
+        if limits.ulimits:
+            defaults["ulimits"] = [{"Name": name, "Soft": limit, "Hard": limit} for name, limit in limits.ulimits]
         return merge_host_config(admin, hardening, defaults)
 
 
@@ -143,8 +148,7 @@ def plan_container(*, assignment: GPUAssignment, image: str, uid: int, gid: int,
     return ContainerPlan(
         assignment=assignment, image=image, uid=uid, gid=gid, home=home if host_home else "",
         env=tuple(env.items()), binds=_one_per_source(binds), mem_limit=mem_limit, cpu_limit=cpu_limit,
-        shm_size=shm_size, pids_limit=admin.pids_limit, ulimits=tuple(sorted(admin.ulimits)), cap_add=admin.cap_add,
-        no_new_privileges=admin.no_new_privileges, ignored_env=tuple(ignored),
+        shm_size=shm_size, hardening=admin.hardening, ignored_env=tuple(ignored),
     )
 
 

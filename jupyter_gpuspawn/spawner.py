@@ -33,7 +33,7 @@ from .reclaim import NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir
 from .reconcile import Reconciler, container_ended, container_holds_gpus, remove_container
 from .settings import GPUSpawnerSettings
 from .usage import Hold, UsageDB
-from .plan import AdminSettings, Bind, ContainerPlan, docker_create_kwargs, plan_container
+from .plan import AdminSettings, Bind, ContainerPlan, Hardening, docker_create_kwargs, plan_container
 from .spec import GPUAssignment, oauth_client_id
 from .waitroom import POOL, QueueTimeout, WaitRoom, ordinal, pool_label, waiting_message
 
@@ -875,10 +875,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return self._render_templates(dict(value or {}))
 
     def _make_plan(self) -> ContainerPlan:
-        ulimits = tuple(sorted(self.ulimits.items()))
+        hardening = Hardening(pids_limit=self.pids_limit, ulimits=tuple(sorted(self.ulimits.items())),
+                              cap_add=tuple(self.cap_add), no_new_privileges=self.no_new_privileges)
         admin = AdminSettings(
-            mem_limit=self.mem_limit, cpu_limit=self.cpu_limit, shm_size=self.shm_size, pids_limit=self.pids_limit,
-            ulimits=ulimits, cap_add=tuple(self.cap_add), no_new_privileges=self.no_new_privileges,
+            mem_limit=self.mem_limit, cpu_limit=self.cpu_limit, shm_size=self.shm_size, hardening=hardening,
             environment_names=frozenset(self.environment),
             binds=tuple(Bind(source, b["bind"], b.get("mode", "rw")) for source, b in self.volume_binds.items()),
         )

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from jupyter_gpuspawn.courses import Course, CourseImage, Mount
-from jupyter_gpuspawn.plan import AdminSettings, Bind, docker_create_kwargs, plan_container
+from jupyter_gpuspawn.plan import AdminSettings, Bind, Hardening, docker_create_kwargs, plan_container
 from jupyter_gpuspawn.spec import GPUAssignment
 
 GPU = GPUAssignment("alice", "", ("GPU-1",), course="dl", image_key="pt")
 CPU = GPUAssignment("alice", "", (), course="dl")
-ADMIN = AdminSettings(mem_limit=4 * 2**30, cpu_limit=2.0, shm_size=2**30, pids_limit=4096, cap_add=("SYS_NICE",),
-                      environment_names=frozenset({"NVIDIA_VISIBLE_DEVICES", "SITE"}),
+ADMIN = AdminSettings(mem_limit=4 * 2**30, cpu_limit=2.0, shm_size=2**30,
+                      hardening=Hardening(pids_limit=4096, cap_add=("SYS_NICE",)),
+                      environment_names=frozenset({"NVIDIA_VISIBLE_DEVICES", "LD_PRELOAD", "SITE"}),
                       binds=(Bind("/data/shared", "/shared", "ro"),))
-BASE_ENV = {"JUPYTERHUB_API_TOKEN": "t", "NVIDIA_VISIBLE_DEVICES": "all", "SITE": "lab", "MEM_LIMIT": "1"}
+BASE_ENV = {"JUPYTERHUB_API_TOKEN": "t", "NVIDIA_VISIBLE_DEVICES": "all", "LD_PRELOAD": "/x.so", "SITE": "lab",
+            "MEM_LIMIT": "1"}
 COURSE = Course(id="dl", title="DL", images=(CourseImage("pt", "img:1"),), mem_limit=8 * 2**30, shm_size=4 * 2**30,
                 mounts=(Mount("/srv/ds/mnist", "/data/mnist"),), env=(("TORCH_HOME", "/data/mnist"),))
 
@@ -34,7 +36,7 @@ def test_the_plan_holds_the_course_s_limits_env_and_mounts_and_only_the_spawner_
     assert env["NVIDIA_VISIBLE_DEVICES"] == "GPU-1" and env["JUPYTER_GPUSPAWN_GPUS"] == "GPU-1"
     assert env["SITE"] == "lab" and env["TORCH_HOME"] == "/data/mnist" and env["HOME"] == "/home/alice"
     assert env["MEM_LIMIT"] == str(8 * 2**30) and env["CPU_LIMIT"] == "2.0"  # the course's memory, the admin's CPU
-    assert p.ignored_env == ("NVIDIA_VISIBLE_DEVICES",)
+    assert p.ignored_env == ("LD_PRELOAD", "NVIDIA_VISIBLE_DEVICES") and "LD_PRELOAD" not in env
     assert (p.mem_limit, p.cpu_limit, p.shm_size) == (8 * 2**30, 2.0, 4 * 2**30)
     assert [(b.source, b.target, b.mode) for b in p.binds] == [
         ("/data/shared", "/shared", "ro"), ("/srv/ds/mnist", "/data/mnist", "ro"), ("/srv/home/alice", "/home/alice",
