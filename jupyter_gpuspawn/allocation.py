@@ -56,6 +56,7 @@ class GPURequest:
     count: int = 0
     policy: str = "exclusive"
     max_users_per_gpu: int = 1
+    user_limit: Optional[int] = None  # most GPUs the user may hold over all their servers (max_gpus_per_user)
 
     @property
     def key(self) -> ServerKey:
@@ -76,8 +77,7 @@ def _plural(n, word):
 
 
 class GPUAllocator:
-    def __init__(self, max_gpus_per_user: Optional[int] = None, foreign_memory_threshold: int = GiB):
-        self.max_gpus_per_user = max_gpus_per_user
+    def __init__(self, foreign_memory_threshold: int = GiB):
         self.foreign_memory_threshold = foreign_memory_threshold
         # uuid -> {server key -> Hold}
         self._holds: Dict[str, Dict[ServerKey, Hold]] = {}
@@ -169,7 +169,7 @@ class GPUAllocator:
         return uuids
 
     def _check_user_limit(self, request: GPURequest):
-        limit = self.max_gpus_per_user
+        limit = request.user_limit
         if limit is None:
             return
         held = self.user_gpu_count(request.user, excluding=request.key)

@@ -117,14 +117,13 @@ def queue_demand(waiting, allocator, free: int) -> Tuple[float, float]:
     """(GPUs the line needs beyond the ``free`` ones, what its first still lacks). A request the user's
     max_gpus_per_user will refuse when its turn comes asks for nothing: one student queueing several named servers
     must not get several others reclaimed."""
-    limit = allocator.max_gpus_per_user
     granted: Dict[str, int] = {}
     total = 0
     for ticket in waiting:
         request = ticket.request
         user = request.user
         held = granted.get(user, allocator.user_gpu_count(user, excluding=request.key))
-        if limit is not None and held + request.count > limit:
+        if request.user_limit is not None and held + request.count > request.user_limit:
             continue
         granted[user] = held + request.count
         total += request.count

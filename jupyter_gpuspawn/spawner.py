@@ -165,7 +165,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @property
     def allocator(self) -> GPUAllocator:
         allocator = _shared.allocator
-        allocator.max_gpus_per_user = self.max_gpus_per_user
+        # one hub-wide judgement of which GPUs are busy outside the hub (the admin's busy_gpu_memory_threshold);
+        # per-user limits travel in each request
         allocator.foreign_memory_threshold = self.busy_gpu_memory_threshold
         return allocator
 
@@ -367,7 +368,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         await self._clear_previous_hold()
         request = GPURequest(
             user=self.user.name, server=self.name or "", count=choice.gpus,
-            policy=course.policy, max_users_per_gpu=course.max_users_per_gpu,
+            policy=course.policy, max_users_per_gpu=course.max_users_per_gpu, user_limit=self.max_gpus_per_user,
         )
         waited = False
         try:

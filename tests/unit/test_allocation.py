@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,15 +94,18 @@ def test_gpus_busy_outside_the_hub_are_avoided():
 
 
 def test_per_user_cap_counts_all_named_servers():
-    alloc = GPUAllocator(max_gpus_per_user=2)
+    alloc = GPUAllocator()
     inventory = gpus(4)
-    alloc.allocate(GPURequest("a", "one", count=2), inventory)
+    alloc.allocate(GPURequest("a", "one", count=2, user_limit=2), inventory)
     with pytest.raises(UserGPULimit, match="already hold 2 GPUs"):
-        alloc.allocate(GPURequest("a", "two", count=1), inventory)
-    assert alloc.allocate(GPURequest("a", "two", count=0), inventory) == ()
-    assert set(alloc.allocate(GPURequest("b", count=2), inventory)) == {"GPU-2", "GPU-3"}
+        alloc.allocate(GPURequest("a", "two", count=1, user_limit=2), inventory)
+    assert alloc.allocate(GPURequest("a", "two", count=0, user_limit=2), inventory) == ()
+    assert set(alloc.allocate(GPURequest("b", count=2, user_limit=2), inventory)) == {"GPU-2", "GPU-3"}
+    alloc.release("b")
     with pytest.raises(UserGPULimit, match="limit is 2 GPUs per user"):
-        alloc.allocate(GPURequest("c", count=3), inventory)
+        alloc.allocate(GPURequest("c", count=3, user_limit=2), inventory)
+    # the limit is the request's: another spawner's request without one is not capped by it
+    assert len(alloc.allocate(GPURequest("c", count=2), inventory)) == 2
 
 
 def test_user_and_server_names_cannot_collide():
@@ -171,12 +176,13 @@ request_st = st.builds(
 @given(ops=st.lists(st.one_of(request_st, st.tuples(st.just("release"), request_st)), max_size=40),
        n=st.integers(0, 4), cap=st.one_of(st.none(), st.integers(0, 4)))
 def test_random_sequences_never_overbook(ops, n, cap):
-    alloc = GPUAllocator(max_gpus_per_user=cap)
+    alloc = GPUAllocator()
     inventory = gpus(n)
     for op in ops:
         if isinstance(op, tuple):
             alloc.release(op[1].user, op[1].server)
             continue
+        op = dataclasses.replace(op, user_limit=cap)
         try:
             got = alloc.allocate(op, inventory)
             assert len(got) == op.count and len(set(got)) == op.count

@@ -135,8 +135,9 @@ class Hub:
             await reclaimer.task
         return reclaimer
 
-    def wait(self, user, count=1, name=""):
-        return self.waitroom.queue.join(GPURequest(user, name, count), pool=POOL, holds_other=False, now=0)
+    def wait(self, user, count=1, name="", user_limit=None):
+        return self.waitroom.queue.join(GPURequest(user, name, count, user_limit=user_limit), pool=POOL,
+                                        holds_other=False, now=0)
 
     def activity(self):
         with open(os.path.join(self.runtime_dir, ACTIVITY_FILE), encoding="utf-8") as f:
@@ -607,13 +608,12 @@ def test_after_a_long_hub_outage_idle_clocks_start_again(tmp_path):
 
 def test_one_student_queueing_many_servers_gets_no_more_reclaimed_than_their_limit_allows(tmp_path):
     hub = Hub(tmp_path, n=4)
-    hub.allocator.max_gpus_per_user = 1
 
     async def scenario():
         await hub.configure()
         idle = [Server(hub, user) for user in ("a", "b", "c", "d")]
         for name in ("one", "two", "three"):
-            hub.wait("greedy", name=name)  # only one of them can ever get a GPU
+            hub.wait("greedy", name=name, user_limit=1)  # only one of them can ever get a GPU
         await hub.reclaimer.run_once(now=T0)
         review = await hub.reclaimer.run_once(now=T0 + 8 * MIN)
         assert [n.key for n in review.warned] == [("a", "")]

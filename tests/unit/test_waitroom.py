@@ -84,10 +84,11 @@ def test_a_cancelled_wait_leaves_the_line_and_a_last_moment_grant_is_given_back(
 
 
 def test_a_request_that_can_no_longer_be_met_ends_its_turn_with_the_reason():
-    allocator, room = room_with_both_gpus_taken(max_gpus_per_user=1)
+    allocator, room = room_with_both_gpus_taken()
 
     async def scenario():
-        waiting = asyncio.ensure_future(room.wait(GPURequest("a", "second", count=1), holds_other=True, timeout=5,
+        waiting = asyncio.ensure_future(room.wait(GPURequest("a", "second", count=1, user_limit=1), holds_other=True,
+                                                  timeout=5,
                                                   gpus=inventory, on_place=lambda *p: None))
         await asyncio.sleep(0.05)
         allocator.release("b")
