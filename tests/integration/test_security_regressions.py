@@ -138,3 +138,27 @@ c.Spawner.pre_spawn_hook = control_without_the_guard
     assert inside(control, "/usr/local/bin/suid-id -u").strip() == "0"
     euid = inside(student, "/usr/local/bin/suid-id -u").strip()
     assert euid == student["Config"]["User"].split(":")[0] and euid != "0"
+
+
+HOOK = '''
+def _hook(spawner):
+    # a site's hook that replaces the admin's settings outright (as many pre_spawn_hook examples do)
+    spawner.extra_host_config = {"shm_size": "256m"}
+    spawner.extra_create_kwargs = {"user": "0:0", "labels": {"site": "physics"}}
+c.Spawner.pre_spawn_hook = _hook
+'''
+
+
+def test_a_pre_spawn_hook_that_replaces_the_admin_settings_cannot_drop_the_isolation(make_hub):
+    hub = make_hub(n_gpus=1, extra_config=HOOK)
+    hub.create_users("hooked")
+    hub.spawn_ready("hooked", {"gpus": 1})
+    [container] = labelled("hooked")
+    host, labels = container["HostConfig"], container["Config"]["Labels"]
+    gpu = labels["org.jupyter.gpuspawn.gpus"]
+    assert gpu and [r["DeviceIDs"] for r in host["DeviceRequests"]] == [[gpu]]
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"]
+    assert not container["Config"]["User"].startswith("0:")
+    assert labels["site"] == "physics" and labels["org.jupyter.gpuspawn.user"] == "hooked"
+    assert host["ShmSize"] == 256 * 1024**2  # the hook's own setting applies
+    assert env_of(container)["NVIDIA_VISIBLE_DEVICES"] == gpu
