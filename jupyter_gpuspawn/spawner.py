@@ -68,20 +68,18 @@ class _HubProcessState:
         self.usage_down_until = 0.0  # loop time until which the usage records are not tried again
 
 
-_shared = _HubProcessState()
-
-
 def _options_applied_in_start(spawner, user_options):
     pass
 
 
-def _course_of(key) -> str:
-    spawner = _shared.reclaimer.servers.get(key)
+def _course_of(state: _HubProcessState, key) -> str:
+    spawner = state.reclaimer.servers.get(key)
     assignment = getattr(spawner, "_assignment", None)
     return assignment.course if assignment is not None else ""
 
 
-async def _usage_round(db: UsageDB, log, containers, in_flight, listed_at: float, first: bool):
+async def _usage_round(state: _HubProcessState, db: UsageDB, log, containers, in_flight, listed_at: float,
+                       first: bool):
     """After each reconcile round: the open usage records follow the running containers. Records of servers that
     vanished are closed when last seen: "hub restart" on the hub's first round (gone while it was down), "crashed"
     later (docker rm -f, dockerd lost them)."""
@@ -91,7 +89,7 @@ async def _usage_round(db: UsageDB, log, containers, in_flight, listed_at: float
         if a.gpus:
             holds.append(Hold(a.user, a.server, a.course, a.gpus, a.share, start=c.created or None))
     closed = await asyncio.get_running_loop().run_in_executor(
-        _shared.usage_executor, db.reconcile, holds, in_flight, listed_at, time.time(),
+        state.usage_executor, db.reconcile, holds, in_flight, listed_at, time.time(),
         "hub restart" if first else "crashed")
     for user, server, uuid, _end in closed:
         log.info("GPU usage: closed the record of %s on %s: its container is gone", f"{user}/{server}".rstrip("/"),
@@ -163,8 +161,20 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._plan: Optional[ContainerPlan] = None  # this start's container, decided before it is created
 
     @property
+    def _shared(self) -> _HubProcessState:
+        """The hub-process state of this spawner class: its allocator, queue, reconciler, reclaimer and caches.
+        Each spawner class has its own (a second class in the same hub, e.g. for another engine, shares nothing
+        by accident); every instance of one class shares it."""
+        cls = type(self)
+        state = cls.__dict__.get("_hub_process_state")
+        if state is None:
+            state = _HubProcessState()
+            cls._hub_process_state = state
+        return state
+
+    @property
     def allocator(self) -> GPUAllocator:
-        allocator = _shared.allocator
+        allocator = self._shared.allocator
         # one hub-wide judgement of which GPUs are busy outside the hub (the admin's busy_gpu_memory_threshold);
         # per-user limits travel in each request
         allocator.foreign_memory_threshold = self.busy_gpu_memory_threshold
@@ -186,9 +196,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     @property
     def executor(self):
-        if _shared.executor is None:
-            _shared.executor = ThreadPoolExecutor(max(1, self.docker_threads), thread_name_prefix="gpuspawn-docker")
-        return _shared.executor
+        if self._shared.executor is None:
+            self._shared.executor = ThreadPoolExecutor(max(1, self.docker_threads), thread_name_prefix="gpuspawn-docker")
+        return self._shared.executor
 
     async def _blocking(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
@@ -214,22 +224,23 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     # ---- reconcile: the allocator follows the running containers ----------------------------------------------------
     async def _ensure_reconciled(self):
-        if _shared.reconciler.on_round is None:
-            _shared.reconciler.on_round = functools.partial(_usage_round, self._usage_db(), self.log)
-            _shared.reconciler.tracked = lambda: set(_shared.reclaimer.servers)
+        if self._shared.reconciler.on_round is None:
+            self._shared.reconciler.on_round = functools.partial(_usage_round, self._shared, self._usage_db(),
+                                                                self.log)
+            self._shared.reconciler.tracked = lambda: set(self._shared.reclaimer.servers)
         try:
-            await _shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
+            await self._shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
         except Exception as e:
             raise SpawnRefused(500, f"Cannot read running containers from Docker: {e}") from None
         try:
             inventory = self.inventory
         except SpawnRefused:
             return  # misconfigured: every start says so; there is nothing to sample
-        if _shared.metrics.view is None:
-            _shared.metrics.view = HubView(
-                gpus=inventory.last_gpus, allocator=_shared.allocator,
-                waiting=lambda: {POOL: len(_shared.waitroom.queue.waiting(POOL))}, course_of=_course_of)
-        _shared.reclaimer.ensure_started(
+        if self._shared.metrics.view is None:
+            self._shared.metrics.view = HubView(
+                gpus=inventory.last_gpus, allocator=self._shared.allocator,
+                waiting=lambda: {POOL: len(self._shared.waitroom.queue.waiting(POOL))}, course_of=functools.partial(_course_of, self._shared))
+        self._shared.reclaimer.ensure_started(
             interval=self.gpu_idle_check_seconds, utilization=self.gpu_idle_utilization,
             runtime_dir=self.runtime_dir, snapshot=inventory.snapshot, blocking=self._blocking, log=self.log,
         )
@@ -242,10 +253,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     # ---- user options --------------------------------------------------------------------------------------------
     def _catalog(self) -> Cached:
         key = (self.courses_dir, tuple(self.course_data_roots))
-        if key not in _shared.catalogs:
+        if key not in self._shared.catalogs:
             catalog = CourseCatalog(self.courses_dir, self.course_data_roots)
-            _shared.catalogs[key] = Cached(catalog.refresh, 1.0, "courses")
-        return _shared.catalogs[key]
+            self._shared.catalogs[key] = Cached(catalog.refresh, 1.0, "courses")
+        return self._shared.catalogs[key]
 
     async def user_courses(self, snapshot):
         """(courses this user may use, every course id, catalog errors). Without course files: the implicit one."""
@@ -274,11 +285,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         snapshot = await self.gpu_snapshot()
         visible, _, errors = await self.user_courses(snapshot)
         paths = tuple(self.form_template_paths)
-        if paths not in _shared.form_environments:
-            _shared.form_environments[paths] = template_environment(paths)
+        if paths not in self._shared.form_environments:
+            self._shared.form_environments[paths] = template_environment(paths)
         holds_other = (self.allocator.user_gpu_count(self.user.name, excluding=self.server_key) > 0
-                       or _shared.waitroom.waiting_for(self.user.name))
-        queue = _shared.waitroom.queue
+                       or self._shared.waitroom.waiting_for(self.user.name))
+        queue = self._shared.waitroom.queue
         waiting, place = len(queue.waiting(POOL)), queue.position_if_joined(POOL, holds_other=holds_other)
 
         def queue_line(course):
@@ -292,7 +303,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             if budget is not None:
                 budgets[course.id] = budget.line()
         return render_form(
-            _shared.form_environments[paths], courses=visible, budgets=budgets, previous=self.user_options or {}, snapshot=snapshot,
+            self._shared.form_environments[paths], courses=visible, budgets=budgets, previous=self.user_options or {}, snapshot=snapshot,
             allocator=self.allocator, admin_errors=errors if getattr(self.user, "admin", False) else (),
             queue_line=queue_line, waiting=waiting,
             notice=self._reclaimed["message"] if self._reclaimed else "",
@@ -339,11 +350,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._started_at = asyncio.get_running_loop().time()
         key = self.server_key
         # in flight: the reconcile keeps this server's GPUs although no container runs for it yet
-        _shared.reconciler.starting.add(key)
+        self._shared.reconciler.starting.add(key)
         try:
             return await self._start()
         finally:
-            _shared.reconciler.starting.discard(key)
+            self._shared.reconciler.starting.discard(key)
 
     async def _start(self):
         await self._ensure_reconciled()
@@ -353,7 +364,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if choice.gpus:
             budget = await self._budget_state(course, course.id)
             if budget is not None and budget.left <= 0:
-                _shared.metrics.refusals.labels("budget").inc()
+                self._shared.metrics.refusals.labels("budget").inc()
                 self._event(budget.spent(), 0)
                 raise SpawnRefused(403, budget.spent())
         await self._preflight_image(choice.image)
@@ -372,9 +383,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         )
         waited = False
         try:
-            if request.count and len(_shared.waitroom):
+            if request.count and len(self._shared.waitroom):
                 # others wait for GPUs: a new start goes behind them, never around them
-                raise NoGPUAvailable(f"{len(_shared.waitroom)} waiting for a GPU before you; this course has no "
+                raise NoGPUAvailable(f"{len(self._shared.waitroom)} waiting for a GPU before you; this course has no "
                                      "queue: try again later, or start a CPU-only server.")
             # choose + reserve: synchronous, nothing awaited in between
             uuids = self.allocator.allocate(request, snapshot.gpus)
@@ -391,7 +402,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 snapshot = await self.gpu_snapshot()
                 budget = await self._budget_state(course, course.id)
                 if budget is not None and budget.left <= 0:  # the failed start below gives the GPUs back
-                    _shared.metrics.refusals.labels("budget").inc()
+                    self._shared.metrics.refusals.labels("budget").inc()
                     self._event(budget.spent(), 0)
                     raise SpawnRefused(403, budget.spent())
             self._event(assignment_message(uuids, snapshot), 10)
@@ -421,7 +432,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._started_epoch = time.time()
             self._reclaimed = None  # the spawn page showed it until a server runs again
             if self._notice_dir:
-                _shared.reclaimer.register(self, self._notice_dir)
+                self._shared.reclaimer.register(self, self._notice_dir)
             if self._assignment.gpus:
                 # in the background: a slow database must not hold up the student's server
                 self._usage_later(UsageDB.record, self._usage_hold(), self._started_epoch)
@@ -431,7 +442,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             # container is gone its GPUs stay held (a create still running in the executor is caught by the
             # reconcile as a container left "created")
             if self.object_id:
-                _shared.reconciler.removals[self.object_id] = self.server_key
+                self._shared.reconciler.removals[self.object_id] = self.server_key
             else:
                 self._release()
             raise
@@ -496,7 +507,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return holder
         # every server of this student in this course spends the same budget
         rate = sum(len(a.gpus) * a.share
-                   for a in (getattr(s, "_assignment", None) for s in _shared.reclaimer.servers.values())
+                   for a in (getattr(s, "_assignment", None) for s in self._shared.reclaimer.servers.values())
                    if a is not None and a.user == assignment.user and a.course == assignment.course)
         return dataclasses.replace(
             holder, budget_seconds=budget.seconds_left(rate or len(assignment.gpus)),
@@ -539,9 +550,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     # ---- usage records ------------------------------------------------------------------------------------------
     def _usage_db(self) -> UsageDB:
         url = self.usage_db_url
-        if url not in _shared.usage_dbs:
-            _shared.usage_dbs[url] = UsageDB(url)
-        return _shared.usage_dbs[url]
+        if url not in self._shared.usage_dbs:
+            self._shared.usage_dbs[url] = UsageDB(url)
+        return self._shared.usage_dbs[url]
 
     def _usage_hold(self) -> Hold:
         a = self._assignment
@@ -553,17 +564,17 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         after one the records are left alone for USAGE_RETRY_SECONDS: a locked or unreachable database must not
         hold up every start, form and idle check behind it (budgets are not enforced meanwhile)."""
         loop = asyncio.get_running_loop()
-        if loop.time() < _shared.usage_down_until:
+        if loop.time() < self._shared.usage_down_until:
             return None
         db = self._usage_db()
         try:
-            return await loop.run_in_executor(_shared.usage_executor, method, db, *args)
+            return await loop.run_in_executor(self._shared.usage_executor, method, db, *args)
         except Exception as e:
-            if loop.time() >= _shared.usage_down_until:
+            if loop.time() >= self._shared.usage_down_until:
                 self.log.error("GPU usage records at %s unavailable (%s); budgets are not enforced and records are "
                                "repaired from the containers once it answers; trying again in %d s", db.url, e,
                                USAGE_RETRY_SECONDS)
-            _shared.usage_down_until = loop.time() + USAGE_RETRY_SECONDS
+            self._shared.usage_down_until = loop.time() + USAGE_RETRY_SECONDS
             return None
 
     def _usage_later(self, method, *args):
@@ -574,8 +585,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         except RuntimeError:
             return  # no loop (a unit test's clear_state): the reconcile catches up
         task = loop.create_task(self._usage_call(method, *args))
-        _shared.usage_writes.add(task)
-        task.add_done_callback(_shared.usage_writes.discard)
+        self._shared.usage_writes.add(task)
+        task.add_done_callback(self._shared.usage_writes.discard)
 
     def _queue_seconds(self, course: Course, spent: float = 0.0, warn: bool = True) -> float:
         """How long this start may wait for GPUs: the course's or the spawner's queue timeout, within what the
@@ -596,10 +607,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         label = pool_label((await self.gpu_snapshot()).gpus)
         # a second named server in line counts as holding: one student cannot queue ahead of the class twice
         holds_other = (self.allocator.user_gpu_count(request.user, excluding=request.key) > 0
-                       or _shared.waitroom.waiting_for(request.user))
+                       or self._shared.waitroom.waiting_for(request.user))
         joined, outcome = time.monotonic(), "cancelled"
         try:
-            uuids = await _shared.waitroom.wait(
+            uuids = await self._shared.waitroom.wait(
                 request, holds_other=holds_other, timeout=seconds,
                 gpus=self._inventory_gpus, on_place=lambda at, n: self._event(waiting_message(at, n, label), 5),
             )
@@ -614,13 +625,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             outcome = "refused"
             self._refuse_gpus(e)
         finally:
-            _shared.metrics.queue_wait.labels(outcome).observe(time.monotonic() - joined)
+            self._shared.metrics.queue_wait.labels(outcome).observe(time.monotonic() - joined)
 
     def _refuse_gpus(self, error: AllocationError, reason: str = ""):
         """Tell the student why there are no GPUs for this start (409), and count it."""
         if not reason:
             reason = "user_limit" if isinstance(error, UserGPULimit) else "no_gpu"
-        _shared.metrics.refusals.labels(reason).inc()
+        self._shared.metrics.refusals.labels(reason).inc()
         self._event(error.message, 0)
         raise SpawnRefused(409, error.message) from None
 
@@ -633,7 +644,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         key = self.server_key
         if not self.allocator.assignment(*key):
             return
-        left = [cid for cid, k in _shared.reconciler.removals.items() if k == key]
+        left = [cid for cid, k in self._shared.reconciler.removals.items() if k == key]
         obj = await self.get_object()
         if obj and obj["Id"] not in left and await self.docker_call(container_holds_gpus, obj["Id"]):
             left.append(obj["Id"])
@@ -644,14 +655,14 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self.log.error("%s: the previous container %s cannot be removed yet: %s", self._log_name,
                                container_id[:12], e)
                 raise SpawnRefused(409, "Your previous server is still stopping; try again in a minute.") from None
-            _shared.reconciler.removals.pop(container_id, None)
+            self._shared.reconciler.removals.pop(container_id, None)
         self.object_id = ""
         self.allocator.release(*key)
 
     async def _end_failed_start(self):
         """Remove the container of a failed start, then free its GPUs; if Docker cannot confirm the container is
         gone, the GPUs stay held and the reconcile removes it and frees them."""
-        _shared.networks_checked.pop(self.network_name, None)  # perhaps the network went away: check it again
+        self._shared.networks_checked.pop(self.network_name, None)  # perhaps the network went away: check it again
         container_id = self.object_id
         if container_id:
             try:
@@ -660,9 +671,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             except Exception as e:
                 self.log.error("Could not remove the container of a failed spawn %s: %s", self.object_name, e)
                 if await self.docker_call(container_holds_gpus, container_id):
-                    _shared.reconciler.removals[container_id] = self.server_key
+                    self._shared.reconciler.removals[container_id] = self.server_key
                     return
-            _shared.reconciler.removals.pop(container_id, None)
+            self._shared.reconciler.removals.pop(container_id, None)
         self._release()
 
     async def _ensure_network(self):
@@ -671,7 +682,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return  # host: the documented opt-in for trusted single-user hosts
         # checked once per NETWORK_CHECK_SECONDS, not on every start of a burst; a failed start checks again
         now = asyncio.get_running_loop().time()
-        if now - _shared.networks_checked.get(self.network_name, float("-inf")) < NETWORK_CHECK_SECONDS:
+        if now - self._shared.networks_checked.get(self.network_name, float("-inf")) < NETWORK_CHECK_SECONDS:
             return
         ensure = functools.partial(ensure_network, name=self.network_name, internal=self.network_internal,
                                    subnet=self.network_subnet, require_isolated=self.require_isolated_network)
@@ -680,11 +691,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         except NetworkError as e:
             self.log.error("%s", e)
             raise SpawnRefused(500, "The network for user servers is misconfigured; tell the admin.") from None
-        _shared.networks_checked[self.network_name] = now
+        self._shared.networks_checked[self.network_name] = now
 
     async def _preflight_image(self, image):
         """Refuse, before anything is created or held, an image that is missing or cannot run a hub server."""
-        status = await self.docker_call(images.inspect_readiness, image, _shared.probed_images)
+        status = await self.docker_call(images.inspect_readiness, image, self._shared.probed_images)
         if not status.present and self.pull_policy in ("ifnotpresent", "always"):
             self._event(f"Pulling {image}", 5)
             try:
@@ -695,7 +706,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                     f"An admin can build it offline with: {images.build_command(image)}, or copy it here with "
                     "docker load."
                 ) from None
-            status = await self.docker_call(images.inspect_readiness, image, _shared.probed_images)
+            status = await self.docker_call(images.inspect_readiness, image, self._shared.probed_images)
         if not status.present:
             raise SpawnRefused(
                 400, f"Image {image} is not on this server (pull_policy={self.pull_policy}). An admin can copy it "
@@ -763,15 +774,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     def _reserve_port(self) -> int:
         for _ in range(100):
             port = random_port()
-            if port not in _shared.ports:
-                _shared.ports.add(port)
+            if port not in self._shared.ports:
+                self._shared.ports.add(port)
                 return port
         raise SpawnRefused(500, "No free port for the server")
 
     def _release(self):
         self.allocator.release(*self.server_key)
         if self.network_name == "host":
-            _shared.ports.discard(self.port)
+            self._shared.ports.discard(self.port)
 
     async def _remove_outdated_container(self):
         """A kept container (remove=False) is reused only when it carries exactly this assignment."""
@@ -789,8 +800,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             env = dict(item.split("=", 1) for item in obj["Config"].get("Env") or [] if "=" in item)
             port = urlparse(env.get("JUPYTERHUB_SERVICE_URL", "")).port
             if port:
-                _shared.ports.discard(self.port)
-                _shared.ports.add(port)
+                self._shared.ports.discard(self.port)
+                self._shared.ports.add(port)
                 self.port = port
 
     async def create_object(self):
@@ -828,8 +839,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         await self._ensure_reconciled()
         status = await super().poll()
         key = self.server_key
-        if status is not None and key not in _shared.reconciler.starting and \
-                self.object_id not in _shared.reconciler.removals:
+        if status is not None and key not in self._shared.reconciler.starting and \
+                self.object_id not in self._shared.reconciler.removals:
             # stopped by itself (Lab's Shut Down, a crash, OOM, docker kill/rm): JupyterHub now calls clear_state()
             # without stop(), and that is where the GPUs come back, once Docker says so for sure (DockerSpawner
             # also reports "stopped" for a container still "created" or when Docker answers HTTP 500)
@@ -839,11 +850,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return status
 
     async def stop(self, now=False):
-        _shared.reconciler.stopping.add(self.server_key)
+        self._shared.reconciler.stopping.add(self.server_key)
         try:
             await self._stop()
         finally:
-            _shared.reconciler.stopping.discard(self.server_key)
+            self._shared.reconciler.stopping.discard(self.server_key)
 
     async def _stop(self):
         container_id = self.object_id
@@ -853,12 +864,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 if self.remove:
                     await self.remove_object()
                     self.object_id = ""
-                _shared.reconciler.removals.pop(container_id, None)
+                self._shared.reconciler.removals.pop(container_id, None)
             except Exception as e:
                 if await self.docker_call(container_holds_gpus, container_id):
                     # the hub forgets this server either way (clear_state follows); the GPUs stay held until the
                     # reconcile has removed the container
-                    _shared.reconciler.removals[container_id] = self.server_key
+                    self._shared.reconciler.removals[container_id] = self.server_key
                     self.log.error("Could not stop %s (%s); it may still run, so its GPUs stay reserved until the "
                                    "reconcile removes it", self.object_name, e)
                     raise SpawnRefused(500, "Your server could not be stopped cleanly; its GPUs are released as "
@@ -930,7 +941,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if data.get("notices") and self._assignment.gpus:
             # a hub restart: the reclaimer watches this server again, warning it through the same directory
             self._notice_dir = notice_dir(self.runtime_dir, self.server_key)
-            _shared.reclaimer.register(self, self._notice_dir)
+            self._shared.reclaimer.register(self, self._notice_dir)
 
     def clear_state(self):
         key, container_id = self.server_key, self.object_id
@@ -941,11 +952,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self._usage_later(UsageDB.close, key[0], key[1], self._end_reason or "stopped", time.time())
             if self.remove and container_id:
                 # it stopped by itself: the reconcile removes what is left of it
-                _shared.reconciler.removals.setdefault(container_id, key)
-        elif getattr(self, "_stop_pending", False) and container_id and key not in _shared.reconciler.starting:
+                self._shared.reconciler.removals.setdefault(container_id, key)
+        elif getattr(self, "_stop_pending", False) and container_id and key not in self._shared.reconciler.starting:
             # JupyterHub is forgetting this server (its stop or its poll failed): nothing else would ever stop the
             # container, which keeps its GPUs until the reconcile has removed it
-            _shared.reconciler.removals[container_id] = key
+            self._shared.reconciler.removals[container_id] = key
             self.log.warning("%s: Docker did not confirm its container %s stopped; its GPUs stay held until the "
                              "reconcile has removed it", self._log_name, container_id[:12])
         self._stop_confirmed = False
@@ -953,5 +964,5 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._plan = None
         self._course = None
         if getattr(self, "_notice_dir", ""):
-            _shared.reclaimer.unregister(key, self._notice_dir)
+            self._shared.reclaimer.unregister(key, self._notice_dir)
             self._notice_dir = ""

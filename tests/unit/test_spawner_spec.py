@@ -48,3 +48,13 @@ def test_load_state_keeps_the_persisted_container_name():
     fresh.load_state(state)
     assert fresh.object_name == "renamed-by-an-old-template"
     assert fresh.image == state["gpuspawn"]["image"]
+
+
+def test_each_spawner_class_has_its_own_hub_state_shared_by_its_instances():
+    class OtherEngine(GPUDockerSpawner):
+        pass
+
+    a, b = make_spawner(), make_spawner()
+    other = OtherEngine(user=a.user)
+    assert a.allocator is b.allocator and a._shared.waitroom is b._shared.waitroom
+    assert other.allocator is not a.allocator and other._shared.waitroom is not a._shared.waitroom
