@@ -49,8 +49,8 @@ QUEUE_START_MARGIN = 30
 class _HubProcessState:
     """What every spawner of this hub process shares: the allocator and its reconciler, reserved ports."""
 
-    def __init__(self):
-        self.allocator = GPUAllocator()
+    def __init__(self, foreign_memory_threshold: int):
+        self.allocator = GPUAllocator(foreign_memory_threshold)
         self.reconciler = Reconciler(self.allocator)
         self.waitroom = WaitRoom(self.allocator)
         self.metrics = hub_metrics()
@@ -168,17 +168,16 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         cls = type(self)
         state = cls.__dict__.get("_hub_process_state")
         if state is None:
-            state = _HubProcessState()
+            # the admin's settings are the class's (one config per spawner class): GPUs busy outside the hub are
+            # judged by the first instance's threshold, for the whole hub process
+            state = _HubProcessState(self.busy_gpu_memory_threshold)
             cls._hub_process_state = state
         return state
 
     @property
     def allocator(self) -> GPUAllocator:
-        allocator = self._shared.allocator
-        # one hub-wide judgement of which GPUs are busy outside the hub (the admin's busy_gpu_memory_threshold);
-        # per-user limits travel in each request
-        allocator.foreign_memory_threshold = self.busy_gpu_memory_threshold
-        return allocator
+        # per-user limits travel in each request; nothing of one spawner's config is written into it
+        return self._shared.allocator
 
     @property
     def inventory(self):

@@ -55,6 +55,8 @@ def test_each_spawner_class_has_its_own_hub_state_shared_by_its_instances():
         pass
 
     a, b = make_spawner(), make_spawner()
-    other = OtherEngine(user=a.user)
+    other = OtherEngine(user=a.user, busy_gpu_memory_threshold="2G")
     assert a.allocator is b.allocator and a._shared.waitroom is b._shared.waitroom
     assert other.allocator is not a.allocator and other._shared.waitroom is not a._shared.waitroom
+    # the admin's threshold for GPUs busy outside the hub is read once, from the config, not written per access
+    assert other.allocator.foreign_memory_threshold == 2 * 1024**3
