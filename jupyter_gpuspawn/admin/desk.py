@@ -12,6 +12,8 @@ import copy
 import json
 import logging
 import os
+import re
+import time
 import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -209,8 +211,6 @@ class CourseDesk:
         return self.entry(course_id, who), changes
 
     def create(self, who: Who, course_id: str, title: str, template_id: str = "") -> Entry:
-        import re
-
         course_id, title = course_id.strip(), title.strip()
         mine = self.mine(who)
         if not self.may_create(who, mine):
@@ -275,7 +275,7 @@ class CourseDesk:
         try:
             db = UsageDB(self.usage_db_url)
             try:
-                db.record_course_change(course_id, who.name, action, list(summary), revision, now=_now())
+                db.record_course_change(course_id, who.name, action, list(summary), revision, now=time.time())
             finally:
                 db.dispose()
             return True
@@ -339,9 +339,3 @@ class CourseDesk:
 
 def _list(value) -> list:
     return value if isinstance(value, list) else []
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
