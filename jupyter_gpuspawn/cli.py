@@ -117,7 +117,7 @@ def cmd_gpus(args) -> int:
             for a in holders.get(gpu.uuid, [])
         )
         rows.append(
-            (str(gpu.index), gpu.uuid, gpu.name,
+            (str(gpu.index), gpu.uuid, gpu.label,
              f"{format_size(gpu.memory_used)} / {format_size(gpu.memory_total)}", held or "-")
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

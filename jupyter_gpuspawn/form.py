@@ -29,7 +29,7 @@ class CourseCard:
 
 
 def gpu_models(gpus: Sequence) -> str:
-    counts = Counter(gpu.name for gpu in gpus)
+    counts = Counter(gpu.label for gpu in gpus)
     if len(counts) == 1:
         return next(iter(counts))
     return ", ".join(f"{n}× {name}" for name, n in counts.most_common())

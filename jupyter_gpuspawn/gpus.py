@@ -40,6 +40,17 @@ class GPU:
     power_w: Optional[float] = None
     compute_capability: Optional[str] = None
     processes: tuple = ()  # (pid, used_memory bytes or None) as NVML reports them: host PIDs
+    # A MIG device (uuid "MIG-…") is one slice of a physical GPU, allocated like a GPU. ``name`` and ``index``
+    # are then the physical GPU's; ``mig_profile`` is NVIDIA's profile name ("1g.10gb"); None for a whole GPU.
+    mig_profile: Optional[str] = None
+    parent_uuid: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        """What students read: the model, or "1g.10gb slice of NVIDIA A100 80GB PCIe (9.8 GiB)" for a MIG device."""
+        if self.mig_profile is None:
+            return self.name
+        return f"{self.mig_profile} slice of {self.name} ({format_size(self.memory_total)})"
 
     def to_dict(self):
         return asdict(self)
@@ -128,14 +139,25 @@ def _whole(value, what: str) -> int:
     return value
 
 
+_SIMULATED_KEYS = {"uuid", "name", "memory_total", "memory_used", "utilization", "temperature", "processes",
+                   "index", "mig_profile", "parent_uuid"}
+_MIG_PROFILE_RE = re.compile(r"[0-9a-z][0-9a-z.+]{0,30}")  # NVIDIA's names: 1g.10gb, 3g.40gb, 1g.20gb+me
+
+
 def parse_simulated(data, where_file: str) -> Snapshot:
     """Devices from parsed simulated-GPU data. Every problem is an InventoryError naming the file and GPU, with
-    values quoted short (the data may come from a hostile or broken file)."""
+    values quoted short (the data may come from a hostile or broken file).
+
+    A MIG device is listed by itself, like a GPU: ``uuid: MIG-…``, ``mig_profile: 1g.10gb``, ``parent_uuid``
+    (the physical GPU, which is then not listed whole: in MIG mode only its slices are offered), ``name`` and
+    ``index`` of the physical GPU, and the slice's own memory. NVML has no utilisation for MIG devices, so a
+    simulated one has none either.
+    """
     if isinstance(data, dict):
         data = data.get("gpus")
     if not isinstance(data, list):
         raise InventoryError(f"{where_file}: expected a list of GPUs (or a 'gpus:' list)")
-    allowed = {"uuid", "name", "memory_total", "memory_used", "utilization", "temperature", "processes", "index"}
+    allowed = _SIMULATED_KEYS
     gpus, seen = [], set()
     for position, dev in enumerate(data):
         where = f"{where_file}, GPU #{position}"
@@ -170,6 +192,7 @@ def parse_simulated(data, where_file: str) -> Snapshot:
             procs, count = tuple(procs), len(procs)
         else:
             procs, count = (), _whole(processes, f"{where}: processes")
+        mig_profile, parent_uuid = _simulated_mig(dev, uuid, where)
         name = dev.get("name") or "Simulated GPU"
         gpus.append(
             GPU(
@@ -182,9 +205,32 @@ def parse_simulated(data, where_file: str) -> Snapshot:
                 temperature_c=temperature,
                 process_count=count,
                 processes=procs,
+                mig_profile=mig_profile,
+                parent_uuid=parent_uuid,
             )
         )
+    parents = {gpu.parent_uuid: gpu.uuid for gpu in gpus if gpu.parent_uuid}
+    for gpu in gpus:
+        if gpu.uuid in parents:
+            raise InventoryError(f"{where_file}: {gpu.uuid} is listed whole and as the parent of MIG device "
+                                 f"{parents[gpu.uuid]}; a GPU in MIG mode is offered only as its MIG devices")
     return Snapshot(source="simulated", gpus=tuple(gpus))
+
+
+def _simulated_mig(dev: dict, uuid: str, where: str):
+    """(mig_profile, parent_uuid) of a simulated device: both for a ``MIG-`` uuid, neither for a ``GPU-`` one."""
+    profile, parent = dev.get("mig_profile"), dev.get("parent_uuid")
+    if not uuid.startswith("MIG-"):
+        if profile is not None or parent is not None:
+            raise InventoryError(f"{where}: mig_profile and parent_uuid belong to MIG devices (uuid MIG-…)")
+        return None, None
+    if not isinstance(profile, str) or not _MIG_PROFILE_RE.fullmatch(profile):
+        raise InventoryError(f"{where}: a MIG device needs mig_profile like 1g.10gb, got {shorten(profile)}")
+    if not isinstance(parent, str) or not re.fullmatch(r"GPU-[0-9A-Za-z-]{1,80}", parent):
+        raise InventoryError(f"{where}: a MIG device needs parent_uuid (its GPU-…), got {shorten(parent)}")
+    if dev.get("utilization") is not None:
+        raise InventoryError(f"{where}: NVML has no utilisation for MIG devices; leave utilization out")
+    return profile, parent
 
 
 class NVMLReader:
@@ -237,34 +283,45 @@ class NVMLReader:
             gpus = []
             for index in range(count):
                 try:
-                    gpus.append(self._read_device(nvml, index))
+                    devices, problems = self._read_gpu(nvml, index)
                 except nvml.NVMLError as e:
                     errors.append(f"GPU {index} cannot be read: {e}")
+                    continue
+                gpus += devices
+                errors += problems
             return Snapshot(source="nvml", gpus=tuple(gpus), errors=tuple(errors))
 
-    @staticmethod
-    def _read_device(nvml, index) -> GPU:
+    @classmethod
+    def _read_gpu(cls, nvml, index):
+        """([devices], [problems]) of physical GPU ``index``: the GPU itself, or its MIG devices in MIG mode."""
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        uuid = nvml.nvmlDeviceGetUUID(handle)
-        name = nvml.nvmlDeviceGetName(handle)
-        if isinstance(uuid, bytes):  # older bindings return bytes
-            uuid = uuid.decode()
-        if isinstance(name, bytes):
-            name = name.decode()
-        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-
-        def optional(call, *args):
-            # MIG devices and some boards answer NOT_SUPPORTED for single fields: report None, keep the rest.
+        gpu = cls._read_device(nvml, handle, index)
+        mode = _optional(nvml, nvml.nvmlDeviceGetMigMode, handle)  # NOT_SUPPORTED on GPUs without MIG
+        if not mode or mode[0] != nvml.NVML_DEVICE_MIG_ENABLE:
+            return [gpu], []
+        slices, problems = [], []
+        for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
             try:
-                return call(handle, *args)
-            except nvml.NVMLError:
-                return None
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+                slices.append(cls._read_mig_device(nvml, mig, gpu, handle))
+            except nvml.NVMLError_NotFound:  # an empty slot: fewer MIG devices than the GPU could hold
+                continue
+            except nvml.NVMLError as e:
+                problems.append(f"MIG device {slot} of GPU {index} cannot be read: {e}")
+        if not slices and not problems:
+            problems.append(f"GPU {index} ({gpu.name}) is in MIG mode but has no MIG devices, so it offers nothing: "
+                            "create MIG devices (nvidia-smi mig -cgi … -C) or disable MIG mode")
+        return slices, problems
 
-        util = optional(nvml.nvmlDeviceGetUtilizationRates)
-        temperature = optional(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
-        processes = optional(nvml.nvmlDeviceGetComputeRunningProcesses) or []
-        power_mw = optional(nvml.nvmlDeviceGetPowerUsage)
-        capability = optional(nvml.nvmlDeviceGetCudaComputeCapability)
+    @staticmethod
+    def _read_device(nvml, handle, index) -> GPU:
+        uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+        name = _text(nvml.nvmlDeviceGetName(handle))
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        util = _optional(nvml, nvml.nvmlDeviceGetUtilizationRates, handle)
+        power_mw = _optional(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
+        capability = _optional(nvml, nvml.nvmlDeviceGetCudaComputeCapability, handle)
+        processes = _optional(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
         return GPU(
             uuid=uuid,
             index=index,
@@ -272,13 +329,80 @@ class NVMLReader:
             memory_total=int(memory.total),
             memory_used=int(memory.used),
             utilization_pct=None if util is None else int(util.gpu),
-            temperature_c=temperature,
+            temperature_c=_optional(nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU),
             process_count=len(processes),
             power_w=None if power_mw is None else power_mw / 1000,
             compute_capability=None if capability is None else f"{capability[0]}.{capability[1]}",
-            # usedGpuMemory is None where the driver does not say (e.g. under MIG or on Windows)
-            processes=tuple((int(p.pid), getattr(p, "usedGpuMemory", None)) for p in processes),
+            processes=_process_list(processes),
         )
+
+    @staticmethod
+    def _read_mig_device(nvml, handle, parent: GPU, parent_handle) -> GPU:
+        """One MIG device. NVML has no utilisation (or power) per MIG device: those stay None, never the
+        parent's figure; temperature and compute capability are the physical GPU's, which the slice shares."""
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        processes = _optional(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+        return GPU(
+            uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+            index=parent.index,
+            name=parent.name,
+            memory_total=int(memory.total),
+            memory_used=int(memory.used),
+            temperature_c=parent.temperature_c,
+            process_count=len(processes),
+            compute_capability=parent.compute_capability,
+            processes=_process_list(processes),
+            mig_profile=_mig_profile(nvml, handle, parent_handle),
+            parent_uuid=parent.uuid,
+        )
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value  # older bindings return bytes
+
+
+def _optional(nvml, call, handle, *args):
+    """``call(handle, *args)``, or None where the device does not support it: MIG devices and some boards answer
+    NOT_SUPPORTED for single fields; report None and keep the rest."""
+    try:
+        return call(handle, *args)
+    except nvml.NVMLError:
+        return None
+
+
+def _process_list(processes) -> tuple:
+    # usedGpuMemory is None where the driver does not say (e.g. under MIG or on Windows)
+    return tuple((int(p.pid), getattr(p, "usedGpuMemory", None)) for p in processes)
+
+
+def _mig_profile(nvml, handle, parent_handle) -> str:
+    """The MIG profile ("1g.10gb"): the end of NVML's name for the device ("NVIDIA A100-SXM4-80GB MIG 1g.10gb"),
+    else the parent's GPU instance profile with the device's slice count and memory. The name cannot be computed
+    from those figures: NVIDIA names memory in fractions of the marketed size (an H200's 1g.18gb has 16384 MB)."""
+    name = _text(_optional(nvml, nvml.nvmlDeviceGetName, handle) or "")
+    match = re.search(r"\bMIG\s+(\S+)$", name)
+    if match:
+        return match.group(1)
+    attributes = _optional(nvml, nvml.nvmlDeviceGetAttributes, handle)
+    if attributes is None:
+        return "MIG"
+    for profile, slices, memory_mb in instance_profiles(nvml, parent_handle):
+        if (slices, memory_mb) == (attributes.gpuInstanceSliceCount, attributes.memorySizeMB):
+            return profile
+    return f"{attributes.gpuInstanceSliceCount}g"
+
+
+def instance_profiles(nvml, handle) -> list:
+    """[(name, slice count, memory MB)] of the GPU instance profiles the driver describes for a GPU ("1g.18gb",
+    1, 16384); empty for GPUs without MIG."""
+    found = []
+    for slices in range(1, 9):
+        profile_id = getattr(nvml, f"NVML_GPU_INSTANCE_PROFILE_{slices}_SLICE", None)
+        info = None if profile_id is None else _optional(nvml, nvml.nvmlDeviceGetGpuInstanceProfileInfo, handle,
+                                                         profile_id)
+        if info is not None:
+            found.append((_text(info.name).removeprefix("MIG "), info.sliceCount, info.memorySizeMB))
+    return found
 
 
 class GPUInventory:
@@ -332,16 +456,26 @@ def simulated_description(uuids, snapshot) -> str:
     if not snapshot.simulated or not uuids:
         return ""
     gpus = snapshot.by_uuid()
-    return json.dumps([
-        {"uuid": u, "index": gpus[u].index, "name": gpus[u].name, "memory_total": gpus[u].memory_total,
-         "memory_used": gpus[u].memory_used, "utilization": gpus[u].utilization_pct,
-         "temperature": gpus[u].temperature_c}
-        for u in uuids if u in gpus  # a GPU gone from the inventory meanwhile is left out, not an error
-    ])
+    return json.dumps([_simulated_entry(gpus[u]) for u in uuids if u in gpus])  # a GPU gone meanwhile: left out
+
+
+def _simulated_entry(gpu: GPU) -> dict:
+    """``gpu`` as an entry of a simulated-GPU file (what parse_simulated reads back)."""
+    entry = {"uuid": gpu.uuid, "index": gpu.index, "name": gpu.name, "memory_total": gpu.memory_total,
+             "memory_used": gpu.memory_used, "utilization": gpu.utilization_pct, "temperature": gpu.temperature_c}
+    if gpu.mig_profile is not None:
+        entry.update(mig_profile=gpu.mig_profile, parent_uuid=gpu.parent_uuid)
+    return entry
 
 
 def _short_uuid(uuid: str) -> str:
-    return uuid[:12] if uuid.startswith("GPU-") else uuid[:8]
+    return uuid[:12] + "…"
+
+
+def _describe(gpu: GPU) -> str:
+    if gpu.mig_profile is not None:
+        return f"MIG {gpu.label} on GPU {gpu.index}, {_short_uuid(gpu.uuid)}"
+    return f"GPU {gpu.index} ({gpu.name}, {_short_uuid(gpu.uuid)})"
 
 
 def assignment_message(uuids, snapshot) -> str:
@@ -349,6 +483,5 @@ def assignment_message(uuids, snapshot) -> str:
     if not uuids:
         return "CPU-only server: no GPU assigned"
     gpus = snapshot.by_uuid()
-    names = ", ".join(f"GPU {gpus[u].index} ({gpus[u].name}, {_short_uuid(u)})" if u in gpus else _short_uuid(u)
-                      for u in uuids)
+    names = ", ".join(_describe(gpus[u]) if u in gpus else _short_uuid(u) for u in uuids)
     return f"Assigned {names}{' [simulated]' if snapshot.simulated else ''}"

@@ -319,7 +319,7 @@ class Reclaimer:
              "position": i + 1, "waiting_since": now - max(0.0, clock - t.joined_at)}
             for i, t in enumerate(waiting)
         ]
-        devices = {gpu.uuid: {"index": gpu.index, "name": gpu.name, "utilization_pct": gpu.utilization_pct,
+        devices = {gpu.uuid: {"index": gpu.index, "name": gpu.label, "utilization_pct": gpu.utilization_pct,
                               "memory_used": gpu.memory_used, "memory_total": gpu.memory_total}
                    for gpu in snapshot.gpus}
         last_busy = dict(self.tracker.last_busy)

@@ -32,8 +32,8 @@ def ordinal(n: int) -> str:
 
 
 def pool_label(gpus) -> str:
-    """What the queue waits for, in the student's words: the GPU model when the host has one."""
-    names = {gpu.name for gpu in gpus}
+    """What the queue waits for, in the student's words: the GPU model (or MIG slice) when the host has one."""
+    names = {gpu.label for gpu in gpus}
     return names.pop() if len(names) == 1 else "a GPU"
 
 

@@ -162,8 +162,10 @@ def reclaim_choices(allow_never: bool, is_admin: bool) -> List[tuple]:
 
 
 class _Device:
-    def __init__(self, name: str):
-        self.name = name
+    """A GPU as the hub's activity file describes it; the form reads only its label ("NVIDIA A100", a MIG slice)."""
+
+    def __init__(self, label: str):
+        self.label = label
 
 
 class _Free:

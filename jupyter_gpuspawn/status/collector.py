@@ -164,7 +164,8 @@ class StatusCollector(LoggingConfigurable):
                 missing.append(uuid)
                 out.append({"uuid": uuid, "index": None, "name": None, "utilization_pct": None,
                             "memory_used": None, "memory_total": None, "temperature_c": None, "power_w": None,
-                            "compute_capability": None, "processes": [], "simulated": source == "simulated"})
+                            "compute_capability": None, "mig_profile": None, "parent_uuid": None,
+                            "processes": [], "simulated": source == "simulated"})
                 continue
             out.append(self._gpu_entry(gpu, my_cgroup, source))
         if missing and not errors:
@@ -185,9 +186,11 @@ class StatusCollector(LoggingConfigurable):
                 processes.append({"pid": pid, "used_memory": used, "command": comm})
             else:
                 unattributed += 1
+        # A MIG device: name is "1g.10gb slice of …"; utilisation and power stay null (NVML has none per slice).
         return {
-            "uuid": gpu.uuid, "index": gpu.index, "name": gpu.name, "utilization_pct": gpu.utilization_pct,
+            "uuid": gpu.uuid, "index": gpu.index, "name": gpu.label, "utilization_pct": gpu.utilization_pct,
             "memory_used": gpu.memory_used, "memory_total": gpu.memory_total, "temperature_c": gpu.temperature_c,
-            "power_w": gpu.power_w, "compute_capability": gpu.compute_capability, "processes": processes,
-            "other_processes": unattributed, "simulated": source == "simulated",
+            "power_w": gpu.power_w, "compute_capability": gpu.compute_capability, "mig_profile": gpu.mig_profile,
+            "parent_uuid": gpu.parent_uuid, "processes": processes, "other_processes": unattributed,
+            "simulated": source == "simulated",
         }

@@ -32,7 +32,15 @@ export function duration(seconds: number | null | undefined): string {
 }
 
 export function shortUuid(uuid: string): string {
-  return uuid.startsWith('GPU-') ? uuid.slice(0, 12) : uuid.slice(0, 8);
+  return uuid.slice(0, 12);
+}
+
+// NVML has no utilisation per MIG slice: say so rather than show a figure (or a "?" that reads as broken).
+export function utilization(gpu: { utilization_pct: number | null; mig_profile?: string | null }): string {
+  if (gpu.utilization_pct !== null) {
+    return `${gpu.utilization_pct}%`;
+  }
+  return gpu.mig_profile ? 'n/a (MIG)' : '?';
 }
 
 // Time left before the hub stops this server: "8 min", "1 h 5 min", "less than a minute" ("<1 min" when short).

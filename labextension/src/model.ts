@@ -20,6 +20,8 @@ export interface IGPU {
   temperature_c: number | null;
   power_w: number | null;
   compute_capability: string | null;
+  mig_profile?: string | null; // a MIG slice ("1g.10gb"); null or absent for a whole GPU
+  parent_uuid?: string | null;
   processes: IGPUProcess[];
   other_processes?: number;
   simulated?: boolean;

@@ -1,6 +1,6 @@
 // The "My container" side panel: the hub's reclaim warning, container card, one card per GPU with sparklines,
 // processes, errors. Built with textContent only: nothing from the server is parsed as HTML.
-import { bytesPair, clockTime, countdown, duration, shortUuid } from './format';
+import { bytesPair, clockTime, countdown, duration, shortUuid, utilization } from './format';
 import { IGPU, IReclaim, IStatus, StatusModel } from './model';
 import { StatusView } from './view';
 
@@ -187,7 +187,10 @@ export class ContainerPanel extends StatusView {
     }
     const list = el('dl');
     row(list, 'UUID', shortUuid(gpu.uuid), 'uuid');
-    row(list, 'Utilisation', gpu.utilization_pct === null ? '?' : `${gpu.utilization_pct}%`, 'utilization');
+    row(list, 'Utilisation', utilization(gpu), 'utilization');
+    if (gpu.mig_profile) {
+      row(list, 'MIG slice', `${gpu.mig_profile} of ${shortUuid(gpu.parent_uuid ?? '?')}`, 'mig');
+    }
     row(list, 'Memory', bytesPair(gpu.memory_used, gpu.memory_total), 'gpu-memory');
     row(list, 'Temperature', gpu.temperature_c === null ? '?' : `${gpu.temperature_c} °C`, 'temperature');
     if (gpu.power_w !== null) {
@@ -198,9 +201,14 @@ export class ContainerPanel extends StatusView {
     }
     const history = this.model.history(gpu.uuid);
     const lines = el('div', 'jp-gpuspawn-sparklines');
+    if (!gpu.mig_profile) {
+      // a MIG slice has no utilisation figures: a flat line would be a wrong one
+      lines.append(
+        el('span', undefined, 'utilisation'),
+        sparkline(history.utilization, 'GPU utilisation, last minutes')
+      );
+    }
     lines.append(
-      el('span', undefined, 'utilisation'),
-      sparkline(history.utilization, 'GPU utilisation, last minutes'),
       el('span', undefined, 'memory'),
       sparkline(history.memory, 'GPU memory, last minutes')
     );

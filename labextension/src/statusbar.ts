@@ -1,6 +1,6 @@
 // The status-bar item: "GPU 0: 37% · 12.1/80 GB · RAM 3.2/16 GB", or "CPU only · RAM …".
 // While the hub warns that it will stop this server, the warning comes first: "⚠ GPU idle: server stops in 8 min".
-import { bytesPair, countdown } from './format';
+import { bytesPair, countdown, utilization } from './format';
 import { IReclaim, StatusModel } from './model';
 import { StatusView } from './view';
 
@@ -48,9 +48,13 @@ export class StatusBarItem extends StatusView {
       parts.push('CPU only');
     }
     for (const gpu of status.gpus) {
-      const util = gpu.utilization_pct === null ? '?' : `${gpu.utilization_pct}%`;
       const label = gpu.index === null ? 'GPU' : `GPU ${gpu.index}`;
-      parts.push(`${label}: ${util} · ${bytesPair(gpu.memory_used, gpu.memory_total)}`);
+      const memory = bytesPair(gpu.memory_used, gpu.memory_total);
+      parts.push(
+        gpu.mig_profile
+          ? `${label} MIG ${gpu.mig_profile}: ${memory}`
+          : `${label}: ${utilization(gpu)} · ${memory}`
+      );
     }
     const c = status.container;
     parts.push(`RAM ${bytesPair(c.memory_used, c.memory_limit)}`);

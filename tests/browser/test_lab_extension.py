@@ -111,3 +111,26 @@ c.GPUDockerSpawner.gpu_idle_check_seconds = 1
     assert "Servers here give idle GPUs back after 3 minutes" in message, message
     assert "CPU-only" in warning.inner_text()
     screenshot(page, "lab-my-container-panel-reclaim-warning.png")
+
+
+def test_a_mig_slice_reads_as_a_slice_without_a_made_up_utilisation(make_hub, page):
+    parent = "GPU-a100a100-5eed-4a11-9b00-000000000000"
+    slice_ = {"uuid": "MIG-00000001-5eed-4a11-9b00-000000000000", "name": "NVIDIA A100 80GB PCIe", "index": 0,
+              "mig_profile": "1g.10gb", "parent_uuid": parent, "memory_total": "10GiB", "memory_used": "512MiB"}
+    hub = make_hub(gpus=[slice_])
+    hub.create_users("slice")
+    hub.spawn_ready("slice", {"gpus": 1})
+    login(page, hub, "slice")
+    page.goto(hub.user_url("slice") + "lab")
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.jp-gpuspawn-statusbar');"
+        " return e && e.textContent.includes('MIG'); }", timeout=90_000)
+    assert page.locator(".jp-gpuspawn-statusbar").inner_text().startswith("GPU 0 MIG 1g.10gb: 0.5/10 GB")
+    page.locator(".jp-gpuspawn-statusbar").click()
+    card = page.locator(f'.jp-gpuspawn-gpu[data-uuid="{slice_["uuid"]}"]')
+    card.wait_for(timeout=30_000)
+    assert "1g.10gb slice of NVIDIA A100 80GB PCIe (10 GiB)" in card.locator("h3").inner_text()
+    assert card.locator('dd[data-key="utilization"]').inner_text() == "n/a (MIG)"
+    assert card.locator('dd[data-key="mig"]').inner_text() == f"1g.10gb of {parent[:12]}"
+    assert card.locator("svg").count() == 1  # the memory sparkline only: no flat line for a figure NVML lacks
+    screenshot(page, "lab-mig-slice-panel.png")

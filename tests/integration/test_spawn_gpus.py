@@ -123,3 +123,36 @@ def test_gpus_command_shows_who_holds_what_without_the_hub(make_hub):
     assert held[gina_uuid] == ["gina"] and sorted(sum(held.values(), [])) == ["gina", "hal", "hal"]
     [gina_hold] = next(g["held_by"] for g in data["gpus"] if g["uuid"] == gina_uuid)
     assert 0 <= gina_hold["idle_seconds"] < 600 and gina_hold["reclaim_deadline"] is None
+
+
+def test_mig_slices_are_servers_gpus_by_their_own_uuid(make_hub):
+    """A GPU in MIG mode is offered as its slices: each server gets one slice's MIG UUID (device request and
+    NVIDIA_VISIBLE_DEVICES), the progress names the slice, the status panel reports it with no utilisation, and
+    the whole parent GPU is never handed out."""
+    parent = "GPU-a100a100-5eed-4a11-9b00-000000000000"
+    slices = [{"uuid": f"MIG-{i:08x}-5eed-4a11-9b00-000000000000", "name": "NVIDIA A100 80GB PCIe", "index": 0,
+               "mig_profile": "3g.40gb", "parent_uuid": parent, "memory_total": "40GiB"} for i in range(2)]
+    hub = make_hub(gpus=slices, extra_config='c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}\n')
+    hub.create_users("mia", "noel", "olga")
+    assert hub.spawn("mia", {"gpus": 1}).status_code == 202
+    messages = hub.progress_messages("mia")
+    assert any(m.startswith("Assigned MIG 3g.40gb slice of NVIDIA A100 80GB PCIe (40 GiB) on GPU 0, MIG-")
+               for m in messages), messages
+    hub.wait_ready("mia")
+    hub.spawn_ready("noel", {"gpus": 1})
+    given = {}
+    for user in ("mia", "noel"):
+        [container] = labelled(user)
+        [request] = container["HostConfig"]["DeviceRequests"]
+        given[user] = request["DeviceIDs"]
+        assert container_env(container)["NVIDIA_VISIBLE_DEVICES"] == request["DeviceIDs"][0]
+    assert sorted(sum(given.values(), [])) == sorted(s["uuid"] for s in slices)
+
+    assert hub.spawn("olga", {"gpus": 1}).status_code == 202  # slow_spawn_timeout 0: the refusal comes as an event
+    last = hub.progress_events("olga")[-1]  # both slices are held; the parent GPU is not a third device
+    assert last.get("failed") and "All 2 GPUs are in use" in last["message"], last
+    assert labelled("olga") == []
+
+    [gpu] = hub.session.get(hub.user_url("mia") + "gpuspawn/status", timeout=30).json()["gpus"]
+    assert gpu["uuid"] == given["mia"][0] and gpu["utilization_pct"] is None
+    assert (gpu["mig_profile"], gpu["parent_uuid"]) == ("3g.40gb", parent)
