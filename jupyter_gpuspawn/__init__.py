@@ -5,7 +5,7 @@ and inside user images (where only the status server extension runs).
 """
 from ._version import __version__
 
-__all__ = ["__version__", "GPUDockerSpawner"]
+__all__ = ["__version__", "GPUDockerSpawner", "GPUSwarmSpawner"]
 
 
 def _jupyter_server_extension_points():
@@ -22,4 +22,8 @@ def __getattr__(name):
         from .spawner import GPUDockerSpawner
 
         return GPUDockerSpawner
+    if name == "GPUSwarmSpawner":
+        from .swarmspawner import GPUSwarmSpawner
+
+        return GPUSwarmSpawner
     raise AttributeError(name)

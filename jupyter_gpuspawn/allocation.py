@@ -76,6 +76,25 @@ def _plural(n, word):
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _by_node(gpus: Sequence) -> Dict[Optional[str], list]:
+    """GPUs grouped by their Swarm node (one group, None, on a single host), each group in the given order."""
+    groups: Dict[Optional[str], list] = {}
+    for gpu in gpus:
+        groups.setdefault(getattr(gpu, "node", None), []).append(gpu)
+    return groups
+
+
+def _one_node(candidates: Sequence, count: int) -> list:
+    """``count`` of the candidates (best first), all on one node. Of the nodes that can take the request, the one
+    with the fewest candidates (best fit): packing keeps other nodes' GPUs together for larger requests, as the
+    shared policy keeps whole GPUs free; ties go to the node holding the better candidate."""
+    fitting = [group for group in _by_node(candidates).values() if len(group) >= count]
+    if not fitting:
+        return []
+    best = min(fitting, key=lambda group: (len(group), candidates.index(group[0])))
+    return best[:count]
+
+
 class GPUAllocator:
     def __init__(self, foreign_memory_threshold: int = GiB):
         self.foreign_memory_threshold = foreign_memory_threshold
@@ -140,6 +159,11 @@ class GPUAllocator:
         probe = GPURequest(user="", count=1, policy=policy, max_users_per_gpu=max_users_per_gpu)
         return len(self.candidates(gpus, probe))
 
+    def largest_request(self, gpus: Sequence, policy="exclusive", max_users_per_gpu=1) -> int:
+        """The most GPUs one server could get now: all free ones on one host, the most free on one Swarm node."""
+        probe = GPURequest(user="", count=1, policy=policy, max_users_per_gpu=max_users_per_gpu)
+        return max((len(group) for group in _by_node(self.candidates(gpus, probe)).values()), default=0)
+
     # ---- changes ---------------------------------------------------------------------------------------------
     def allocate(self, request: GPURequest, gpus: Sequence) -> Tuple[str, ...]:
         """Choose and reserve ``request.count`` GPUs from ``gpus`` (the inventory snapshot), or raise.
@@ -161,9 +185,9 @@ class GPUAllocator:
             raise NoGPUAvailable(
                 f"You asked for {_plural(request.count, 'GPU')} but this server has only {total}. Ask for fewer."
             )
-        chosen = self.candidates(gpus, request)[: request.count]
+        chosen = _one_node(self.candidates(gpus, request), request.count)
         if len(chosen) < request.count:
-            raise NoGPUAvailable(self._shortage_message(request, gpus, len(chosen)))
+            raise NoGPUAvailable(self._shortage_message(request, gpus, len(self.candidates(gpus, request))))
         uuids = tuple(gpu.uuid for gpu in chosen)
         self._record(request.key, uuids, Hold(request.policy, request.max_users_per_gpu))
         return uuids
@@ -190,6 +214,10 @@ class GPUAllocator:
         if free == 0:
             which = "The only GPU is" if total == 1 else f"All {total} GPUs are"
             return f"{which} in use{note}; try a CPU-only server or try again later."
+        if free >= request.count:  # enough in all, but spread over nodes
+            most = max(len(group) for group in _by_node(self.candidates(gpus, request)).values())
+            return (f"{free} GPUs are free, but at most {most} on any one node, and a server's GPUs must be on "
+                    f"one node; ask for {most} or fewer, or try again later.")
         return (
             f"Only {free} of {total} GPUs {'is' if free == 1 else 'are'} free{note} and you asked for "
             f"{request.count}; ask for fewer or try again later."

@@ -20,20 +20,33 @@ def _inventory_from_args(args) -> GPUInventory:
     path = args.simulated_gpus or settings.get("simulated_gpus", "")
     if path and not args.inventory and "gpu_inventory" not in settings:
         kind = "simulated"
+    if kind == "swarm":
+        from .swarm import read_swarm
+
+        return GPUInventory(kind, cache_seconds=0, swarm_reader=lambda: read_swarm(_docker_client(settings)))
     return GPUInventory(kind, path, cache_seconds=0)
 
 
-def _running_assignments():
-    """(assignments by uuid, error) read from the labels of running containers."""
-    from .reconcile import list_assignments
+def _docker_client(settings):
+    """The hub's Docker engine (a Swarm manager for GPUSwarmSpawner), as its config names it."""
+    import docker
 
+    return docker.APIClient(**{"version": "auto", **docker.utils.kwargs_from_env(),
+                               **(settings.get("client_kwargs") or {})})
+
+
+def _running_assignments(args):
+    """(assignments of the servers that hold GPUs, error) read from the labels of containers (services on a
+    Swarm)."""
+    from .engines import CONTAINERS, SERVICES
+    from .hubconfig import load_config, uses_swarm
+
+    settings = _hub_config(args.config)
+    engine = SERVICES if uses_swarm(load_config(args.config)) else CONTAINERS
     try:
-        import docker
-
-        client = docker.APIClient(version="auto")
-        return list_assignments(client), None
+        return [s.assignment for s in engine.list_labelled(_docker_client(settings)) if s.holds_gpus], None
     except Exception as e:  # the docker engine is optional for listing GPUs
-        return [], f"cannot read containers from Docker: {e}"
+        return [], f"cannot read {engine.kind}s from Docker: {e}"
 
 
 def _runtime_dir(args) -> str:
@@ -77,7 +90,7 @@ def cmd_gpus(args) -> int:
     except InventoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    assignments, docker_error = _running_assignments()
+    assignments, docker_error = _running_assignments(args)
     now = time.time()
     idle, idle_note = _idle_by_server(args, now)
 
@@ -108,8 +121,10 @@ def cmd_gpus(args) -> int:
         print()
         return 0
     label = " (simulated)" if snapshot.simulated else ""
-    print(f"GPUs on this host{label}: {len(snapshot.gpus)}")
-    rows = [("IDX", "UUID", "NAME", "MEMORY USED", "HELD BY")]
+    nodes = any(gpu.node for gpu in snapshot.gpus) or snapshot.source == "swarm"
+    where = f"on {len(snapshot.nodes)} Swarm nodes" if snapshot.source == "swarm" else "on this host"
+    print(f"GPUs {where}{label}: {len(snapshot.gpus)}")
+    rows = [("NODE",) * nodes + ("IDX", "UUID", "NAME", "MEMORY USED", "HELD BY")]
     for gpu in snapshot.gpus:
         held = ", ".join(
             f"{a.user}" + (f"/{a.server}" if a.server else "") + (" (shared)" if a.policy == "shared" else "")
@@ -117,8 +132,9 @@ def cmd_gpus(args) -> int:
             for a in holders.get(gpu.uuid, [])
         )
         rows.append(
-            (str(gpu.index), gpu.uuid, gpu.label,
-             f"{format_size(gpu.memory_used)} / {format_size(gpu.memory_total)}", held or "-")
+            (gpu.node or "-",) * nodes + (str(gpu.index), gpu.uuid, gpu.label,
+                                          f"{format_size(gpu.memory_used)} / {format_size(gpu.memory_total)}",
+                                          held or "-")
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -126,7 +142,12 @@ def cmd_gpus(args) -> int:
     known = {gpu.uuid for gpu in snapshot.gpus}
     for uuid, held in holders.items():
         if uuid not in known:
-            print(f"note: {uuid} is held by {', '.join(a.user for a in held)} but is not in the inventory")
+            node = next((a.node for a in held if a.node), "")
+            why = f"its node {node} offers nothing now (down, drained or gone)" if node else "is not in the inventory"
+            print(f"note: {uuid} is held by {', '.join(a.user for a in held)} but {why}")
+    for node in snapshot.nodes:
+        if not node.offers:
+            print(f"note: node {node.hostname} is {node.state}/{node.availability}: it takes no new servers")
     if holders and idle_note:
         print(f"note: {idle_note}")
     for error in list(snapshot.errors) + ([docker_error] if docker_error else []):

@@ -36,7 +36,8 @@ def gpu_models(gpus: Sequence) -> str:
 
 
 def availability(course, gpus: Sequence, allocator, line: str = "", waiting: int = 0) -> Tuple[str, int]:
-    """The card's availability text and the GPUs free for it. ``line`` is the queue's word ("3 waiting · you
+    """The card's availability text and the most GPUs one server could get now (all free ones on one host, the
+    most free on one node of a Swarm). ``line`` is the queue's word ("3 waiting · you
     would be 4th"), shown when no GPU is free or anyone waits (a new start goes behind them); without it, that
     reads as "try again later"."""
     total = len(gpus)
@@ -54,7 +55,7 @@ def availability(course, gpus: Sequence, allocator, line: str = "", waiting: int
                 f"(shared, up to {course.max_users_per_gpu} per GPU)")
     else:
         text = f"{free} of {total} GPUs free — {gpu_models(gpus)}"
-    return text, free
+    return text, allocator.largest_request(gpus, course.policy, course.max_users_per_gpu)
 
 
 def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator, queue_line=lambda course: "",

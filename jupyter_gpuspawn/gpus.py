@@ -6,6 +6,7 @@ Three sources, chosen by ``GPUDockerSpawner.gpu_inventory``:
 - ``simulated``: devices read from a YAML/JSON file (demo mode, tests, machines without NVIDIA GPUs).
 - ``none``: no GPUs (CPU-only host).
 - ``auto``: NVML when a driver answers, otherwise none.
+- ``swarm``: the GPUs each node of a Docker Swarm advertises (GPUSwarmSpawner; see swarm.py).
 
 Reads are synchronous here; :class:`GPUInventory` runs them in its own thread and caches a snapshot for about a
 second, so a burst of spawns or form renders costs one NVML sweep, not one each.
@@ -24,7 +25,7 @@ from .cached import Cached
 from .datafiles import DataFileError, read_structured_file
 from .options import shorten
 
-INVENTORY_KINDS = ("auto", "nvml", "simulated", "none")
+INVENTORY_KINDS = ("auto", "nvml", "simulated", "none", "swarm")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class GPU:
     # are then the physical GPU's; ``mig_profile`` is NVIDIA's profile name ("1g.10gb"); None for a whole GPU.
     mig_profile: Optional[str] = None
     parent_uuid: Optional[str] = None
+    # The Swarm node (hostname) the GPU sits in; None on one host. A server's GPUs are all on one node.
+    node: Optional[str] = None
 
     @property
     def label(self) -> str:
@@ -58,9 +61,10 @@ class GPU:
 
 @dataclass(frozen=True)
 class Snapshot:
-    source: str  # "nvml", "simulated" or "none"
+    source: str  # "nvml", "simulated", "swarm" or "none"
     gpus: tuple = ()
     errors: tuple = ()
+    nodes: tuple = ()  # swarm.SwarmNode of every node, GPUs or not (Swarm only)
 
     @property
     def simulated(self) -> bool:
@@ -140,7 +144,8 @@ def _whole(value, what: str) -> int:
 
 
 _SIMULATED_KEYS = {"uuid", "name", "memory_total", "memory_used", "utilization", "temperature", "processes",
-                   "index", "mig_profile", "parent_uuid"}
+                   "index", "mig_profile", "parent_uuid", "node"}
+_NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")  # a hostname, as Swarm names nodes
 _MIG_PROFILE_RE = re.compile(r"[0-9a-z][0-9a-z.+]{0,30}")  # NVIDIA's names: 1g.10gb, 3g.40gb, 1g.20gb+me
 
 
@@ -151,7 +156,8 @@ def parse_simulated(data, where_file: str) -> Snapshot:
     A MIG device is listed by itself, like a GPU: ``uuid: MIG-…``, ``mig_profile: 1g.10gb``, ``parent_uuid``
     (the physical GPU, which is then not listed whole: in MIG mode only its slices are offered), ``name`` and
     ``index`` of the physical GPU, and the slice's own memory. NVML has no utilisation for MIG devices, so a
-    simulated one has none either.
+    simulated one has none either. ``node`` (a Swarm node's hostname) places a GPU on that node, for demos of
+    GPUSwarmSpawner.
     """
     if isinstance(data, dict):
         data = data.get("gpus")
@@ -193,6 +199,9 @@ def parse_simulated(data, where_file: str) -> Snapshot:
         else:
             procs, count = (), _whole(processes, f"{where}: processes")
         mig_profile, parent_uuid = _simulated_mig(dev, uuid, where)
+        node = dev.get("node")
+        if node is not None and (not isinstance(node, str) or not _NODE_RE.fullmatch(node)):
+            raise InventoryError(f"{where}: node must be a node's hostname, got {shorten(node)}")
         name = dev.get("name") or "Simulated GPU"
         gpus.append(
             GPU(
@@ -207,6 +216,7 @@ def parse_simulated(data, where_file: str) -> Snapshot:
                 processes=procs,
                 mig_profile=mig_profile,
                 parent_uuid=parent_uuid,
+                node=node,
             )
         )
     parents = {gpu.parent_uuid: gpu.uuid for gpu in gpus if gpu.parent_uuid}
@@ -408,13 +418,16 @@ def instance_profiles(nvml, handle) -> list:
 class GPUInventory:
     """A cached, thread-offloaded view of one GPU source."""
 
-    def __init__(self, kind="auto", simulated_path="", cache_seconds=1.0):
+    def __init__(self, kind="auto", simulated_path="", cache_seconds=1.0, swarm_reader=None):
         if kind not in INVENTORY_KINDS:
             raise InventoryError(f"gpu_inventory must be one of {', '.join(INVENTORY_KINDS)}, got {kind!r}")
         if kind == "simulated" and not simulated_path:
             raise InventoryError("gpu_inventory = 'simulated' needs simulated_gpus = '/path/to/gpus.yaml'")
+        if kind == "swarm" and swarm_reader is None:
+            raise InventoryError("gpu_inventory = 'swarm' needs a Docker Swarm: use GPUSwarmSpawner")
         self.kind = kind
         self.simulated_path = simulated_path
+        self._swarm_reader = swarm_reader  # () -> Snapshot, blocking (a manager's node list)
         self._nvml = NVMLReader() if kind in ("auto", "nvml") else None
         self._cached = Cached(self.read, cache_seconds, "inventory")
 
@@ -424,6 +437,8 @@ class GPUInventory:
             return read_simulated(self.simulated_path)
         if self.kind == "none":
             return Snapshot(source="none")
+        if self.kind == "swarm":
+            return self._swarm_reader()
         snapshot = self._nvml.read()
         if self.kind == "auto" and not snapshot.gpus and snapshot.errors:
             # auto on a host without a driver: a CPU-only host, not an error.
@@ -433,6 +448,10 @@ class GPUInventory:
     async def snapshot(self) -> Snapshot:
         """The current snapshot, at most ``cache_seconds`` old; concurrent callers share one read."""
         return await self._cached.get()
+
+    def last_snapshot(self) -> Optional[Snapshot]:
+        """The last snapshot taken, however old; None before the first (never reads)."""
+        return self._cached.last
 
     def last_gpus(self) -> Optional[tuple]:
         """The GPUs of the last snapshot taken, however old; None before the first (never reads)."""
@@ -465,6 +484,8 @@ def _simulated_entry(gpu: GPU) -> dict:
              "memory_used": gpu.memory_used, "utilization": gpu.utilization_pct, "temperature": gpu.temperature_c}
     if gpu.mig_profile is not None:
         entry.update(mig_profile=gpu.mig_profile, parent_uuid=gpu.parent_uuid)
+    if gpu.node is not None:
+        entry["node"] = gpu.node
     return entry
 
 
@@ -478,10 +499,15 @@ def _describe(gpu: GPU) -> str:
     return f"GPU {gpu.index} ({gpu.name}, {_short_uuid(gpu.uuid)})"
 
 
+def _on_node(uuids, gpus: dict) -> str:
+    nodes = {gpus[u].node for u in uuids if u in gpus} - {None}
+    return f" on {nodes.pop()}" if len(nodes) == 1 else ""
+
+
 def assignment_message(uuids, snapshot) -> str:
     """The progress message that tells a student which GPUs they got."""
     if not uuids:
         return "CPU-only server: no GPU assigned"
     gpus = snapshot.by_uuid()
     names = ", ".join(_describe(gpus[u]) if u in gpus else _short_uuid(u) for u in uuids)
-    return f"Assigned {names}{' [simulated]' if snapshot.simulated else ''}"
+    return f"Assigned {names}{_on_node(uuids, gpus)}{' [simulated]' if snapshot.simulated else ''}"

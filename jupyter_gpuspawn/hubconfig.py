@@ -24,10 +24,21 @@ def spawner_settings(path) -> dict:
         return {}
     config = load_config(path)
     settings = {}
-    for section in ("Spawner", "DockerSpawner", "GPUDockerSpawner"):
+    sections = ("Spawner", "DockerSpawner", "GPUDockerSpawner")
+    if uses_swarm(config):
+        sections = ("Spawner", "DockerSpawner", "SwarmSpawner", "GPUDockerSpawner", "GPUSwarmSpawner")
+        settings["gpu_inventory"] = "swarm"
+    for section in sections:
         if section in config:
             settings.update(dict(config[section]))
     return settings
+
+
+def uses_swarm(config) -> bool:
+    """Whether the hub spawns with GPUSwarmSpawner (by entry point name, import path or class)."""
+    spawner = config.JupyterHub.get("spawner_class", "") if "JupyterHub" in config else ""
+    name = spawner if isinstance(spawner, str) else getattr(spawner, "__name__", "")
+    return name == "gpuswarm" or name.endswith("GPUSwarmSpawner")
 
 
 def runtime_dir(path) -> str:

@@ -231,6 +231,7 @@ class ImageReadiness:
     jupyterhub_version: Optional[str] = None
     size: Optional[int] = None
     labelled: bool = False  # made by build-image (carries the ready label)
+    image_id: str = ""  # the engine's "sha256:…" (the same on every engine that loaded the same image)
 
 
 def build_command(image: str) -> str:
@@ -248,6 +249,7 @@ def assess_labels(image: str, inspect_data: dict) -> ImageReadiness:
     return ImageReadiness(
         image=image, present=True, ready=labelled, labelled=labelled,
         jupyterhub_version=labels.get(JUPYTERHUB_VERSION_LABEL), size=inspect_data.get("Size"),
+        image_id=inspect_data.get("Id") or "",
     )
 
 
@@ -299,7 +301,7 @@ def inspect_readiness(client, image: str, probe_cache: Optional[dict] = None) ->
     cache = probe_cache if probe_cache is not None else {}
     if data["Id"] not in cache:
         cache[data["Id"]] = probe_singleuser(client, image)
-    return ImageReadiness(image, True, cache[data["Id"]], None, status.size, False)
+    return ImageReadiness(image, True, cache[data["Id"]], None, status.size, False, data["Id"])
 
 
 def version_mismatch(image_version: Optional[str], hub_version: str) -> bool:

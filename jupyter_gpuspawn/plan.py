@@ -200,3 +200,60 @@ def _deep_merge(dest: dict, source: Mapping) -> None:
             _deep_merge(dest[key], value)
         else:
             dest[key] = value
+
+
+def swarm_service_kwargs(plan: ContainerPlan, *, name: str, command, port: int, node_id: str, network: str = "",
+                         publish: bool = True, admin_container=None, admin_resources=None, admin_placement=None,
+                         admin_task=None, admin_endpoint=None) -> dict:
+    """Keyword arguments for docker-py's ``create_service``: the plan as a one-task Swarm service pinned to its
+    GPUs' node. The admin's SwarmSpawner extras (``extra_container_spec`` …) are merged under the plan, as on one
+    host: they cannot change the user, the GPU env, the mounts, the labels, the dropped capabilities or the node.
+
+    What a service cannot carry is left to the node's dockerd, which the admin configures (README, Swarm):
+    device requests (moby#40133: GPU nodes run nvidia as the default runtime and read NVIDIA_VISIBLE_DEVICES) and
+    ``no-new-privileges`` (services get it in API 1.44; dockerd ``--no-new-privileges`` sets it for all).
+    """
+    from docker.types import ContainerSpec, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
+
+    mounts = [Mount(target=b.target, source=b.source, type="bind", read_only=b.mode.split(",")[0] == "ro")
+              for b in plan.binds]
+    if plan.shm_size:  # services have no shm_size: a tmpfs of that size at /dev/shm is what Docker makes of it
+        mounts.append(Mount(target="/dev/shm", source="", type="tmpfs", tmpfs_size=plan.shm_size))
+    hardening = plan.hardening
+    container = dict(admin_container or {})
+    container.update(
+        image=plan.image, args=command, env=[f"{k}={v}" for k, v in plan.env], user=f"{plan.uid}:{plan.gid}",
+        mounts=mounts, labels={**dict(container.get("labels") or {}), **plan.labels()},
+        cap_drop=["ALL"], cap_add=list(hardening.cap_add) or None,
+    )
+    if plan.home:
+        container["workdir"] = plan.home
+    container_spec = ContainerSpec(**container)
+    if hardening.ulimits:
+        container_spec["Ulimits"] = [{"Name": n, "Soft": v, "Hard": v} for n, v in hardening.ulimits]
+
+    resources = dict(admin_resources or {})
+    if plan.mem_limit is not None:
+        resources["mem_limit"] = plan.mem_limit
+    if plan.cpu_limit is not None:
+        resources["cpu_limit"] = int(plan.cpu_limit * 1e9)  # nano-CPUs
+    resources_spec = Resources(**resources)
+    if hardening.pids_limit:
+        resources_spec.setdefault("Limits", {})["Pids"] = hardening.pids_limit
+
+    placement = dict(admin_placement or {})
+    placement["constraints"] = list(placement.get("constraints") or []) + [f"node.id=={node_id}"]
+    task = dict(admin_task or {})
+    task.update(
+        container_spec=container_spec, resources=resources_spec, placement=Placement(**placement),
+        # one run per start, like a container: a task that ends ends the server, and Swarm never restarts it
+        # elsewhere or later (its GPUs may have gone to someone else meanwhile)
+        restart_policy=RestartPolicy(condition="none"),
+        networks=[network] if network else task.get("networks"),
+    )
+    endpoint = dict(admin_endpoint or {})
+    endpoint_spec = EndpointSpec(**endpoint)
+    if publish:  # host mode: on the node's own address, at a port Swarm picks there
+        endpoint_spec["Ports"] = [{"Protocol": "tcp", "TargetPort": port, "PublishMode": "host"}]
+    return {"task_template": TaskTemplate(**task), "name": name, "labels": plan.labels(),
+            "endpoint_spec": endpoint_spec}

@@ -36,11 +36,6 @@ def list_labelled(client) -> List[LabelledContainer]:
     return found
 
 
-def list_assignments(client) -> List[GPUAssignment]:
-    """GPUAssignments of the containers that hold GPUs now."""
-    return [c.assignment for c in list_labelled(client) if c.holds_gpus]
-
-
 def remove_container(client, container_id: str) -> None:
     """Force-remove a container; one that is already gone counts as removed (blocking)."""
     import docker.errors
@@ -100,8 +95,10 @@ class Reconciler:
     again until Docker confirms. One Docker list call per round, off the event loop.
     """
 
-    def __init__(self, allocator):
+    def __init__(self, allocator, list_labelled=list_labelled, remove=remove_container):
         self.allocator = allocator
+        # the engine's calls (engines.Engine): containers on one host, services on a Swarm
+        self.list_labelled, self.remove = list_labelled, remove
         self.starting: Set[Tuple[str, str]] = set()  # server keys with a start in flight in this process
         self.stopping: Set[Tuple[str, str]] = set()  # server keys with a stop in flight (their end is the stop's)
         self.removals: Dict[str, Tuple[str, str]] = {}  # container id -> server key: must go, still holds GPUs
@@ -137,7 +134,7 @@ class Reconciler:
         since = allocator.mark()
         in_flight = set(self.starting)
         listed_at = time.time()
-        containers = await call(list_labelled)
+        containers = await call(self.list_labelled)
         in_flight |= self.starting
         in_flight |= allocator.changed_since(since)
         removed = set()
@@ -187,7 +184,7 @@ class Reconciler:
 
     async def _remove(self, call: DockerCall, log, container_id: str, why: str) -> bool:
         try:
-            await call(remove_container, container_id)
+            await call(self.remove, container_id)
         except Exception as e:
             log.error("Could not remove container %s (%s): %s; trying again next round", container_id[:12], why, e)
             return False

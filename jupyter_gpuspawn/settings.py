@@ -51,6 +51,8 @@ class GPUSpawnerSettings(LoggingConfigurable):
         - nvml: NVML; a missing driver is reported as an error.
         - simulated: the devices listed in `simulated_gpus` (demo mode; the spawn form says "simulated").
         - none: this host has no GPUs.
+        - swarm: the GPUs each node of a Docker Swarm advertises as generic resources (GPUSwarmSpawner only,
+          where it is the default).
         """,
     )
     simulated_gpus = Unicode(

@@ -28,9 +28,10 @@ from .idle import Holder, IdlePolicy
 from .metrics import HubView, hub_metrics
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
 from .options import OptionsError, options_from_form, validate_options
-from .readiness import ServerExited, container_exit, wait_until_answering
+from .readiness import ServerExited, wait_until_answering
 from .reclaim import NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir
-from .reconcile import Reconciler, container_ended, container_holds_gpus, remove_container
+from .engines import CONTAINERS, Engine
+from .reconcile import Reconciler
 from .settings import GPUSpawnerSettings
 from .usage import Hold, UsageDB
 from .plan import AdminSettings, Bind, ContainerPlan, Hardening, docker_create_kwargs, plan_container
@@ -49,9 +50,9 @@ QUEUE_START_MARGIN = 30
 class _HubProcessState:
     """What every spawner of this hub process shares: the allocator and its reconciler, reserved ports."""
 
-    def __init__(self, foreign_memory_threshold: int):
+    def __init__(self, foreign_memory_threshold: int, engine: Engine):
         self.allocator = GPUAllocator(foreign_memory_threshold)
-        self.reconciler = Reconciler(self.allocator)
+        self.reconciler = Reconciler(self.allocator, engine.list_labelled, engine.remove)
         self.waitroom = WaitRoom(self.allocator)
         self.metrics = hub_metrics()
         self.reclaimer = Reclaimer(self.allocator, self.waitroom, self.metrics)
@@ -101,6 +102,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     See the README for a configuration reference; every option below has help text (`jupyterhub --help-all`).
     """
+
+    engine: Engine = CONTAINERS  # what a server runs as: a container here, a service on Swarm
 
     @default("remove")
     def _default_remove(self):
@@ -170,7 +173,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if state is None:
             # the admin's settings are the class's (one config per spawner class): GPUs busy outside the hub are
             # judged by the first instance's threshold, for the whole hub process
-            state = _HubProcessState(self.busy_gpu_memory_threshold)
+            state = _HubProcessState(self.busy_gpu_memory_threshold, self.engine)
             cls._hub_process_state = state
         return state
 
@@ -387,7 +390,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 raise NoGPUAvailable(f"{len(self._shared.waitroom)} waiting for a GPU before you; this course has no "
                                      "queue: try again later, or start a CPU-only server.")
             # choose + reserve: synchronous, nothing awaited in between
-            uuids = self.allocator.allocate(request, snapshot.gpus)
+            uuids = self.allocator.allocate(request, self._placeable_gpus(snapshot))
         except NoGPUAvailable as e:
             wait = self._queue_seconds(course, spent=asyncio.get_running_loop().time() - self._started_at)
             if wait <= 0 or not 0 < request.count <= len(snapshot.gpus):
@@ -409,6 +412,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._assignment = GPUAssignment(
                 user=self.user.name, server=self.name or "", gpus=uuids, policy=course.policy,
                 max_users_per_gpu=course.max_users_per_gpu, course=course.id, image_key=choice.image_key,
+                node=self._node_for(uuids, snapshot),
             )
             self._course = course
             self._identity, self._host_home = identity, host_home
@@ -635,7 +639,16 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         raise SpawnRefused(409, error.message) from None
 
     async def _inventory_gpus(self):
-        return (await self.gpu_snapshot()).gpus
+        return self._placeable_gpus(await self.gpu_snapshot())
+
+    def _placeable_gpus(self, snapshot) -> tuple:
+        """The GPUs this start may be given: all of them on one host (GPUSwarmSpawner: those on nodes that have
+        the image)."""
+        return snapshot.gpus
+
+    def _node_for(self, uuids, snapshot) -> str:
+        """The node the server runs on: "" on one host (GPUSwarmSpawner: the node of its GPUs)."""
+        return ""
 
     async def _clear_previous_hold(self):
         """A hold left by this server's last container (its stop failed, or Docker did not confirm it stopped)
@@ -645,11 +658,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return
         left = [cid for cid, k in self._shared.reconciler.removals.items() if k == key]
         obj = await self.get_object()
-        if obj and obj["Id"] not in left and await self.docker_call(container_holds_gpus, obj["Id"]):
-            left.append(obj["Id"])
+        object_id = obj[self.object_id_key] if obj else ""
+        if object_id and object_id not in left and await self.docker_call(self.engine.holds_gpus, object_id):
+            left.append(object_id)
         for container_id in left:
             try:
-                await self.docker_call(remove_container, container_id)
+                await self.docker_call(self.engine.remove, container_id)
             except Exception as e:
                 self.log.error("%s: the previous container %s cannot be removed yet: %s", self._log_name,
                                container_id[:12], e)
@@ -669,7 +683,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self.object_id = ""
             except Exception as e:
                 self.log.error("Could not remove the container of a failed spawn %s: %s", self.object_name, e)
-                if await self.docker_call(container_holds_gpus, container_id):
+                if await self.docker_call(self.engine.holds_gpus, container_id):
                     self._shared.reconciler.removals[container_id] = self.server_key
                     return
             self._shared.reconciler.removals.pop(container_id, None)
@@ -729,7 +743,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         try:
             await wait_until_answering(
                 ip, port, f"{self.server.base_url}api", timeout=self.http_timeout,
-                interval=self.ready_poll_interval, exited=lambda: self.docker_call(container_exit, self.object_id),
+                interval=self.ready_poll_interval, exited=lambda: self.docker_call(self.engine.exit_info, self.object_id),
             )
         except ServerExited as e:
             self.log.error("Container %s stopped while starting (%s). Its last output:\n%s",
@@ -832,18 +846,22 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         # forced: DockerSpawner's removal swallows HTTP 409, which is also Docker's "cannot remove a running
         # container", so a failed start could free GPUs its container still uses
         self.log.info("Removing container %s", self.object_id[:12])
-        await self.docker_call(remove_container, self.object_id)
+        await self.docker_call(self.engine.remove, self.object_id)
+
+    async def _object_status(self):
+        """DockerSpawner's poll of the container: None while it runs."""
+        return await super().poll()
 
     async def poll(self):
         await self._ensure_reconciled()
-        status = await super().poll()
+        status = await self._object_status()
         key = self.server_key
         if status is not None and key not in self._shared.reconciler.starting and \
                 self.object_id not in self._shared.reconciler.removals:
             # stopped by itself (Lab's Shut Down, a crash, OOM, docker kill/rm): JupyterHub now calls clear_state()
             # without stop(), and that is where the GPUs come back, once Docker says so for sure (DockerSpawner
             # also reports "stopped" for a container still "created" or when Docker answers HTTP 500)
-            ended = await self.docker_call(container_ended, self.object_id or self.object_name)
+            ended = await self.docker_call(self.engine.ended, self.object_id or self.object_name)
             self._stop_confirmed = ended is not None
             self._end_reason = self._end_reason or ended or ""
         return status
@@ -865,7 +883,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                     self.object_id = ""
                 self._shared.reconciler.removals.pop(container_id, None)
             except Exception as e:
-                if await self.docker_call(container_holds_gpus, container_id):
+                if await self.docker_call(self.engine.holds_gpus, container_id):
                     # the hub forgets this server either way (clear_state follows); the GPUs stay held until the
                     # reconcile has removed the container
                     self._shared.reconciler.removals[container_id] = self.server_key

@@ -14,6 +14,7 @@ LABEL_IMAGE_KEY = LABEL_PREFIX + "image-key"
 LABEL_GPUS = LABEL_PREFIX + "gpus"
 LABEL_POLICY = LABEL_PREFIX + "gpu-policy"
 LABEL_MAX_USERS = LABEL_PREFIX + "max-users-per-gpu"
+LABEL_NODE = LABEL_PREFIX + "node"  # Swarm only: the node (hostname) whose GPUs the server holds
 
 # Environment variables a course file may not set (a user cannot set env at all). This is the one list:
 # courses.parse_course refuses them, and the spawner's get_env drops them from a course's env and drops the
@@ -74,6 +75,7 @@ class GPUAssignment:
     max_users_per_gpu: int = 1
     course: str = ""
     image_key: str = ""
+    node: str = ""  # Swarm: the node of the GPUs (and of the service's task); "" on one host
 
     @property
     def share(self) -> float:
@@ -81,7 +83,7 @@ class GPUAssignment:
         return 1 / self.max_users_per_gpu if self.policy == "shared" else 1.0
 
     def labels(self) -> dict:
-        return {
+        labels = {
             LABEL_USER: self.user,
             LABEL_SERVER: self.server,
             LABEL_COURSE: self.course,
@@ -90,18 +92,21 @@ class GPUAssignment:
             LABEL_POLICY: self.policy,
             LABEL_MAX_USERS: str(self.max_users_per_gpu),
         }
+        if self.node:
+            labels[LABEL_NODE] = self.node
+        return labels
 
     def to_state(self) -> dict:
         """What the hub's database keeps of the assignment (beside the labels Docker keeps)."""
         return {"gpus": list(self.gpus), "policy": self.policy, "max_users_per_gpu": self.max_users_per_gpu,
-                "course": self.course, "image_key": self.image_key}
+                "course": self.course, "image_key": self.image_key, "node": self.node}
 
     @classmethod
     def from_state(cls, user: str, server: str, state: Mapping) -> "GPUAssignment":
         return cls(
             user=user, server=server, gpus=tuple(state.get("gpus") or ()), policy=state.get("policy", "exclusive"),
             max_users_per_gpu=int(state.get("max_users_per_gpu") or 1), course=state.get("course", ""),
-            image_key=state.get("image_key", ""),
+            image_key=state.get("image_key", ""), node=state.get("node") or "",
         )
 
     @classmethod
@@ -120,6 +125,7 @@ class GPUAssignment:
             max_users_per_gpu=max_users,
             course=labels.get(LABEL_COURSE, ""),
             image_key=labels.get(LABEL_IMAGE_KEY, ""),
+            node=labels.get(LABEL_NODE, ""),
         )
 
 

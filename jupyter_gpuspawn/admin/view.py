@@ -177,6 +177,8 @@ class _Free:
     def free_count(self, gpus, policy=None, max_users=None):
         return self.free
 
+    largest_request = free_count  # the preview does not tell nodes apart
+
 
 def preview_card(templates, course, activity: dict) -> str:
     """The course's card in the students' spawn form template (the site's override, if any), with the GPUs the hub

@@ -1,0 +1,233 @@
+"""Docker Swarm: the GPUs each node advertises, and servers as services (read back like containers).
+
+Swarm itself cannot give a service a *specific* GPU (swarmkit takes only counts of generic resources, and
+services cannot carry device requests, moby#40133), so the hub's allocator places and isolates and Swarm runs:
+each GPU node's dockerd advertises its GPUs as NVIDIA documents (``--node-generic-resource
+NVIDIA-GPU=GPU-<uuid>``, or ``node-generic-resources`` in daemon.json), the manager reports them per node, and a
+server's service is pinned to its node with the UUIDs in ``NVIDIA_VISIBLE_DEVICES`` (GPU nodes run nvidia as the
+default runtime). Services reserve no generic resources: Swarm would then pick the GPUs itself.
+
+Blocking docker-py calls (``docker.APIClient`` on a manager): run them in an executor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from .gpus import GPU, Snapshot, parse_size
+from .reconcile import LabelledContainer
+from .spec import LABEL_USER, GPUAssignment
+
+GPU_RESOURCE = "NVIDIA-GPU"  # the generic resource kind NVIDIA's documentation uses
+# A GPU node's engine labels (dockerd --label) may name its GPUs' model and memory for the spawn form; Swarm itself
+# knows only UUIDs.
+LABEL_GPU_NAME = "org.jupyter.gpuspawn.gpu-name"
+LABEL_GPU_MEMORY = "org.jupyter.gpuspawn.gpu-memory"
+DEFAULT_GPU_NAME = "NVIDIA GPU"
+
+# Task states (swarmkit's order): before "running" a task may still start; after it, it has ended.
+STARTING_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
+ENDED_STATES = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+
+
+@dataclass(frozen=True)
+class SwarmNode:
+    id: str
+    hostname: str
+    addr: str  # where the hub reaches the node's published ports
+    state: str  # ready, down, unknown, disconnected
+    availability: str  # active, pause, drain
+    gpus: Tuple[str, ...] = ()  # the UUIDs it advertises
+
+    @property
+    def offers(self) -> bool:
+        """Whether new servers may go there: ready and active (drained, paused or down nodes offer nothing)."""
+        return self.state == "ready" and self.availability == "active"
+
+
+def describe_node(data: dict) -> SwarmNode:
+    description = data.get("Description") or {}
+    resources = (description.get("Resources") or {}).get("GenericResources") or []
+    gpus = tuple(
+        spec.get("Value", "") for spec in (r.get("NamedResourceSpec") for r in resources)
+        if spec and spec.get("Kind") == GPU_RESOURCE and spec.get("Value")
+    )
+    status = data.get("Status") or {}
+    return SwarmNode(
+        id=data.get("ID", ""), hostname=description.get("Hostname", ""), addr=status.get("Addr", ""),
+        state=status.get("State", "unknown"), availability=(data.get("Spec") or {}).get("Availability", "active"),
+        gpus=gpus,
+    )
+
+
+def snapshot_from_nodes(nodes_data: list) -> Snapshot:
+    """The GPUs of the nodes that offer them (ready, active), from the manager's node list.
+
+    A UUID advertised by two nodes is a configuration mistake (NVIDIA UUIDs are unique): it is offered on
+    neither and reported, so the allocator can key GPUs by UUID alone.
+    """
+    nodes = [describe_node(d) for d in nodes_data]
+    errors = []
+    seen = {}
+    for node in nodes:
+        for uuid in node.gpus:
+            seen.setdefault(uuid, []).append(node.hostname)
+    twice = {uuid for uuid, where in seen.items() if len(where) > 1}
+    for uuid in sorted(twice):
+        errors.append(f"GPU {uuid} is advertised by several nodes ({', '.join(seen[uuid])}); check their "
+                      "node-generic-resources: it is offered on none of them")
+    gpus = []
+    for node in sorted(nodes, key=lambda n: n.hostname):
+        if not node.offers:
+            continue
+        labels = _engine_labels(nodes_data, node.id)
+        try:
+            memory = parse_size(labels.get(LABEL_GPU_MEMORY, 0), f"node {node.hostname}: {LABEL_GPU_MEMORY}")
+        except ValueError as e:
+            errors.append(str(e))
+            memory = 0
+        name = labels.get(LABEL_GPU_NAME) or DEFAULT_GPU_NAME
+        for index, uuid in enumerate(node.gpus):
+            if uuid not in twice:
+                gpus.append(GPU(uuid=uuid, index=index, name=name[:100], memory_total=memory, node=node.hostname))
+    return Snapshot(source="swarm", gpus=tuple(gpus), errors=tuple(errors), nodes=tuple(nodes))
+
+
+def _engine_labels(nodes_data: list, node_id: str) -> dict:
+    for data in nodes_data:
+        if data.get("ID") == node_id:
+            return ((data.get("Description") or {}).get("Engine") or {}).get("Labels") or {}
+    return {}
+
+
+def read_swarm(client) -> Snapshot:
+    """The swarm's GPUs now (one API call to a manager; blocking)."""
+    return snapshot_from_nodes(client.nodes())
+
+
+# ---- servers as services -------------------------------------------------------------------------------------
+
+def _current_task(tasks: list) -> Optional[dict]:
+    """The task that says what a one-replica service is doing: the newest one."""
+    return max(tasks, key=lambda t: t.get("CreatedAt") or "", default=None)
+
+
+def service_state(tasks: list, nodes_down: frozenset = frozenset()) -> str:
+    """A service's state in Docker's container words (reconcile.HOLDING_STATES): "created" before its task runs,
+    "running", "exited" once its task ended (or its node is down and Swarm has given the task up)."""
+    task = _current_task(tasks)
+    if task is None:
+        return "created"
+    state = (task.get("Status") or {}).get("State", "")
+    if state in ENDED_STATES or task.get("DesiredState") in ("shutdown", "remove"):
+        return "exited"
+    if task.get("NodeID") in nodes_down and state == "running":
+        return "running"  # a node that stopped answering may still run it: held until Swarm says otherwise
+    return "running" if state == "running" else "created"
+
+
+def list_labelled_services(client) -> List[LabelledContainer]:
+    """Every service labelled by jupyter-gpuspawn with its state: two API calls (services, tasks; blocking)."""
+    services = client.services(filters={"label": LABEL_USER})
+    if not services:
+        return []
+    tasks_by_service: dict = {}
+    for task in client.tasks():
+        tasks_by_service.setdefault(task.get("ServiceID"), []).append(task)
+    found = []
+    for service in services:
+        labels = (service.get("Spec") or {}).get("Labels") or {}
+        assignment = GPUAssignment.from_labels(labels)
+        if assignment is None:
+            continue
+        found.append(LabelledContainer(service["ID"], service_state(tasks_by_service.get(service["ID"], [])),
+                                       assignment, _epoch(service.get("CreatedAt"))))
+    return found
+
+
+def _epoch(stamp: Optional[str]) -> float:
+    """Docker's RFC 3339 time (nanoseconds, "Z") as epoch seconds; 0 when absent or unreadable."""
+    from datetime import datetime
+
+    if not stamp:
+        return 0.0
+    try:
+        head, _, rest = stamp.rstrip("Z").partition(".")
+        return datetime.fromisoformat(head + "+00:00").timestamp() + (float("0." + rest) if rest else 0.0)
+    except ValueError:
+        return 0.0
+
+
+def remove_service(client, service_id: str) -> None:
+    """Remove a service (its task's container goes with it); one already gone counts as removed (blocking)."""
+    import docker.errors
+
+    try:
+        client.remove_service(service_id)
+    except docker.errors.NotFound:
+        pass
+
+
+def _tasks(client, service_id: str) -> Optional[list]:
+    import docker.errors
+
+    try:
+        client.inspect_service(service_id)
+    except docker.errors.NotFound:
+        return None
+    return client.tasks(filters={"service": service_id})
+
+
+def service_holds_gpus(client, service_id: str) -> bool:
+    """Whether the service may still use its GPUs; a manager that does not answer counts as yes (blocking)."""
+    try:
+        tasks = _tasks(client, service_id)
+    except Exception:
+        return True
+    return tasks is not None and service_state(tasks) != "exited"
+
+
+def service_ended(client, service_id_or_name: str) -> Optional[str]:
+    """How the service's server ended, once Swarm says for sure: "exited" (its task completed: Lab's Shut Down),
+    "crashed" (failed, rejected, shut down by Swarm, or the service removed), None while it may still run."""
+    try:
+        tasks = _tasks(client, service_id_or_name)
+    except Exception:
+        return None
+    if tasks is None:
+        return "crashed"
+    task = _current_task(tasks)
+    if task is None or service_state(tasks) != "exited":
+        return None
+    return "exited" if (task.get("Status") or {}).get("State") == "complete" else "crashed"
+
+
+def task_error(tasks: list) -> str:
+    """Swarm's words for why the current task did not run ("No such image: …"), or ""."""
+    task = _current_task(tasks)
+    status = (task or {}).get("Status") or {}
+    return status.get("Err") or ""
+
+
+def service_exit(client, service_id: str, output_lines: int = 20):
+    """None while the service's task may still run; otherwise how it ended, as readiness.ServerExited (blocking).
+    Swarm keeps the ended task's exit code and error; its output comes through the manager when the node still
+    has it."""
+    from .readiness import ServerExited
+
+    try:
+        tasks = _tasks(client, service_id)
+    except Exception:
+        return None
+    if tasks is None:
+        return ServerExited(None)
+    if service_state(tasks) != "exited":
+        return None
+    status = (_current_task(tasks) or {}).get("Status") or {}
+    exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    try:
+        output = b"".join(client.service_logs(service_id, stdout=True, stderr=True, tail=output_lines))
+        output = output.decode(errors="replace")
+    except Exception:  # logs of a task on a node that is gone, or a logging driver without reads
+        output = ""
+    return ServerExited(exit_code, error=status.get("Err") or status.get("Message") or "", output=output)
