@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -123,6 +124,15 @@ def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub,
         assert service_of(user)["spec"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith("sha256:")
     assert f"Assigned GPU 0 (NVIDIA GPU, {service_of('ben')['labels']['org.jupyter.gpuspawn.gpus'][:12]}…) on " \
            f"{service_of('ben')['node']}" in hub.log_tail(400)
+    # the admin's view: every node's GPUs and who holds them, read from the manager and the service labels
+    cli = [os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn"), "gpus", "-f", hub.config_file]
+    out = subprocess.run(cli, check=True, capture_output=True, text=True).stdout
+    assert "GPUs on 3 Swarm nodes: 5" in out, out
+    for user in ("ana", "ben"):
+        service = service_of(user)
+        for uuid in service["labels"]["org.jupyter.gpuspawn.gpus"].split(","):
+            line = next(line for line in out.splitlines() if uuid in line)
+            assert line.startswith(service["node"]) and f"  {user}" in line, line
 
 
 def test_a_concurrent_burst_books_nothing_twice(swarm_hub, swarm):
