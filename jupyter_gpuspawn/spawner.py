@@ -18,7 +18,7 @@ from traitlets import default
 
 from . import homes, images
 from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable, UserGPULimit
-from .budget import BudgetState, next_week_start, week_start
+from .budget import BudgetState
 from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
 from .errors import SpawnRefused, engine_error_text
@@ -30,6 +30,7 @@ from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_net
 from .options import OptionsError, options_from_form, validate_options
 from .readiness import ServerExited, wait_until_answering
 from .reclaim import NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir
+from .records import UsageRecords
 from .engines import CONTAINERS, Engine
 from .reconcile import Reconciler
 from .settings import GPUSpawnerSettings
@@ -41,8 +42,6 @@ from .waitroom import POOL, QueueTimeout, WaitRoom, ordinal, pool_label, waiting
 
 # how long a user network found isolated is trusted without asking Docker again
 NETWORK_CHECK_SECONDS = 30
-# after the usage records failed, how long they are left alone
-USAGE_RETRY_SECONDS = 60
 # seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
 QUEUE_START_MARGIN = 30
 
@@ -62,11 +61,7 @@ class _HubProcessState:
         self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
         self.catalogs: dict = {}  # (courses_dir, data roots) -> Cached catalog view
         self.form_environments: dict = {}  # template paths -> jinja2 Environment
-        self.usage_dbs: dict = {}  # usage_db_url -> UsageDB
-        # one thread for the usage records: writes stay in order, and SQLite sees one writer
-        self.usage_executor = ThreadPoolExecutor(1, thread_name_prefix="gpuspawn-usage")
-        self.usage_writes: set = set()  # record writes not waited for, kept until done
-        self.usage_down_until = 0.0  # loop time until which the usage records are not tried again
+        self.records: dict = {}  # usage_db_url -> UsageRecords
 
 
 def _options_applied_in_start(spawner, user_options):
@@ -77,24 +72,6 @@ def _course_of(state: _HubProcessState, key) -> str:
     spawner = state.reclaimer.servers.get(key)
     assignment = getattr(spawner, "_assignment", None)
     return assignment.course if assignment is not None else ""
-
-
-async def _usage_round(state: _HubProcessState, db: UsageDB, log, containers, in_flight, listed_at: float,
-                       first: bool):
-    """After each reconcile round: the open usage records follow the running containers. Records of servers that
-    vanished are closed when last seen: "hub restart" on the hub's first round (gone while it was down), "crashed"
-    later (docker rm -f, dockerd lost them)."""
-    holds = []
-    for c in containers:
-        a = c.assignment
-        if a.gpus:
-            holds.append(Hold(a.user, a.server, a.course, a.gpus, a.share, start=c.created or None))
-    closed = await asyncio.get_running_loop().run_in_executor(
-        state.usage_executor, db.reconcile, holds, in_flight, listed_at, time.time(),
-        "hub restart" if first else "crashed")
-    for user, server, uuid, _end in closed:
-        log.info("GPU usage: closed the record of %s on %s: its container is gone", f"{user}/{server}".rstrip("/"),
-                 uuid)
 
 
 class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
@@ -227,8 +204,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     # ---- reconcile: the allocator follows the running containers ----------------------------------------------------
     async def _ensure_reconciled(self):
         if self._shared.reconciler.on_round is None:
-            self._shared.reconciler.on_round = functools.partial(_usage_round, self._shared, self._usage_db(),
-                                                                self.log)
+            self._shared.reconciler.on_round = self._records().follow
             self._shared.reconciler.tracked = lambda: set(self._shared.reclaimer.servers)
         try:
             await self._shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
@@ -438,7 +414,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self._shared.reclaimer.register(self, self._notice_dir)
             if self._assignment.gpus:
                 # in the background: a slow database must not hold up the student's server
-                self._usage_later(UsageDB.record, self._usage_hold(), self._started_epoch)
+                self._records().later(UsageDB.record, self._usage_hold(), self._started_epoch)
             return ip, port
         except asyncio.CancelledError:
             # the hub gave up on this start (start_timeout) and stops the server next; until Docker confirms the
@@ -521,17 +497,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         """This user's GPU-hour budget in ``course`` this week; None without a budget (or for an admin)."""
         limit = course.weekly_hours if course is not None and course.weekly_hours is not None \
             else self.gpu_hours_per_week
-        if limit is None or (getattr(self.user, "admin", False) and not self.gpu_budget_admins):
+        if getattr(self.user, "admin", False) and not self.gpu_budget_admins:
             return None
-        now = time.time()
-        start = week_start(now, self.gpu_budget_week_start)
-        reset = next_week_start(now, self.gpu_budget_week_start)
-        used = await self._usage_call(UsageDB.gpu_seconds, self.user.name, start, now, course_id)
-        granted = await self._usage_call(UsageDB.granted_hours, self.user.name, start, reset, course_id)
-        if used is None or granted is None:
-            return None  # the records cannot be read (logged): a budget nobody can count is not enforced
         title = course.title if course is not None and course.id else "this hub"
-        return BudgetState(limit + granted, used / 3600, reset, title)
+        return await self._records().budget(self.user.name, limit, self.gpu_budget_week_start, course_id, title)
 
     async def stop_for_reclaim(self, message: str, started: float, reason: str = "reclaimed idle") -> bool:
         """Stop this server through the hub, as its REST API would (proxy route first, then User.stop: the hub's
@@ -551,45 +520,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return True
 
     # ---- usage records ------------------------------------------------------------------------------------------
-    def _usage_db(self) -> UsageDB:
+    def _records(self) -> UsageRecords:
         url = self.usage_db_url
-        if url not in self._shared.usage_dbs:
-            self._shared.usage_dbs[url] = UsageDB(url)
-        return self._shared.usage_dbs[url]
+        if url not in self._shared.records:
+            self._shared.records[url] = UsageRecords(url, self.log)
+        return self._shared.records[url]
 
     def _usage_hold(self) -> Hold:
         a = self._assignment
         return Hold(a.user, a.server, a.course, a.gpus, a.share)
-
-    async def _usage_call(self, method, *args):
-        """UsageDB.method(db, *args) in the usage thread; None when the records cannot be used. A failure is never
-        a failed spawn (the reconcile opens missing records and closes finished ones from the containers), and
-        after one the records are left alone for USAGE_RETRY_SECONDS: a locked or unreachable database must not
-        hold up every start, form and idle check behind it (budgets are not enforced meanwhile)."""
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._shared.usage_down_until:
-            return None
-        db = self._usage_db()
-        try:
-            return await loop.run_in_executor(self._shared.usage_executor, method, db, *args)
-        except Exception as e:
-            if loop.time() >= self._shared.usage_down_until:
-                self.log.error("GPU usage records at %s unavailable (%s); budgets are not enforced and records are "
-                               "repaired from the containers once it answers; trying again in %d s", db.url, e,
-                               USAGE_RETRY_SECONDS)
-            self._shared.usage_down_until = loop.time() + USAGE_RETRY_SECONDS
-            return None
-
-    def _usage_later(self, method, *args):
-        """UsageDB.method(db, *args) without waiting for it (clear_state is synchronous; a start must not wait on
-        a slow database); the usage thread keeps the order, the task is kept until done."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (a unit test's clear_state): the reconcile catches up
-        task = loop.create_task(self._usage_call(method, *args))
-        self._shared.usage_writes.add(task)
-        task.add_done_callback(self._shared.usage_writes.discard)
 
     def _queue_seconds(self, course: Course, spent: float = 0.0, warn: bool = True) -> float:
         """How long this start may wait for GPUs: the course's or the spawner's queue timeout, within what the
@@ -966,7 +905,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if getattr(self, "_stop_confirmed", False):
             self._release()
             if self._assignment is not None and self._assignment.gpus:
-                self._usage_later(UsageDB.close, key[0], key[1], self._end_reason or "stopped", time.time())
+                self._records().later(UsageDB.close, key[0], key[1], self._end_reason or "stopped", time.time())
             if self.remove and container_id:
                 # it stopped by itself: the reconcile removes what is left of it
                 self._shared.reconciler.removals.setdefault(container_id, key)
