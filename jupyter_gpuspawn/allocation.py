@@ -84,6 +84,11 @@ def _by_node(gpus: Sequence) -> Dict[Optional[str], list]:
     return groups
 
 
+def largest_server(gpus: Sequence) -> int:
+    """The most GPUs one server can ever have: all of one host's, the most one Swarm node has."""
+    return max((len(group) for group in _by_node(gpus).values()), default=0)
+
+
 def _one_node(candidates: Sequence, count: int) -> list:
     """``count`` of the candidates (best first), all on one node. Of the nodes that can take the request, the one
     with the fewest candidates (best fit): packing keeps other nodes' GPUs together for larger requests, as the
@@ -178,12 +183,13 @@ class GPUAllocator:
         if request.count == 0:
             return ()
         self._check_user_limit(request)
-        total = len(gpus)
+        total = largest_server(gpus)
         if total == 0:
             raise NoGPUAvailable("This server has no GPUs. Start a CPU-only server (0 GPUs) instead.")
         if request.count > total:
+            where = "one node of this cluster has at most" if len(gpus) > total else "this server has only"
             raise NoGPUAvailable(
-                f"You asked for {_plural(request.count, 'GPU')} but this server has only {total}. Ask for fewer."
+                f"You asked for {_plural(request.count, 'GPU')} but {where} {total}. Ask for fewer."
             )
         chosen = _one_node(self.candidates(gpus, request), request.count)
         if len(chosen) < request.count:

@@ -13,6 +13,8 @@ from typing import Mapping, Sequence, Tuple
 
 import jinja2
 
+from .allocation import largest_server
+
 TEMPLATE = "gpuspawn_form.html"
 
 
@@ -74,7 +76,7 @@ def course_cards(courses: Sequence, previous: Mapping, gpus: Sequence, allocator
             wanted_image = image_keys[0]
         images = tuple((img.key, img.label or img.key or img.image, img.key == wanted_image) for img in course.images)
         text, free = availability(course, gpus, allocator, queue_line(course), waiting)
-        limit = min(course.gpu_max, len(gpus))
+        limit = min(course.gpu_max, largest_server(gpus))
         wanted_gpus = previous.get("gpus") if selected else None
         if not isinstance(wanted_gpus, int) or isinstance(wanted_gpus, bool) or not 0 <= wanted_gpus <= limit:
             wanted_gpus = min(course.gpu_default, limit)

@@ -215,7 +215,7 @@ def swarm_service_kwargs(plan: ContainerPlan, *, name: str, command, port: int, 
     """
     from docker.types import ContainerSpec, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
 
-    mounts = [Mount(target=b.target, source=b.source, type="bind", read_only=b.mode.split(",")[0] == "ro")
+    mounts = [Mount(target=b.target, source=b.source, type="bind", read_only="ro" in b.mode.split(","))
               for b in plan.binds]
     if plan.shm_size:  # services have no shm_size: a tmpfs of that size at /dev/shm is what Docker makes of it
         mounts.append(Mount(target="/dev/shm", source="", type="tmpfs", tmpfs_size=plan.shm_size))
@@ -233,6 +233,9 @@ def swarm_service_kwargs(plan: ContainerPlan, *, name: str, command, port: int, 
         container_spec["Ulimits"] = [{"Name": n, "Soft": v, "Hard": v} for n, v in hardening.ulimits]
 
     resources = dict(admin_resources or {})
+    # a generic-resource reservation would let Swarm pick GPUs itself (and, with the NVIDIA runtime's
+    # swarm-resource setting, override NVIDIA_VISIBLE_DEVICES through DOCKER_RESOURCE_*)
+    resources.pop("generic_resources", None)
     if plan.mem_limit is not None:
         resources["mem_limit"] = plan.mem_limit
     if plan.cpu_limit is not None:

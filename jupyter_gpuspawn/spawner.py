@@ -17,7 +17,7 @@ from tornado import web
 from traitlets import default
 
 from . import homes, images
-from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable, UserGPULimit
+from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable, UserGPULimit, largest_server
 from .budget import BudgetState
 from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
@@ -241,7 +241,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if not self.courses_dir:
             implicit = Course.implicit(
                 default_image=self._default_image, allowed_images=self._get_allowed_images(),
-                default_gpus=self.default_gpus, max_gpus=len(snapshot.gpus), policy=self.gpu_policy,
+                default_gpus=self.default_gpus, max_gpus=largest_server(snapshot.gpus), policy=self.gpu_policy,
                 max_users_per_gpu=self.max_users_per_gpu,
             )
             return [implicit], [""], ()
@@ -254,7 +254,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     async def _validate_user_options(self, snapshot):
         visible, known, _ = await self.user_courses(snapshot)
         try:
-            return validate_options(self.user_options, visible=visible, known_ids=known, max_gpus=len(snapshot.gpus))
+            return validate_options(self.user_options, visible=visible, known_ids=known,
+                                    max_gpus=largest_server(snapshot.gpus))
         except OptionsError as e:
             raise SpawnRefused(e.status, str(e)) from None
 
@@ -369,7 +370,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             uuids = self.allocator.allocate(request, self._placeable_gpus(snapshot))
         except NoGPUAvailable as e:
             wait = self._queue_seconds(course, spent=asyncio.get_running_loop().time() - self._started_at)
-            if wait <= 0 or not 0 < request.count <= len(snapshot.gpus):
+            if wait <= 0 or not 0 < request.count <= largest_server(snapshot.gpus):
                 self._refuse_gpus(e)
             uuids, waited = await self._wait_in_queue(request, wait), True
         except AllocationError as e:
@@ -422,6 +423,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             # reconcile as a container left "created")
             if self.object_id:
                 self._shared.reconciler.removals[self.object_id] = self.server_key
+            elif self.engine.kind == "service":
+                # a service may be created (and then runs by itself) after the cancel: removed by name
+                self._shared.reconciler.removals[self.object_name] = self.server_key
             else:
                 self._release()
             raise
@@ -593,9 +597,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         """A hold left by this server's last container (its stop failed, or Docker did not confirm it stopped)
         goes only with that container: allocating anew would otherwise free GPUs it may still use."""
         key = self.server_key
-        if not self.allocator.assignment(*key):
-            return
         left = [cid for cid, k in self._shared.reconciler.removals.items() if k == key]
+        if not left and not self.allocator.assignment(*key):
+            return
         obj = await self.get_object()
         object_id = obj[self.object_id_key] if obj else ""
         if object_id and object_id not in left and await self.docker_call(self.engine.holds_gpus, object_id):
@@ -813,6 +817,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._shared.reconciler.stopping.discard(self.server_key)
 
     async def _stop(self):
+        if not self.object_id and self.engine.kind == "service":
+            # a start cancelled during create_service: the service may exist and run; Docker takes its name too
+            self.object_id = self.object_name
         container_id = self.object_id
         if container_id:
             try:

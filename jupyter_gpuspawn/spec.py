@@ -32,6 +32,7 @@ PROTECTED_ENV_PREFIXES = (
     "NVIDIA_",  # read by the NVIDIA container runtime on the host: NVIDIA_VISIBLE_DEVICES picks the GPUs
     "JUPYTERHUB_", "JPY_",  # the hub's API token, URLs and OAuth settings, which the server trusts
     "JUPYTER_GPUSPAWN_",  # the spawner's record of GPUs, course and image
+    "DOCKER_RESOURCE_",  # Swarm's generic resources: the NVIDIA runtime may read GPUs from them (swarm-resource)
 )
 
 
@@ -53,7 +54,7 @@ def is_spawner_env(name: str) -> bool:
     the loader (LD_*). The admin keeps the rest of the protected list (PATH, JUPYTERHUB_SINGLEUSER_APP, ...)."""
     name = name.split("=", 1)[0]
     return name in ("CUDA_VISIBLE_DEVICES", "MEM_LIMIT", "CPU_LIMIT") or name.startswith(
-        ("LD_", "NVIDIA_", "JUPYTER_GPUSPAWN_"))
+        ("LD_", "NVIDIA_", "JUPYTER_GPUSPAWN_", "DOCKER_RESOURCE_"))
 
 
 def is_protected_env(name: str) -> bool:

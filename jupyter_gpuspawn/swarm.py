@@ -11,6 +11,7 @@ Blocking docker-py calls (``docker.APIClient`` on a manager): run them in an exe
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -53,8 +54,12 @@ def describe_node(data: dict) -> SwarmNode:
         if spec and spec.get("Kind") == GPU_RESOURCE and spec.get("Value")
     )
     status = data.get("Status") or {}
+    addr = status.get("Addr", "")
+    if addr in ("", "0.0.0.0", "127.0.0.1"):
+        # some managers report these (moby#35437): their cluster address is the one they advertise
+        addr = ((data.get("ManagerStatus") or {}).get("Addr") or "").rsplit(":", 1)[0] or addr
     return SwarmNode(
-        id=data.get("ID", ""), hostname=description.get("Hostname", ""), addr=status.get("Addr", ""),
+        id=data.get("ID", ""), hostname=description.get("Hostname", ""), addr=addr,
         state=status.get("State", "unknown"), availability=(data.get("Spec") or {}).get("Availability", "active"),
         gpus=gpus,
     )
@@ -70,6 +75,8 @@ def snapshot_from_nodes(nodes_data: list) -> Snapshot:
     errors = []
     seen = {}
     for node in nodes:
+        if node.state == "down":
+            continue  # a node that left (or rejoined under a new ID) stays listed as down: not a second owner
         for uuid in node.gpus:
             seen.setdefault(uuid, []).append(node.hostname)
     twice = {uuid for uuid, where in seen.items() if len(where) > 1}
@@ -112,35 +119,51 @@ def _current_task(tasks: list) -> Optional[dict]:
     return max(tasks, key=lambda t: t.get("CreatedAt") or "", default=None)
 
 
-def service_state(tasks: list, nodes_down: frozenset = frozenset()) -> str:
+def service_state(tasks: list, nodes_down=frozenset()) -> str:
     """A service's state in Docker's container words (reconcile.HOLDING_STATES): "created" before its task runs,
-    "running", "exited" once its task ended (or its node is down and Swarm has given the task up)."""
+    "running", "exited" once its task ended. A task Swarm is stopping (desired state shutdown) still runs until
+    its node reports it ended, except on a node that is down (``nodes_down``: node IDs): Swarm has given it up,
+    the node offers nothing until it is back, and then Swarm stops the task before any new one starts there."""
     task = _current_task(tasks)
     if task is None:
         return "created"
     state = (task.get("Status") or {}).get("State", "")
-    if state in ENDED_STATES or task.get("DesiredState") in ("shutdown", "remove"):
+    if state in ENDED_STATES:
         return "exited"
-    if task.get("NodeID") in nodes_down and state == "running":
-        return "running"  # a node that stopped answering may still run it: held until Swarm says otherwise
+    if task.get("DesiredState") in ("shutdown", "remove") and task.get("NodeID") in nodes_down:
+        return "exited"
     return "running" if state == "running" else "created"
 
 
+def down_nodes(client) -> frozenset:
+    """IDs of the nodes that do not answer the manager (down, unknown, disconnected; blocking)."""
+    return frozenset(n["ID"] for n in client.nodes() if (n.get("Status") or {}).get("State") != "ready")
+
+
+def _given_up(tasks: list) -> bool:
+    """Whether the current task is one Swarm is stopping but has not seen end: only then do node states matter."""
+    task = _current_task(tasks)
+    return task is not None and task.get("DesiredState") in ("shutdown", "remove") \
+        and (task.get("Status") or {}).get("State") not in ENDED_STATES
+
+
 def list_labelled_services(client) -> List[LabelledContainer]:
-    """Every service labelled by jupyter-gpuspawn with its state: two API calls (services, tasks; blocking)."""
+    """Every service labelled by jupyter-gpuspawn with its state: two API calls (services, tasks), three when a
+    task is being stopped (nodes; blocking)."""
     services = client.services(filters={"label": LABEL_USER})
     if not services:
         return []
     tasks_by_service: dict = {}
     for task in client.tasks():
         tasks_by_service.setdefault(task.get("ServiceID"), []).append(task)
+    down = down_nodes(client) if any(_given_up(t) for t in tasks_by_service.values()) else frozenset()
     found = []
     for service in services:
         labels = (service.get("Spec") or {}).get("Labels") or {}
         assignment = GPUAssignment.from_labels(labels)
         if assignment is None:
             continue
-        found.append(LabelledContainer(service["ID"], service_state(tasks_by_service.get(service["ID"], [])),
+        found.append(LabelledContainer(service["ID"], service_state(tasks_by_service.get(service["ID"], []), down),
                                        assignment, _epoch(service.get("CreatedAt"))))
     return found
 
@@ -158,14 +181,42 @@ def _epoch(stamp: Optional[str]) -> float:
         return 0.0
 
 
-def remove_service(client, service_id: str) -> None:
-    """Remove a service (its task's container goes with it); one already gone counts as removed (blocking)."""
+def remove_service(client, service_id: str, wait: float = 60.0, poll: float = 0.25) -> None:
+    """Remove a service and wait until its task has ended (blocking). Unlike a forced container removal, removing
+    a service returns at once while the node still stops the task (its stop grace period): GPUs freed then would
+    go to the next student while the old kernel still holds them. A service already gone counts as removed;
+    a task still running after ``wait`` seconds raises, so its GPUs stay held and the reconcile tries again."""
     import docker.errors
 
+    try:
+        tasks = [t["ID"] for t in client.tasks(filters={"service": service_id})]
+    except docker.errors.NotFound:
+        tasks = []
     try:
         client.remove_service(service_id)
     except docker.errors.NotFound:
         pass
+    deadline = time.monotonic() + wait
+    for task_id in tasks:
+        while not _task_over(client, task_id):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the task of service {service_id[:12]} still runs {wait:.0f} s after removal")
+            time.sleep(poll)
+
+
+def _task_over(client, task_id: str) -> bool:
+    """Whether a task can no longer use its GPUs: ended, forgotten by the manager, never sent to a node, or on a
+    node that is down (see service_state)."""
+    import docker.errors
+
+    try:
+        task = client.inspect_task(task_id)
+    except docker.errors.NotFound:
+        return True
+    state = (task.get("Status") or {}).get("State")
+    if state in ENDED_STATES or state in ("new", "pending"):
+        return True
+    return task.get("NodeID") in down_nodes(client)
 
 
 def _tasks(client, service_id: str) -> Optional[list]:
@@ -173,9 +224,13 @@ def _tasks(client, service_id: str) -> Optional[list]:
 
     try:
         client.inspect_service(service_id)
+        return client.tasks(filters={"service": service_id})
     except docker.errors.NotFound:
         return None
-    return client.tasks(filters={"service": service_id})
+
+
+def _state_of(client, tasks: list) -> str:
+    return service_state(tasks, down_nodes(client) if _given_up(tasks) else frozenset())
 
 
 def service_holds_gpus(client, service_id: str) -> bool:
@@ -184,7 +239,7 @@ def service_holds_gpus(client, service_id: str) -> bool:
         tasks = _tasks(client, service_id)
     except Exception:
         return True
-    return tasks is not None and service_state(tasks) != "exited"
+    return tasks is not None and _state_of(client, tasks) != "exited"
 
 
 def service_ended(client, service_id_or_name: str) -> Optional[str]:
@@ -197,7 +252,7 @@ def service_ended(client, service_id_or_name: str) -> Optional[str]:
     if tasks is None:
         return "crashed"
     task = _current_task(tasks)
-    if task is None or service_state(tasks) != "exited":
+    if task is None or _state_of(client, tasks) != "exited":
         return None
     return "exited" if (task.get("Status") or {}).get("State") == "complete" else "crashed"
 
@@ -221,7 +276,7 @@ def service_exit(client, service_id: str, output_lines: int = 20):
         return None
     if tasks is None:
         return ServerExited(None)
-    if service_state(tasks) != "exited":
+    if _state_of(client, tasks) != "exited":
         return None
     status = (_current_task(tasks) or {}).get("Status") or {}
     exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")

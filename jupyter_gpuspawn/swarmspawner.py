@@ -20,7 +20,13 @@ from .errors import SpawnRefused
 from .gpus import GPUInventory, Snapshot
 from .plan import swarm_service_kwargs
 from .spawner import GPUDockerSpawner
-from .swarm import STARTING_STATES, read_swarm, service_state, task_error
+from .swarm import STARTING_STATES, read_swarm, task_error
+
+# how long a task may stay pending with "no suitable node" before the start gives up
+UNPLACEABLE_SECONDS = 5.0
+# seconds a node's engine has to answer an image check (they are asked in parallel, and a failure is remembered)
+NODE_TIMEOUT = 5
+
 
 class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
     """Spawns single-user servers as Docker Swarm services on the node that holds their GPUs (by UUID).
@@ -89,7 +95,8 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         return shared.swarm_inventory
 
     def _node(self, snapshot: Snapshot, hostname: str):
-        return next((n for n in snapshot.nodes if n.hostname == hostname), None)
+        """The node of that hostname that takes servers (a node that left and rejoined is listed twice)."""
+        return next((n for n in snapshot.nodes if n.hostname == hostname and n.offers), None)
 
     def _placeable_gpus(self, snapshot) -> tuple:
         if self._image_nodes is None:
@@ -121,9 +128,8 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             return
         snapshot = await self.gpu_snapshot()
         offering = [n.hostname for n in snapshot.nodes if n.offers]
-        checked: Dict[str, Optional[images.ImageReadiness]] = {}
-        for hostname in offering:
-            checked[hostname] = await self._node_image(hostname, image)
+        answers = await asyncio.gather(*(self._node_image(hostname, image) for hostname in offering))
+        checked: Dict[str, Optional[images.ImageReadiness]] = dict(zip(offering, answers))
         ready = {h for h, s in checked.items() if s is None or (s.present and s.ready)}
         self._image_nodes = ready
         lacking = sorted(h for h, s in checked.items() if s is not None and not s.present)
@@ -167,7 +173,7 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         def check():
             import docker
 
-            kwargs = {"base_url": url, "version": "auto", "timeout": 10}
+            kwargs = {"base_url": url, "version": "auto", "timeout": NODE_TIMEOUT}
             if self.tls_config and url.startswith("tcp://"):
                 kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
             client = docker.APIClient(**kwargs)
@@ -180,7 +186,7 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             status = await self._blocking(check)
         except Exception as e:
             self.log.warning("Cannot ask node %s (%s) about image %s: %s", hostname, url, image, e)
-            return None
+            status = None  # not asked again for image_check_seconds: a dead engine must not slow every start
         cache[(hostname, image)] = (status, now)
         return status
 
@@ -191,11 +197,12 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
     async def create_object(self):
         node = self._node(await self.gpu_snapshot(), self._assignment.node)
         if node is None:
-            raise SpawnRefused(503, f"Node {self._assignment.node} left the cluster; try again.")
+            raise SpawnRefused(503, f"Node {self._assignment.node} takes no new servers now (down, drained or gone); "
+                               "try again.")
         self._event(f"Creating service from {self.image} on {node.hostname}", 30)
         plan = self._plan
         known = self._shared.node_images.get((node.hostname, self.image))
-        if known and known[0].image_id:
+        if known and known[0] is not None and known[0].image_id:
             # by ID: a node tries to pull a named image before every task (a registry lookup an offline cluster
             # waits on); an ID it has is used as it is. The env still names the image.
             plan = dataclasses.replace(plan, image=known[0].image_id)
@@ -214,11 +221,19 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         """Wait until the service's task runs (or ended without running: rejected for a missing image, failed)."""
         self._event(f"Starting on {self._assignment.node}", 60)
         delay, task, state = 0.1, None, ""
+        unplaceable_since = None
         while True:
             task = await self.get_task()
-            state = ((task or {}).get("Status") or {}).get("State", "")
+            status = (task or {}).get("Status") or {}
+            state = status.get("State", "")
             if task is not None and state not in STARTING_STATES:
                 break
+            if state == "pending" and "no suitable node" in (status.get("Err") or ""):
+                # the node went down or was drained after it was chosen: the task would wait forever
+                now = asyncio.get_running_loop().time()
+                unplaceable_since = unplaceable_since or now
+                if now - unplaceable_since > UNPLACEABLE_SECONDS:
+                    raise SpawnRefused(503, f"Node {self._assignment.node} takes no new servers now; try again.")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 1.0)  # quick at first: a task on a node with the image runs in about 0.5 s
         if state != "running":
@@ -231,18 +246,11 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         self._event("Container started; waiting for Jupyter to answer", 80)
 
     async def _object_status(self):
-        """None while the service's task may run; otherwise a description. A task whose node is down and that
-        Swarm gave up (desired state shutdown) has ended for the hub: its GPUs go back once Swarm says so."""
-        try:
-            tasks = await self.docker("tasks", filters={"service": self.object_name})
-        except Exception as e:
-            self.log.warning("%s: cannot read its tasks from the manager (%s); assumed running", self._log_name, e)
-            return None
-        if await self.get_object() is None:
-            return "service removed"
-        if service_state(tasks) != "exited":
-            return None
-        return task_error(tasks) or "task ended"
+        """None while the service's task may run; otherwise how it ended. A removed service has ended; a task
+        on a node that is down, which Swarm gave up, too (swarm.service_state); a manager that does not answer
+        proves nothing."""
+        ended = await self.docker_call(self.engine.ended, self.object_id or self.object_name)
+        return None if ended is None else f"service {ended}"
 
     async def get_ip_and_port(self):
         task = await self.get_task()

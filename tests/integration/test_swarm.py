@@ -23,7 +23,7 @@ MISSING_ON = "gsnode3"  # the test bed leaves this node without the image
 HOST_ONLY_IMAGE = "local/gpuspawn-singleuser:host-only"
 
 
-def testbed(*args, env=None) -> str:
+def run_testbed(*args, env=None) -> str:
     result = subprocess.run([TESTBED, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
     if result.returncode:
         pytest.fail(f"swarm-testbed {' '.join(args)} failed:\n{result.stderr[-3000:]}", pytrace=False)
@@ -33,7 +33,7 @@ def testbed(*args, env=None) -> str:
 @pytest.fixture(scope="module")
 def swarm(docker_engine):
     """The 3-node swarm: {hostname: {"addr", "socket", "gpus"}}; gsnode3 lacks the image."""
-    line = testbed("up", env={"SWARM_SKIP_IMAGE_ON": MISSING_ON[-1]}).strip().splitlines()[-1]
+    line = run_testbed("up", env={"SWARM_SKIP_IMAGE_ON": MISSING_ON[-1]}).strip().splitlines()[-1]
     fields = dict(part.split("=", 1) for part in line.split()[1:])
     nodes = {}
     for entry in fields["nodes"].split(","):
@@ -44,6 +44,8 @@ def swarm(docker_engine):
         nodes[hostname]["gpus"].append(uuid)
     yield nodes
     remove_services()
+    if os.environ.get("CI"):  # a developer keeps it for the next run (`up` then takes 0.3 s); CI leaves nothing
+        run_testbed("down")
 
 
 def node_docker(hostname, *args) -> str:
@@ -100,7 +102,8 @@ c.GPUSwarmSpawner.network_name = ""  # each node's default bridge, isolated by t
 
 
 def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub, swarm):
-    hub = swarm_hub()
+    hub = swarm_hub('c.GPUDockerSpawner.mem_limit = "1G"\nc.GPUDockerSpawner.cpu_limit = 1.5\n'
+                    'c.GPUDockerSpawner.shm_size = "256M"\nc.GPUDockerSpawner.pids_limit = 300\n')
     hub.create_users("ana", "ben", "cleo")
     hub.spawn_ready("ana", {"gpus": 2})
     hub.spawn_ready("ben", {"gpus": 1})
@@ -124,6 +127,16 @@ def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub,
         assert service_of(user)["spec"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith("sha256:")
     assert f"Assigned GPU 0 (NVIDIA GPU, {service_of('ben')['labels']['org.jupyter.gpuspawn.gpus'][:12]}…) on " \
            f"{service_of('ben')['node']}" in hub.log_tail(400)
+    # the plan's limits and hardening reach the container on the node (what Docker made of the service spec)
+    ana = service_of("ana")
+    cid = ana["task"]["Status"]["ContainerStatus"]["ContainerID"]
+    container = json.loads(node_docker(ana["node"], "inspect", cid))[0]
+    host = container["HostConfig"]
+    assert host["Memory"] == 2**30 and host["NanoCpus"] == 1_500_000_000 and host["PidsLimit"] == 300
+    assert host["CapDrop"] == ["ALL"] and container["Config"]["User"] != "0:0"
+    shm = next(m for m in host["Mounts"] if m["Target"] == "/dev/shm")
+    assert shm["Type"] == "tmpfs" and shm["TmpfsOptions"]["SizeBytes"] == 256 * 2**20
+    assert "NoNewPrivs:\t1" in node_docker(ana["node"], "exec", cid, "cat", "/proc/self/status")
     # the admin's view: every node's GPUs and who holds them, read from the manager and the service labels
     cli = [os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn"), "gpus", "-f", hub.config_file]
     out = subprocess.run(cli, check=True, capture_output=True, text=True).stdout
@@ -133,6 +146,11 @@ def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub,
         for uuid in service["labels"]["org.jupyter.gpuspawn.gpus"].split(","):
             line = next(line for line in out.splitlines() if uuid in line)
             assert line.startswith(service["node"]) and f"  {user}" in line, line
+    # a stop returns once the task's container is gone from its node, not when the manager took the removal:
+    # the GPUs it frees must not reach the next student while the old kernel still holds them
+    node = service_of("ana")["node"]
+    hub.stop_server("ana")
+    assert node_docker(node, "ps", "-q", "--filter", "label=org.jupyter.gpuspawn.user=ana") == ""
 
 
 def test_a_concurrent_burst_books_nothing_twice(swarm_hub, swarm):
@@ -189,7 +207,7 @@ def test_a_node_that_dies_frees_its_holders_once_swarm_reports_it(swarm_hub, swa
     assert node not in ("gsnode1", MISSING_ON) and service_of("ivy")["node"] == "gsnode1"  # a worker dies
     gus_gpus = service_of("gus")["labels"]["org.jupyter.gpuspawn.gpus"]
     try:
-        testbed("stop-node", node[-1], "KILL")
+        run_testbed("stop-node", node[-1], "KILL")
         killed = time.monotonic()
         wait_until(lambda: f"freed {gus_gpus} of gus" in hub.log_tail(400), 120, "the hub freed the dead node's GPUs")
         print(f"freed {time.monotonic() - killed:.1f} s after the node's dockerd was killed")
@@ -198,7 +216,7 @@ def test_a_node_that_dies_frees_its_holders_once_swarm_reports_it(swarm_hub, swa
         r = hub.spawn("hal", {"gpus": 2})
         assert r.status_code == 409, r.text
     finally:
-        testbed("start-node", node[-1])
+        run_testbed("start-node", node[-1])
     wait_until(lambda: "Ready" in manager("node", "inspect", node, "--format", "{{.Status.State}}").title(), 60,
                "the node came back")
     hub.spawn_ready("hal", {"gpus": 2})  # back: its GPUs are offered again, the old task is gone

@@ -56,7 +56,7 @@ def test_merge_replaces_admin_gpu_requests_and_keeps_the_rest():
 PROTECTED_NAMES = {"CUDA_VISIBLE_DEVICES", "MEM_LIMIT", "CPU_LIMIT", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME",
                    "JUPYTER_CONFIG_DIR", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_IMAGE", "JUPYTER_IMAGE_SPEC",
                    "HOME", "USER", "PATH", "SHELL"}
-PROTECTED_PREFIXES = ("LD_", "NVIDIA_", "JUPYTERHUB_", "JPY_", "JUPYTER_GPUSPAWN_")
+PROTECTED_PREFIXES = ("LD_", "NVIDIA_", "JUPYTERHUB_", "JPY_", "JUPYTER_GPUSPAWN_", "DOCKER_RESOURCE_")
 env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True)
 
 
@@ -66,7 +66,8 @@ def test_protected_env_is_one_documented_list():
     assert set(spec.PROTECTED_ENV) == PROTECTED_NAMES and spec.PROTECTED_ENV_PREFIXES == PROTECTED_PREFIXES
     for name in ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD",
                  "LD_LIBRARY_PATH", "LD_AUDIT", "JUPYTER_GPUSPAWN_GPUS", "JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL",
-                 "JPY_API_TOKEN", "MEM_LIMIT", "CPU_LIMIT", "PYTHONPATH", "PYTHONSTARTUP", "HOME", "PATH"):
+                 "JPY_API_TOKEN", "MEM_LIMIT", "CPU_LIMIT", "PYTHONPATH", "PYTHONSTARTUP", "HOME", "PATH",
+                 "DOCKER_RESOURCE_NVIDIA-GPU"):
         assert is_protected_env(name), name
     for name in ("OMP_NUM_THREADS", "DATASET_DIR", "LD", "NVIDIA", "JUPYTER_GPUSPAWNX", "ld_preload", "PYTHONPATHS",
                  "CUDA_HOME", "TF_CPP_MIN_LOG_LEVEL", "MY_LD_PRELOAD", "JUPYTERHUB"):

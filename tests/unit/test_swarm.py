@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest, NoGPUAvailable
+from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest, NoGPUAvailable, largest_server
 from jupyter_gpuspawn.gpus import GPU, InventoryError, Snapshot, assignment_message, parse_simulated
 from jupyter_gpuspawn.plan import AdminSettings, Bind, Hardening, plan_container, swarm_service_kwargs
 from jupyter_gpuspawn.spec import LABEL_NODE, GPUAssignment
-from jupyter_gpuspawn.swarm import service_ended, service_state, snapshot_from_nodes
+from jupyter_gpuspawn.swarm import remove_service, service_ended, service_state, snapshot_from_nodes
 
 
 def node(hostname, *uuids, state="ready", availability="active", labels=None, node_id=None):
@@ -52,6 +52,18 @@ def test_a_uuid_two_nodes_advertise_is_offered_on_neither():
     assert "GPU-b is advertised by several nodes (n1, n2)" in snap.errors[0]
 
 
+def test_a_node_that_left_and_rejoined_is_no_second_owner_of_its_gpus():
+    snap = snapshot_from_nodes([node("n1", "GPU-a", state="down", node_id="old"), node("n1", "GPU-a", node_id="new")])
+    assert [g.uuid for g in snap.gpus] == ["GPU-a"] and snap.errors == ()
+
+
+def test_a_manager_reporting_no_address_is_reached_at_the_address_it_advertises():
+    data = node("n1", "GPU-a")
+    data["Status"]["Addr"] = "0.0.0.0"
+    data["ManagerStatus"] = {"Addr": "10.0.0.7:2377", "Leader": True}
+    assert snapshot_from_nodes([data]).nodes[0].addr == "10.0.0.7"
+
+
 def test_simulated_gpus_may_name_their_node():
     snap = parse_simulated([{"uuid": "GPU-a", "memory_total": 1, "node": "gpu-node-2"}], "f")
     assert snap.gpus[0].node == "gpu-node-2"
@@ -73,6 +85,13 @@ def test_a_request_is_placed_on_one_node_the_fullest_that_fits():
     three = allocator.allocate(GPURequest("ben", count=3), inventory)
     assert set(three) == {"GPU-2a", "GPU-2b", "GPU-2c"}
     assert allocator.largest_request(inventory) == 1
+
+
+def test_no_node_has_that_many_gpus_is_a_clear_refusal():
+    inventory = gpus(("n1", "GPU-1a"), ("n1", "GPU-1b"), ("n2", "GPU-2a"))
+    with pytest.raises(NoGPUAvailable, match="one node of this cluster has at most 2"):
+        GPUAllocator().allocate(GPURequest("ana", count=3), inventory)
+    assert largest_server(inventory) == 2
 
 
 def test_free_gpus_spread_over_nodes_do_not_make_one_large_server():
@@ -105,16 +124,41 @@ def task(state, created="2026-11-29T10:00:00Z", desired="running", node="id-n1",
     ([task("complete", desired="shutdown")], "exited"),
     ([task("failed", desired="shutdown")], "exited"),
     ([task("rejected", desired="shutdown", err="No such image: x")], "exited"),
-    ([task("running", desired="shutdown")], "exited"),  # Swarm gave it up (its node is down)
+    ([task("running", desired="shutdown")], "running"),  # being stopped: its container may still use the GPUs
     ([task("failed", created="2026-11-29T09:00:00Z"), task("running")], "running"),  # the newest task counts
 ])
 def test_a_services_state_in_container_words(tasks, expected):
     assert service_state(tasks) == expected
 
 
+def test_a_task_swarm_gave_up_on_a_down_node_has_ended():
+    assert service_state([task("running", desired="shutdown", node="id-n2")], frozenset({"id-n2"})) == "exited"
+    assert service_state([task("running", node="id-n2")], frozenset({"id-n2"})) == "running"  # not given up
+
+
 class Manager:
-    def __init__(self, tasks):
+    """A manager's API over one service's tasks (None: the service is gone) and the nodes that are down."""
+
+    def __init__(self, tasks, down=(), task_states=None):
         self._tasks = tasks
+        self._down = down
+        self.task_states = list(task_states or [])  # what inspect_task answers, call by call
+        self.removed = False
+
+    def nodes(self):
+        return [{"ID": n, "Status": {"State": "down"}} for n in self._down] + [{"ID": "id-n1",
+                                                                               "Status": {"State": "ready"}}]
+
+    def remove_service(self, service_id):
+        self.removed = True
+
+    def inspect_task(self, task_id):
+        import docker.errors
+
+        state = self.task_states.pop(0) if len(self.task_states) > 1 else self.task_states[0]
+        if state is None:
+            raise docker.errors.NotFound("gone")
+        return {"ID": task_id, "NodeID": "id-n1", "Status": {"State": state}}
 
     def inspect_service(self, service_id):
         import docker.errors
@@ -124,7 +168,11 @@ class Manager:
         return {"ID": service_id}
 
     def tasks(self, filters=None):
-        return self._tasks
+        import docker.errors
+
+        if self._tasks is None:
+            raise docker.errors.NotFound("gone")
+        return [dict(t, ID=f"task{i}") for i, t in enumerate(self._tasks)]
 
 
 @pytest.mark.parametrize("tasks, expected", [
@@ -133,6 +181,24 @@ class Manager:
 ])
 def test_how_a_service_ended(tasks, expected):
     assert service_ended(Manager(tasks), "svc") == expected
+
+
+def test_a_service_on_a_dead_node_that_swarm_gave_up_has_ended():
+    given_up = [task("running", desired="shutdown", node="id-n2")]
+    assert service_ended(Manager(given_up, down=("id-n2",)), "svc") == "crashed"
+    assert service_ended(Manager(given_up), "svc") is None  # its node answers: still stopping
+
+
+def test_removing_a_service_waits_until_its_task_has_ended():
+    manager = Manager([task("running")], task_states=["running", "running", "complete"])
+    remove_service(manager, "svc", poll=0)
+    assert manager.removed and manager.task_states == ["complete"]  # asked until the task ended
+
+
+def test_a_task_that_will_not_end_keeps_the_service_counted_as_holding():
+    with pytest.raises(RuntimeError, match="still runs"):
+        remove_service(Manager([task("running")], task_states=["running"]), "svc", wait=0.05, poll=0.01)
+    remove_service(Manager(None), "svc")  # already gone: removed
 
 
 # ---- the plan as a service ----------------------------------------------------------------------------------------
@@ -167,10 +233,13 @@ def test_the_plan_becomes_a_service_pinned_to_its_node_with_the_admins_extras_un
     assert "GenericResources" not in str(spec)  # Swarm would pick GPUs itself
 
 
-def test_a_cpu_only_service_sees_no_gpu():
+def test_a_cpu_only_service_sees_no_gpu_and_read_only_stays_read_only():
     plan = plan_container(assignment=GPUAssignment("ana", "", ()), image="img", uid=1000, gid=1000, base_env={},
-                          admin=AdminSettings(binds=(Bind("/data", "/data", "ro"),)))
-    container = swarm_service_kwargs(plan, name="s", command=[], port=8888, node_id="n")["task_template"][
-        "ContainerSpec"]
+                          admin=AdminSettings(binds=(Bind("/data", "/data", "ro"), Bind("/ref", "/ref", "z,ro"),
+                                                     Bind("/scratch", "/scratch", "rw"))))
+    kwargs = swarm_service_kwargs(plan, name="s", command=[], port=8888, node_id="n",
+                                  admin_resources={"generic_resources": {"NVIDIA-GPU": 2}})
+    container = kwargs["task_template"]["ContainerSpec"]
     assert "NVIDIA_VISIBLE_DEVICES=void" in container["Env"]
-    assert container["Mounts"][0]["ReadOnly"] is True
+    assert [m["ReadOnly"] for m in container["Mounts"]] == [True, True, False]
+    assert "GenericResources" not in str(kwargs["task_template"])  # no admin reservation either
