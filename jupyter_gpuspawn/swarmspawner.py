@@ -91,7 +91,8 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         if getattr(shared, "swarm_inventory", None) is None:
             shared.swarm_inventory = GPUInventory("swarm", cache_seconds=self.gpu_inventory_cache_seconds,
                                                   swarm_reader=lambda: read_swarm(self.client))
-            shared.node_images = {}  # (node hostname, image) -> (ImageReadiness, loop time)
+            shared.node_images = {}  # (node hostname, image) -> (ImageReadiness or None, loop time)
+            shared.node_runtimes = {}  # node hostname -> its dockerd's default runtime, as last asked
         return shared.swarm_inventory
 
     def _node(self, snapshot: Snapshot, hostname: str):
@@ -178,6 +179,9 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
                 kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
             client = docker.APIClient(**kwargs)
             try:
+                # the default runtime must be nvidia for NVIDIA_VISIBLE_DEVICES to mount GPUs (services cannot
+                # carry device requests); only the node's engine can tell
+                self._shared.node_runtimes[hostname] = client.info().get("DefaultRuntime", "")
                 return images.inspect_readiness(client, image, self._shared.probed_images)
             finally:
                 client.close()
@@ -199,6 +203,12 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         if node is None:
             raise SpawnRefused(503, f"Node {self._assignment.node} takes no new servers now (down, drained or gone); "
                                "try again.")
+        runtime = self._shared.node_runtimes.get(node.hostname)
+        if self._assignment.gpus and runtime not in (None, "nvidia"):
+            warning = (f"{node.hostname} runs containers with the {runtime} runtime, not nvidia: the GPUs are not "
+                       "mounted in them (set default-runtime nvidia in that node's daemon.json)")
+            self.log.warning("%s: %s", self._log_name, warning)
+            self._event(f"Warning: {warning}; tell the admin", 25)
         self._event(f"Creating service from {self.image} on {node.hostname}", 30)
         plan = self._plan
         known = self._shared.node_images.get((node.hostname, self.image))

@@ -127,6 +127,14 @@ def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub,
         assert service_of(user)["spec"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith("sha256:")
     assert f"Assigned GPU 0 (NVIDIA GPU, {service_of('ben')['labels']['org.jupyter.gpuspawn.gpus'][:12]}…) on " \
            f"{service_of('ben')['node']}" in hub.log_tail(400)
+    # the form: availability over all nodes, and no more GPUs than one node can give
+    from .test_reclaim import spawn_page
+
+    hub.create_users("dan")
+    page = spawn_page(hub, "dan")
+    assert "2 of 5 GPUs free" in page and "only 1 free now" in page and 'value="3"' not in page, page
+    # the test nodes run runc (no NVIDIA here): the student and the admin are told, not left guessing
+    assert "runs containers with the runc runtime, not nvidia" in hub.log_tail(400)
     # the plan's limits and hardening reach the container on the node (what Docker made of the service spec)
     ana = service_of("ana")
     cid = ana["task"]["Status"]["ContainerStatus"]["ContainerID"]
