@@ -68,15 +68,19 @@ def test_status_bar_and_panel_show_this_containers_gpu_and_limits(make_hub, page
     screenshot(page, "lab-my-container-panel-dark.png")
 
 
+def open_lab_until_status_bar_says(page, hub, user, text):
+    login(page, hub, user)
+    page.goto(hub.user_url(user) + "lab")
+    page.wait_for_function(
+        "text => { const e = document.querySelector('.jp-gpuspawn-statusbar');"
+        " return e && e.textContent.includes(text); }", arg=text, timeout=90_000)
+
+
 def test_cpu_only_server_says_so(make_hub, page):
     hub = make_hub(n_gpus=1)
     hub.create_users("cpu")
     hub.spawn_ready("cpu", {"gpus": 0})
-    login(page, hub, "cpu")
-    page.goto(hub.user_url("cpu") + "lab")
-    page.wait_for_function(
-        "() => { const e = document.querySelector('.jp-gpuspawn-statusbar');"
-        " return e && e.textContent.includes('CPU only'); }", timeout=90_000)
+    open_lab_until_status_bar_says(page, hub, "cpu", "CPU only")
     assert hub.gpus[0]["uuid"] not in page.content()
 
 
@@ -120,11 +124,7 @@ def test_a_mig_slice_reads_as_a_slice_without_a_made_up_utilisation(make_hub, pa
     hub = make_hub(gpus=[slice_])
     hub.create_users("slice")
     hub.spawn_ready("slice", {"gpus": 1})
-    login(page, hub, "slice")
-    page.goto(hub.user_url("slice") + "lab")
-    page.wait_for_function(
-        "() => { const e = document.querySelector('.jp-gpuspawn-statusbar');"
-        " return e && e.textContent.includes('MIG'); }", timeout=90_000)
+    open_lab_until_status_bar_says(page, hub, "slice", "MIG")
     assert page.locator(".jp-gpuspawn-statusbar").inner_text().startswith("GPU 0 MIG 1g.10gb: 0.5/10 GB")
     page.locator(".jp-gpuspawn-statusbar").click()
     card = page.locator(f'.jp-gpuspawn-gpu[data-uuid="{slice_["uuid"]}"]')
