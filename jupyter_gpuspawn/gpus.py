@@ -14,7 +14,6 @@ second, so a burst of spawns or form renders costs one NVML sweep, not one each.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -457,17 +456,6 @@ class GPUInventory:
         """The GPUs of the last snapshot taken, however old; None before the first (never reads)."""
         last = self._cached.last
         return last.gpus if last is not None else None
-
-
-_inventories: dict = {}
-
-
-def shared_inventory(kind, simulated_path="", cache_seconds=1.0) -> GPUInventory:
-    """One inventory per (kind, file) in this process, shared by every spawner so the cache is shared too."""
-    key = (kind, os.path.abspath(simulated_path) if simulated_path else "", cache_seconds)
-    if key not in _inventories:
-        _inventories[key] = GPUInventory(kind, simulated_path, cache_seconds)
-    return _inventories[key]
 
 
 def simulated_description(uuids, snapshot) -> str:

@@ -23,7 +23,7 @@ from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
 from .errors import SpawnRefused, engine_error_text
 from .form import render_form, template_environment
-from .gpus import InventoryError, assignment_message, format_size, shared_inventory, simulated_description
+from .gpus import GPUInventory, InventoryError, assignment_message, format_size, simulated_description
 from .idle import Holder, IdlePolicy
 from .metrics import HubView, hub_metrics
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
@@ -62,6 +62,9 @@ class _HubProcessState:
         self.catalogs: dict = {}  # (courses_dir, data roots) -> Cached catalog view
         self.form_environments: dict = {}  # template paths -> jinja2 Environment
         self.records: dict = {}  # usage_db_url -> UsageRecords
+        self.inventory: Optional[GPUInventory] = None  # made on first use, from the class's settings
+        self.node_images: dict = {}  # Swarm: (node hostname, image) -> (ImageReadiness or None, loop time)
+        self.node_runtimes: dict = {}  # Swarm: node hostname -> its dockerd's default runtime, as last asked
 
 
 def _options_applied_in_start(spawner, user_options):
@@ -160,11 +163,17 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return self._shared.allocator
 
     @property
-    def inventory(self):
-        try:
-            return shared_inventory(self.gpu_inventory, self.simulated_gpus, self.gpu_inventory_cache_seconds)
-        except InventoryError as e:
-            raise SpawnRefused(500, f"GPU inventory is misconfigured: {e}") from None
+    def inventory(self) -> GPUInventory:
+        """This spawner class's GPU source, shared by its instances (one cache, one NVML sweep per second)."""
+        if self._shared.inventory is None:
+            try:
+                self._shared.inventory = self._make_inventory()
+            except InventoryError as e:
+                raise SpawnRefused(500, f"GPU inventory is misconfigured: {e}") from None
+        return self._shared.inventory
+
+    def _make_inventory(self) -> GPUInventory:
+        return GPUInventory(self.gpu_inventory, self.simulated_gpus, self.gpu_inventory_cache_seconds)
 
     async def gpu_snapshot(self):
         try:

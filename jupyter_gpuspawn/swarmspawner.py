@@ -83,17 +83,11 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         return "skip"
 
     # ---- inventory: the manager's nodes ----------------------------------------------------------------------
-    @property
-    def inventory(self) -> GPUInventory:
+    def _make_inventory(self) -> GPUInventory:
         if self.gpu_inventory != "swarm":
-            return super().inventory
-        shared = self._shared
-        if getattr(shared, "swarm_inventory", None) is None:
-            shared.swarm_inventory = GPUInventory("swarm", cache_seconds=self.gpu_inventory_cache_seconds,
-                                                  swarm_reader=lambda: read_swarm(self.client))
-            shared.node_images = {}  # (node hostname, image) -> (ImageReadiness or None, loop time)
-            shared.node_runtimes = {}  # node hostname -> its dockerd's default runtime, as last asked
-        return shared.swarm_inventory
+            return super()._make_inventory()
+        return GPUInventory("swarm", cache_seconds=self.gpu_inventory_cache_seconds,
+                            swarm_reader=lambda: read_swarm(self.client))
 
     def _node(self, snapshot: Snapshot, hostname: str):
         """The node of that hostname that takes servers (a node that left and rejoined is listed twice)."""

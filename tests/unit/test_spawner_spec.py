@@ -60,3 +60,16 @@ def test_each_spawner_class_has_its_own_hub_state_shared_by_its_instances():
     assert other.allocator is not a.allocator and other._shared.waitroom is not a._shared.waitroom
     # the admin's threshold for GPUs busy outside the hub is read once, from the config, not written per access
     assert other.allocator.foreign_memory_threshold == 2 * 1024**3
+    # and its own GPU source: a Swarm spawner class beside a one-host one reads its own inventory
+    a.gpu_inventory = other.gpu_inventory = "none"
+    assert a.inventory is b.inventory and other.inventory is not a.inventory
+
+
+def test_swarm_spawner_state_is_its_own_and_reads_the_nodes():
+    from jupyter_gpuspawn.swarmspawner import GPUSwarmSpawner
+
+    user = SimpleNamespace(name="alice", url="/user/alice/", id=1, escaped_name="alice")
+    swarm = GPUSwarmSpawner(user=user)
+    assert swarm.gpu_inventory == "swarm" and swarm.inventory.kind == "swarm"
+    assert swarm.allocator is not make_spawner().allocator
+    assert swarm.engine.kind == "service" and swarm.network_name == "" and not swarm.use_internal_ip
