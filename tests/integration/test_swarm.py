@@ -269,3 +269,18 @@ def test_students_reach_no_other_student_on_any_node_and_the_hub_reaches_all(swa
     # the node's dockerd gave the container no-new-privileges, which a service cannot ask for in API 1.41
     status = node_docker("gsnode1", "exec", bo_cid, "cat", "/proc/self/status")
     assert "NoNewPrivs:\t1" in status
+
+
+def test_a_server_whose_container_dies_on_its_node_gives_its_gpus_back(swarm_hub, swarm):
+    hub = swarm_hub("c.GPUDockerSpawner.reconcile_interval = 1\nc.Spawner.poll_interval = 2\n")
+    hub.create_users("kim", "lou")
+    hub.spawn_ready("kim", {"gpus": 2})
+    hub.spawn_ready("lou", {"gpus": 2})  # the two nodes with the image are full
+    kim = service_of("kim")
+    gpus = kim["labels"]["org.jupyter.gpuspawn.gpus"]
+    node_docker(kim["node"], "kill", kim["task"]["Status"]["ContainerStatus"]["ContainerID"])  # an OOM, a crash
+    wait_until(lambda: hub.server("kim") is None, 30, "the hub saw kim's server end")
+    hub.create_users("max")
+    hub.spawn_ready("max", {"gpus": 2})  # Swarm did not restart the task: kim's GPUs are free for someone else
+    assert service_of("max")["labels"]["org.jupyter.gpuspawn.gpus"] == gpus
+    assert len(manager("service", "ps", "-q", kim["spec"]["ID"], check=False).split()) <= 1
