@@ -84,9 +84,24 @@ def _by_node(gpus: Sequence) -> Dict[Optional[str], list]:
     return groups
 
 
+def _is_slice(gpu) -> bool:
+    return getattr(gpu, "mig_profile", None) is not None
+
+
+def _fit_for(candidates: Sequence, count: int) -> list:
+    """The candidates a request for ``count`` GPUs may take: MIG slices only alone. A CUDA process sees one MIG
+    device, so a second slice (or a slice beside whole GPUs) would be held and never used."""
+    return list(candidates) if count <= 1 else [g for g in candidates if not _is_slice(g)]
+
+
 def largest_server(gpus: Sequence) -> int:
-    """The most GPUs one server can ever have: all of one host's, the most one Swarm node has."""
-    return max((len(group) for group in _by_node(gpus).values()), default=0)
+    """The most GPUs one server can have of these: all of one host's whole GPUs (the most on one Swarm node), or
+    one MIG slice."""
+    most = 0
+    for group in _by_node(gpus).values():
+        whole = sum(1 for g in group if not _is_slice(g))
+        most = max(most, whole or (1 if group else 0))
+    return most
 
 
 def _one_node(candidates: Sequence, count: int) -> list:
@@ -167,7 +182,7 @@ class GPUAllocator:
     def largest_request(self, gpus: Sequence, policy="exclusive", max_users_per_gpu=1) -> int:
         """The most GPUs one server could get now: all free ones on one host, the most free on one Swarm node."""
         probe = GPURequest(user="", count=1, policy=policy, max_users_per_gpu=max_users_per_gpu)
-        return max((len(group) for group in _by_node(self.candidates(gpus, probe)).values()), default=0)
+        return largest_server(self.candidates(gpus, probe))
 
     # ---- changes ---------------------------------------------------------------------------------------------
     def allocate(self, request: GPURequest, gpus: Sequence) -> Tuple[str, ...]:
@@ -187,11 +202,14 @@ class GPUAllocator:
         if total == 0:
             raise NoGPUAvailable("This server has no GPUs. Start a CPU-only server (0 GPUs) instead.")
         if request.count > total:
-            where = "one node of this cluster has at most" if len(gpus) > total else "this server has only"
-            raise NoGPUAvailable(
-                f"You asked for {_plural(request.count, 'GPU')} but {where} {total}. Ask for fewer."
-            )
-        chosen = _one_node(self.candidates(gpus, request), request.count)
+            if any(_is_slice(g) for g in gpus):
+                where = f"a server gets at most one MIG slice (CUDA uses only one) or whole GPUs, here at most {total}"
+            elif len(gpus) > total:
+                where = f"one node of this cluster has at most {total}"
+            else:
+                where = f"this server has only {total}"
+            raise NoGPUAvailable(f"You asked for {_plural(request.count, 'GPU')} but {where}. Ask for fewer.")
+        chosen = _one_node(_fit_for(self.candidates(gpus, request), request.count), request.count)
         if len(chosen) < request.count:
             raise NoGPUAvailable(self._shortage_message(request, gpus, len(self.candidates(gpus, request))))
         uuids = tuple(gpu.uuid for gpu in chosen)
@@ -220,8 +238,11 @@ class GPUAllocator:
         if free == 0:
             which = "The only GPU is" if total == 1 else f"All {total} GPUs are"
             return f"{which} in use{note}; try a CPU-only server or try again later."
-        if free >= request.count:  # enough in all, but spread over nodes
-            most = max(len(group) for group in _by_node(self.candidates(gpus, request)).values())
+        if free >= request.count:  # enough in all, but spread over nodes, or MIG slices
+            most = largest_server(self.candidates(gpus, request))
+            if any(_is_slice(g) for g in gpus):
+                return (f"{free} GPUs are free, but a server gets at most one MIG slice (CUDA uses only one) and "
+                        f"at most {most} whole GPUs fit now; ask for {max(most, 1)} or fewer, or try again later.")
             return (f"{free} GPUs are free, but at most {most} on any one node, and a server's GPUs must be on "
                     f"one node; ask for {most} or fewer, or try again later.")
         return (

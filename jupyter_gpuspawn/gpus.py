@@ -227,12 +227,13 @@ def parse_simulated(data, where_file: str) -> Snapshot:
 
 
 def _simulated_mig(dev: dict, uuid: str, where: str):
-    """(mig_profile, parent_uuid) of a simulated device: both for a ``MIG-`` uuid, neither for a ``GPU-`` one."""
+    """(mig_profile, parent_uuid) of a simulated device: both or neither, and both only for a ``MIG-`` uuid (a
+    ``MIG-`` entry without them is a plain device, as files written before MIG support have them)."""
     profile, parent = dev.get("mig_profile"), dev.get("parent_uuid")
-    if not uuid.startswith("MIG-"):
-        if profile is not None or parent is not None:
-            raise InventoryError(f"{where}: mig_profile and parent_uuid belong to MIG devices (uuid MIG-…)")
+    if profile is None and parent is None:
         return None, None
+    if not uuid.startswith("MIG-"):
+        raise InventoryError(f"{where}: mig_profile and parent_uuid belong to MIG devices (uuid MIG-…)")
     if not isinstance(profile, str) or not _MIG_PROFILE_RE.fullmatch(profile):
         raise InventoryError(f"{where}: a MIG device needs mig_profile like 1g.10gb, got {shorten(profile)}")
     if not isinstance(parent, str) or not re.fullmatch(r"GPU-[0-9A-Za-z-]{1,80}", parent):
@@ -439,8 +440,9 @@ class GPUInventory:
         if self.kind == "swarm":
             return self._swarm_reader()
         snapshot = self._nvml.read()
-        if self.kind == "auto" and not snapshot.gpus and snapshot.errors:
-            # auto on a host without a driver: a CPU-only host, not an error.
+        if self.kind == "auto" and not snapshot.gpus and snapshot.errors and not self._nvml.available():
+            # auto on a host without a driver: a CPU-only host, not an error (a driver that answers with problems,
+            # such as a MIG-mode GPU without slices, is reported)
             return Snapshot(source="none")
         return snapshot
 

@@ -62,7 +62,7 @@ class _HubProcessState:
         self.catalogs: dict = {}  # (courses_dir, data roots) -> Cached catalog view
         self.form_environments: dict = {}  # template paths -> jinja2 Environment
         self.records: dict = {}  # usage_db_url -> UsageRecords
-        self.inventory: Optional[GPUInventory] = None  # made on first use, from the class's settings
+        self.inventories: dict = {}  # (kind, simulated file, cache seconds) -> GPUInventory, made on first use
         self.node_images: dict = {}  # Swarm: (node hostname, image) -> (ImageReadiness or None, loop time)
         self.node_runtimes: dict = {}  # Swarm: node hostname -> its dockerd's default runtime, as last asked
 
@@ -165,12 +165,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @property
     def inventory(self) -> GPUInventory:
         """This spawner class's GPU source, shared by its instances (one cache, one NVML sweep per second)."""
-        if self._shared.inventory is None:
+        # keyed by the settings that make it: a ProfilesSpawner profile or a pre_spawn_hook may set others
+        key = (self.gpu_inventory, os.path.abspath(self.simulated_gpus) if self.simulated_gpus else "",
+               self.gpu_inventory_cache_seconds)
+        if key not in self._shared.inventories:
             try:
-                self._shared.inventory = self._make_inventory()
+                self._shared.inventories[key] = self._make_inventory()
             except InventoryError as e:
                 raise SpawnRefused(500, f"GPU inventory is misconfigured: {e}") from None
-        return self._shared.inventory
+        return self._shared.inventories[key]
 
     def _make_inventory(self) -> GPUInventory:
         return GPUInventory(self.gpu_inventory, self.simulated_gpus, self.gpu_inventory_cache_seconds)
@@ -606,8 +609,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         """A hold left by this server's last container (its stop failed, or Docker did not confirm it stopped)
         goes only with that container: allocating anew would otherwise free GPUs it may still use."""
         key = self.server_key
+        holds = bool(self.allocator.assignment(*key))
         left = [cid for cid, k in self._shared.reconciler.removals.items() if k == key]
-        if not left and not self.allocator.assignment(*key):
+        if not left and not holds:
             return
         obj = await self.get_object()
         object_id = obj[self.object_id_key] if obj else ""
@@ -619,6 +623,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             except Exception as e:
                 self.log.error("%s: the previous container %s cannot be removed yet: %s", self._log_name,
                                container_id[:12], e)
+                if not holds:
+                    continue  # it holds no GPUs: the reconcile keeps trying, the start goes ahead
                 raise SpawnRefused(409, "Your previous server is still stopping; try again in a minute.") from None
             self._shared.reconciler.removals.pop(container_id, None)
         self.object_id = ""
@@ -825,7 +831,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         finally:
             self._shared.reconciler.stopping.discard(self.server_key)
 
+    async def _settle_create(self):
+        """Wait for a create still running for this server (GPUSwarmSpawner: a service starts once created)."""
+
     async def _stop(self):
+        await self._settle_create()
         if not self.object_id and self.engine.kind == "service":
             # a start cancelled during create_service: the service may exist and run; Docker takes its name too
             self.object_id = self.object_name
@@ -931,7 +941,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._shared.reconciler.removals[container_id] = key
             self.log.warning("%s: Docker did not confirm its container %s stopped; its GPUs stay held until the "
                              "reconcile has removed it", self._log_name, container_id[:12])
-        self._stop_confirmed = False
+        # _stop_confirmed stays until the next start: JupyterHub calls clear_state again after stop(), and a kept
+        # container (remove=False) that stopped cleanly must not then be queued for removal
         self._assignment = None
         self._plan = None
         self._course = None

@@ -42,6 +42,7 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         super().__init__(*args, **kwargs)
         self._image_nodes = None  # this start: nodes that have the image (None: not checked, any node)
         self._image_lacking = set()  # this start: nodes whose engine said the image is missing
+        self._creating = None  # the create_service call of this start, while it may still be running
 
     node_docker_hosts = DictTrait(
         config=True,
@@ -219,7 +220,15 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             admin_task=await self._admin_value(self.extra_task_spec),
             admin_endpoint=await self._admin_value(self.extra_endpoint_spec),
         )
-        return await self.docker("create_service", **kwargs)
+        # shielded: a start cancelled now (start_timeout) must not leave a service created after its stop removed
+        # nothing; the stop waits for this create to settle (_settle_create)
+        self._creating = asyncio.ensure_future(self.docker("create_service", **kwargs))
+        return await asyncio.shield(self._creating)
+
+    async def _settle_create(self):
+        creating, self._creating = self._creating, None
+        if creating is not None and not creating.done():
+            await asyncio.wait([creating], timeout=60)
 
     async def start_object(self):
         """Wait until the service's task runs (or ended without running: rejected for a missing image, failed)."""

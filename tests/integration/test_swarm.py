@@ -213,13 +213,13 @@ def test_a_node_that_dies_frees_its_holders_once_swarm_reports_it(swarm_hub, swa
     hub.spawn_ready("gus", {"gpus": 2})
     node = service_of("gus")["node"]
     assert node not in ("gsnode1", MISSING_ON) and service_of("ivy")["node"] == "gsnode1"  # a worker dies
-    gus_gpus = service_of("gus")["labels"]["org.jupyter.gpuspawn.gpus"]
     try:
         run_testbed("stop-node", node[-1], "KILL")
         killed = time.monotonic()
-        wait_until(lambda: f"freed {gus_gpus} of gus" in hub.log_tail(400), 120, "the hub freed the dead node's GPUs")
-        print(f"freed {time.monotonic() - killed:.1f} s after the node's dockerd was killed")
-        wait_until(lambda: hub.server("gus") is None, 30, "the hub saw gus's server end")
+        # the reconcile or the hub's poll, whichever looks first once Swarm gives the task up, ends the server and
+        # frees its GPUs (the poll only ends it once the engine says it ended, which is what frees them)
+        wait_until(lambda: hub.server("gus") is None, 120, "the hub saw gus's server end")
+        print(f"ended {time.monotonic() - killed:.1f} s after the node's dockerd was killed")
         # the dead node offers nothing meanwhile: no node has 2 free GPUs with the image
         r = hub.spawn("hal", {"gpus": 2})
         assert r.status_code == 409, r.text

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest
+from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest, NoGPUAvailable, largest_server
 from jupyter_gpuspawn.form import gpu_models
 from jupyter_gpuspawn.gpus import (
     InventoryError, NVMLReader, assignment_message, parse_simulated, simulated_description,
@@ -202,3 +202,33 @@ def test_the_status_document_reports_a_slice_with_null_utilisation(tmp_path):
     assert gpu["utilization_pct"] is None and gpu["power_w"] is None
     assert (gpu["mig_profile"], gpu["parent_uuid"], gpu["temperature_c"]) == ("1g.10gb", A100, 48)
     assert gpu["name"] == "1g.10gb slice of NVIDIA A100 80GB PCIe (10 GiB)"
+
+
+def test_a_server_gets_at_most_one_slice_and_never_slices_beside_whole_gpus():
+    # CUDA sees one MIG device per process: a second slice would be held and never used
+    gpus = parse_simulated([mig(SLICE_1), mig(SLICE_2), {"uuid": H100, "name": "NVIDIA H100", "index": 1,
+                                                         "memory_total": "80GiB"}], "f").gpus
+    allocator = GPUAllocator()
+    assert largest_server(gpus) == 1 and allocator.largest_request(gpus) == 1
+    with pytest.raises(NoGPUAvailable, match="at most one MIG slice"):
+        allocator.allocate(GPURequest("ana", count=2), gpus)
+    assert allocator.assignment("ana") == ()
+    assert len(allocator.allocate(GPURequest("ana", count=1), gpus)) == 1
+    other = "GPU-b200b200-0000-4000-8000-000000000000"
+    whole = parse_simulated([mig(SLICE_1), {"uuid": H100, "memory_total": 1, "index": 1},
+                             {"uuid": other, "memory_total": 1, "index": 2}], "f").gpus
+    assert set(GPUAllocator().allocate(GPURequest("ben", count=2), whole)) == {H100, other}
+
+
+def test_auto_reports_a_mig_gpu_without_slices_instead_of_calling_the_host_cpu_only(monkeypatch):
+    from jupyter_gpuspawn.gpus import GPUInventory
+
+    monkeypatch.setitem(sys.modules, "pynvml", nvml_module([Device(A100, "NVIDIA A100", 80 * GiB, mig_mode=(1, 1),
+                                                                   slots=[None])]))
+    snap = GPUInventory("auto", cache_seconds=0).read()
+    assert snap.source == "nvml" and "in MIG mode but has no MIG devices" in snap.errors[0]
+
+
+def test_a_mig_uuid_without_a_profile_is_a_plain_device_as_before():
+    [gpu] = parse_simulated([{"uuid": SLICE_1, "memory_total": "10GiB", "utilization": 5}], "f").gpus
+    assert gpu.mig_profile is None and gpu.utilization_pct == 5

@@ -61,8 +61,10 @@ def test_each_spawner_class_has_its_own_hub_state_shared_by_its_instances():
     # the admin's threshold for GPUs busy outside the hub is read once, from the config, not written per access
     assert other.allocator.foreign_memory_threshold == 2 * 1024**3
     # and its own GPU source: a Swarm spawner class beside a one-host one reads its own inventory
-    a.gpu_inventory = other.gpu_inventory = "none"
+    a.gpu_inventory = b.gpu_inventory = other.gpu_inventory = "none"
     assert a.inventory is b.inventory and other.inventory is not a.inventory
+    b.gpu_inventory = "auto"  # a profile's own setting (ProfilesSpawner, a pre_spawn_hook) gets its own source
+    assert b.inventory is not a.inventory and b.inventory.kind == "auto"
 
 
 def test_swarm_spawner_state_is_its_own_and_reads_the_nodes():
