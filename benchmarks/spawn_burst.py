@@ -229,10 +229,14 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    report = run(args.n, args.rounds)
-    print_report(report)
-    if args.json:
-        with open(args.json, "w") as f:
+    return publish(run(args.n, args.rounds), print_report, args.json)
+
+
+def publish(report: dict, printer, json_path=None) -> dict:
+    """Print a benchmark's report, and write it as JSON where asked."""
+    printer(report)
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(report, f, indent=2)
     return report
 

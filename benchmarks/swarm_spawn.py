@@ -14,7 +14,6 @@ Swarm figures include three dockerds' overhead that separate machines would not 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.spawn_burst import SLOW_HOST_CONFIG, burst_through_hub, remove_containers  # noqa: E402
+from benchmarks.spawn_burst import SLOW_HOST_CONFIG, burst_through_hub, publish, remove_containers  # noqa: E402
 from tests.integration.hub import Hub, simulated_gpus  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,12 +126,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    report = run(args.n, args.singles, args.rounds)
-    print_report(report)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-    return report
+    return publish(run(args.n, args.singles, args.rounds), print_report, args.json)
 
 
 if __name__ == "__main__":
