@@ -1,12 +1,14 @@
 """Spawn-form render time with 30 courses and 16 simulated GPUs (target: median <= 20 ms).
 
 Two figures:
-- the form alone: GPUDockerSpawner's options form (course catalog + GPU snapshot + allocator view + Jinja),
-  rendered in-process the way the hub calls it;
-- the whole page: GET /hub/spawn through a real hub and proxy as a logged-in student (form + hub page).
+- the form alone: GPUDockerSpawner's options form (course catalog + GPU snapshot + allocator view +
+  Jinja), rendered in-process the way the hub calls it;
+- the whole page: GET /hub/spawn through a real hub and proxy as a logged-in student (form + hub
+  page).
 
     .venv/bin/python benchmarks/form_render.py [--courses 30] [--gpus 16] [--runs 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,18 +23,25 @@ import requests
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.integration.hub import TEST_IMAGE, Hub, simulated_gpus  # noqa: E402
+from tests.integration.hub import TEST_IMAGE, Hub, simulated_gpus
 
 
 def write_courses(directory, n):
     os.makedirs(directory, exist_ok=True)
     for i in range(n):
         data = {
-            "id": f"course-{i:02d}", "title": f"Course {i}: GPU computing, part {i}",
+            "id": f"course-{i:02d}",
+            "title": f"Course {i}: GPU computing, part {i}",
             "description": "Lectures and labs. " * 5,
-            "images": [{"key": f"img{j}", "image": TEST_IMAGE, "label": f"Image {j}"} for j in range(3)],
-            "gpus": {"default": 1, "max": 2, "policy": "shared" if i % 3 == 0 else "exclusive",
-                     "max_users_per_gpu": 2},
+            "images": [
+                {"key": f"img{j}", "image": TEST_IMAGE, "label": f"Image {j}"} for j in range(3)
+            ],
+            "gpus": {
+                "default": 1,
+                "max": 2,
+                "policy": "shared" if i % 3 == 0 else "exclusive",
+                "max_users_per_gpu": 2,
+            },
             "resources": {"mem_limit": "8G", "cpu_limit": 2},
             "env": {"COURSE": str(i)},
         }
@@ -42,7 +51,10 @@ def write_courses(directory, n):
 
 def stats(samples):
     samples = sorted(samples)
-    return {"median_ms": statistics.median(samples) * 1000, "p95_ms": samples[int(len(samples) * 0.95) - 1] * 1000}
+    return {
+        "median_ms": statistics.median(samples) * 1000,
+        "p95_ms": samples[int(len(samples) * 0.95) - 1] * 1000,
+    }
 
 
 def bench_in_process(courses_dir, gpus_file, runs):
@@ -50,9 +62,12 @@ def bench_in_process(courses_dir, gpus_file, runs):
 
     from jupyter_gpuspawn.spawner import GPUDockerSpawner
 
-    user = SimpleNamespace(name="student", groups=[], admin=False, url="/user/student/", escaped_name="student")
-    spawner = GPUDockerSpawner(user=user, courses_dir=courses_dir, gpu_inventory="simulated",
-                               simulated_gpus=gpus_file)
+    user = SimpleNamespace(
+        name="student", groups=[], admin=False, url="/user/student/", escaped_name="student"
+    )
+    spawner = GPUDockerSpawner(
+        user=user, courses_dir=courses_dir, gpu_inventory="simulated", simulated_gpus=gpus_file
+    )
     spawner._ensure_reconciled = lambda: asyncio.sleep(0)  # no Docker needed for the form itself
 
     async def run():
@@ -71,12 +86,16 @@ def bench_in_process(courses_dir, gpus_file, runs):
 def bench_hub_page(courses_dir, gpus, runs):
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
-        hub = Hub(tmp, gpus, extra_config=f"c.GPUDockerSpawner.courses_dir = {courses_dir!r}\n").start()
+        hub = Hub(
+            tmp, gpus, extra_config=f"c.GPUDockerSpawner.courses_dir = {courses_dir!r}\n"
+        ).start()
         try:
             s = requests.Session()
             s.get(f"{hub.url}/hub/login")
-            r = s.post(f"{hub.url}/hub/login", data={"username": "student", "password": "x",
-                                                     "_xsrf": s.cookies.get("_xsrf", "")})
+            r = s.post(
+                f"{hub.url}/hub/login",
+                data={"username": "student", "password": "x", "_xsrf": s.cookies.get("_xsrf", "")},
+            )
             r.raise_for_status()
             s.get(f"{hub.url}/hub/spawn").raise_for_status()  # warm
             samples = []
@@ -91,7 +110,9 @@ def bench_hub_page(courses_dir, gpus, runs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--courses", type=int, default=30)
     parser.add_argument("--gpus", type=int, default=16)
     parser.add_argument("--runs", type=int, default=200)
@@ -106,10 +127,15 @@ def main(argv=None):
         form = bench_in_process(courses_dir, gpus_file, args.runs)
         page = bench_hub_page(courses_dir, gpus, min(args.runs, 100))
     print(f"\nSpawn form, {args.courses} courses, {args.gpus} simulated GPUs")
-    print(f"  form render (in-process): median {form['median_ms']:.2f} ms, p95 {form['p95_ms']:.2f} ms "
-          f"({form['html_bytes']} bytes)  target: median <= 20 ms")
-    print(f"  GET /hub/spawn (whole page through hub + proxy): median {page['median_ms']:.2f} ms, "
-          f"p95 {page['p95_ms']:.2f} ms")
+    print(
+        f"  form render (in-process): median {form['median_ms']:.2f} ms, p95 {form['p95_ms']:.2f} "
+        f"ms "
+        f"({form['html_bytes']} bytes)  target: median <= 20 ms"
+    )
+    print(
+        f"  GET /hub/spawn (whole page through hub + proxy): median {page['median_ms']:.2f} ms, "
+        f"p95 {page['p95_ms']:.2f} ms"
+    )
     return {"form": form, "page": page}
 
 

@@ -1,16 +1,19 @@
-"""Swarm vs one host: spawn latency and a burst through the hub REST API, same image, same machine, same run.
+"""Swarm vs one host: spawn latency and a burst through the hub REST API, same image, same machine,
+same run.
 
 - one host: GPUDockerSpawner with simulated GPUs on the host's dockerd;
-- Swarm: GPUSwarmSpawner on the 3-node test bed (scripts/swarm-testbed: three dockerds in network namespaces of
-  this machine, 5 GPUs advertised as generic resources, the image on every node).
+- Swarm: GPUSwarmSpawner on the 3-node test bed (scripts/swarm-testbed: three dockerds in network
+  namespaces of this machine, 5 GPUs advertised as generic resources, the image on every node).
 
-Single spawn: one server with 1 GPU, started and stopped ``--singles`` times in a row; the median counts (target:
-Swarm <= 1.3x one host). Burst: ``--n`` concurrent CPU-only servers (the test bed has 5 GPUs; the spawn path is the
-same); time until all are ready, best of ``--rounds``. The nodes share this machine's 2 cores with the hub, so the
-Swarm figures include three dockerds' overhead that separate machines would not pay. Not a test: no pass/fail.
+Single spawn: one server with 1 GPU, started and stopped ``--singles`` times in a row; the median
+counts (target: Swarm <= 1.3x one host). Burst: ``--n`` concurrent CPU-only servers (the test bed
+has 5 GPUs; the spawn path is the same); time until all are ready, best of ``--rounds``. The nodes
+share this machine's 2 cores with the hub, so the Swarm figures include three dockerds' overhead
+that separate machines would not pay. Not a test: no pass/fail.
 
     .venv/bin/python benchmarks/swarm_spawn.py [--n 10] [--singles 5] [--rounds 2] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +25,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.spawn_burst import SLOW_HOST_CONFIG, burst_through_hub, publish, remove_containers  # noqa: E402
-from tests.integration.hub import Hub, simulated_gpus  # noqa: E402
+from benchmarks.spawn_burst import SLOW_HOST_CONFIG, burst_through_hub, publish, remove_containers
+from tests.integration.hub import Hub, simulated_gpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTBED = os.path.join(ROOT, "scripts", "swarm-testbed")
@@ -32,27 +35,53 @@ MANAGER = "unix:///run/gsnode1/docker.sock"
 
 def testbed_up() -> dict:
     """The test bed with the image on every node: {hostname: socket}."""
-    out = subprocess.run([TESTBED, "up"], check=True, capture_output=True, text=True,
-                         env={**os.environ, "SWARM_SKIP_IMAGE_ON": ""}).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(
+            [TESTBED, "up"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SWARM_SKIP_IMAGE_ON": ""},
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     nodes = dict(part.split("=", 1) for part in out.split()[1:])["nodes"].split(",")
-    return {entry.split(":")[0]: f"unix:///run/{entry.split(':')[0]}/docker.sock" for entry in nodes}
+    return {
+        entry.split(":")[0]: f"unix:///run/{entry.split(':')[0]}/docker.sock" for entry in nodes
+    }
 
 
 def remove_services():
-    ids = subprocess.run(["docker", "-H", MANAGER, "service", "ls", "-q", "--filter",
-                          "label=org.jupyter.gpuspawn.user"], capture_output=True, text=True).stdout.split()
+    ids = subprocess.run(
+        [
+            "docker",
+            "-H",
+            MANAGER,
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            "label=org.jupyter.gpuspawn.user",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     if ids:
         subprocess.run(["docker", "-H", MANAGER, "service", "rm", *ids], capture_output=True)
 
 
 def swarm_config(nodes: dict) -> str:
-    return SLOW_HOST_CONFIG + f"""
+    return (
+        SLOW_HOST_CONFIG
+        + f"""
 c.JupyterHub.hub_bind_url = "http://10.231.0.1:" + c.JupyterHub.hub_bind_url.rsplit(":", 1)[1]
 c.DockerSpawner.client_kwargs = {{"base_url": {MANAGER!r}}}
 c.GPUSwarmSpawner.node_docker_hosts = {nodes!r}
 c.GPUSwarmSpawner.gpu_inventory = "swarm"
 c.GPUSwarmSpawner.network_name = ""
 """
+    )
 
 
 def make_hub(kind: str, tmp: str, nodes: dict) -> Hub:
@@ -107,20 +136,33 @@ def run(n: int, count: int, rounds: int) -> dict:
     result["burst"] = bursts
     median = {k: statistics.median(v) for k, v in result["single"].items()}
     best = {k: min(v) for k, v in bursts.items()}
-    result.update(single_median=median, burst_best=best, single_ratio=median["swarm"] / median["host"],
-                  burst_ratio=best["swarm"] / best["host"])
+    result.update(
+        single_median=median,
+        burst_best=best,
+        single_ratio=median["swarm"] / median["host"],
+        burst_ratio=best["swarm"] / best["host"],
+    )
     return result
 
 
 def print_report(r: dict):
-    print(f"\nSingle spawn (1 GPU), median of {r['singles']}: one host {r['single_median']['host']:.2f} s, "
-          f"Swarm {r['single_median']['swarm']:.2f} s -> ratio {r['single_ratio']:.2f} (target <= 1.3)")
-    print(f"Burst of {r['n']} CPU-only spawns, all ready, best of {r['rounds']}: one host "
-          f"{r['burst_best']['host']:.2f} s, Swarm {r['burst_best']['swarm']:.2f} s -> ratio {r['burst_ratio']:.2f}")
+    print(
+        f"\nSingle spawn (1 GPU), median of {r['singles']}: one host "
+        f"{r['single_median']['host']:.2f} s, "
+        f"Swarm {r['single_median']['swarm']:.2f} s -> ratio {r['single_ratio']:.2f} (target <= "
+        f"1.3)"
+    )
+    print(
+        f"Burst of {r['n']} CPU-only spawns, all ready, best of {r['rounds']}: one host "
+        f"{r['burst_best']['host']:.2f} s, Swarm {r['burst_best']['swarm']:.2f} s -> ratio "
+        f"{r['burst_ratio']:.2f}"
+    )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--singles", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)

@@ -1,8 +1,9 @@
 """jupyter-gpuspawn: a JupyterHub spawner for shared GPU servers.
 
-This module imports nothing heavy: the package is installed both on the hub (where docker and pynvml are used)
-and inside user images (where only the status server extension runs).
+This module imports nothing heavy: the package is installed both on the hub (where docker and pynvml
+are used) and inside user images (where only the status server extension runs).
 """
+
 from ._version import __version__
 
 __all__ = ["__version__", "GPUDockerSpawner", "GPUSwarmSpawner"]

@@ -1,30 +1,32 @@
 """GPU allocation: pure bookkeeping of which server holds which GPU (by UUID).
 
-No Docker, no NVML, no awaits: :meth:`GPUAllocator.allocate` chooses and reserves in one synchronous call, so two
-spawns running on the same event loop can never be handed the same GPU.
+No Docker, no NVML, no awaits: :meth:`GPUAllocator.allocate` chooses and reserves in one synchronous
+call, so two spawns running on the same event loop can never be handed the same GPU.
 
 Policies:
 
 - ``exclusive`` (default): a GPU belongs to one server.
-- ``shared``: up to ``max_users_per_gpu`` shared servers on one GPU; never mixed with an exclusive holder.
+- ``shared``: up to ``max_users_per_gpu`` shared servers on one GPU; never mixed with an exclusive
+  holder.
 
-Servers are keyed by ``(user, server_name)`` tuples, never by a joined string, so user ``a-b`` and user ``a``'s
-server ``b`` are different keys.
+Servers are keyed by ``(user, server_name)`` tuples, never by a joined string, so user ``a-b`` and
+user ``a``'s server ``b`` are different keys.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 POLICIES = ("exclusive", "shared")
 GiB = 1024**3
-# Seconds after a release during which the GPU's memory still counts as ours, not as work outside the hub: an
-# inventory snapshot taken just before the release still shows the stopped container's memory, and the next start
-# in line must not be kept waiting for a fresher one.
+# Seconds after a release during which the GPU's memory still counts as ours, not as work outside
+# the hub: an inventory snapshot taken just before the release still shows the stopped container's
+# memory, and the next start in line must not be kept waiting for a fresher one.
 RELEASE_GRACE = 5.0
 
-ServerKey = Tuple[str, str]
+ServerKey = tuple[str, str]
 
 
 class AllocationError(Exception):
@@ -56,7 +58,8 @@ class GPURequest:
     count: int = 0
     policy: str = "exclusive"
     max_users_per_gpu: int = 1
-    user_limit: Optional[int] = None  # most GPUs the user may hold over all their servers (max_gpus_per_user)
+    # most GPUs the user may hold over all their servers (max_gpus_per_user)
+    user_limit: int | None = None
 
     @property
     def key(self) -> ServerKey:
@@ -67,18 +70,22 @@ class GPURequest:
 class RebuildReport:
     """What a rebuild from the running containers changed, for the log."""
 
-    freed: List[Tuple[ServerKey, Tuple[str, ...]]] = field(default_factory=list)  # held, but no container runs
-    adopted: List[Tuple[ServerKey, Tuple[str, ...]]] = field(default_factory=list)  # a container runs, not held
-    conflicts: List[Tuple[str, tuple]] = field(default_factory=list)  # GPUs held beyond their policy
+    # held, but no container runs
+    freed: list[tuple[ServerKey, tuple[str, ...]]] = field(default_factory=list)
+    # a container runs, not held
+    adopted: list[tuple[ServerKey, tuple[str, ...]]] = field(default_factory=list)
+    # GPUs held beyond their policy
+    conflicts: list[tuple[str, tuple]] = field(default_factory=list)
 
 
 def _plural(n, word):
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _by_node(gpus: Sequence) -> Dict[Optional[str], list]:
-    """GPUs grouped by their Swarm node (one group, None, on a single host), each group in the given order."""
-    groups: Dict[Optional[str], list] = {}
+def _by_node(gpus: Sequence) -> dict[str | None, list]:
+    """GPUs grouped by their Swarm node (one group, None, on a single host), each group in the given
+    order."""
+    groups: dict[str | None, list] = {}
     for gpu in gpus:
         groups.setdefault(getattr(gpu, "node", None), []).append(gpu)
     return groups
@@ -89,14 +96,15 @@ def _is_slice(gpu) -> bool:
 
 
 def _fit_for(candidates: Sequence, count: int) -> list:
-    """The candidates a request for ``count`` GPUs may take: MIG slices only alone. A CUDA process sees one MIG
-    device, so a second slice (or a slice beside whole GPUs) would be held and never used."""
+    """The candidates a request for ``count`` GPUs may take: MIG slices only alone. A CUDA process
+    sees one MIG device, so a second slice (or a slice beside whole GPUs) would be held and never
+    used."""
     return list(candidates) if count <= 1 else [g for g in candidates if not _is_slice(g)]
 
 
 def largest_server(gpus: Sequence) -> int:
-    """The most GPUs one server can have of these: all of one host's whole GPUs (the most on one Swarm node), or
-    one MIG slice."""
+    """The most GPUs one server can have of these: all of one host's whole GPUs (the most on one
+    Swarm node), or one MIG slice."""
     most = 0
     for group in _by_node(gpus).values():
         whole = sum(1 for g in group if not _is_slice(g))
@@ -105,9 +113,10 @@ def largest_server(gpus: Sequence) -> int:
 
 
 def _one_node(candidates: Sequence, count: int) -> list:
-    """``count`` of the candidates (best first), all on one node. Of the nodes that can take the request, the one
-    with the fewest candidates (best fit): packing keeps other nodes' GPUs together for larger requests, as the
-    shared policy keeps whole GPUs free; ties go to the node holding the better candidate."""
+    """``count`` of the candidates (best first), all on one node. Of the nodes that can take the
+    request, the one with the fewest candidates (best fit): packing keeps other nodes' GPUs together
+    for larger requests, as the shared policy keeps whole GPUs free; ties go to the node holding the
+    better candidate."""
     fitting = [group for group in _by_node(candidates).values() if len(group) >= count]
     if not fitting:
         return []
@@ -119,32 +128,37 @@ class GPUAllocator:
     def __init__(self, foreign_memory_threshold: int = GiB):
         self.foreign_memory_threshold = foreign_memory_threshold
         # uuid -> {server key -> Hold}
-        self._holds: Dict[str, Dict[ServerKey, Hold]] = {}
+        self._holds: dict[str, dict[ServerKey, Hold]] = {}
         # server key -> uuids, in assignment order
-        self._assignments: Dict[ServerKey, Tuple[str, ...]] = {}
-        # Every allocate/release/restore bumps the epoch and stamps the server: a rebuild from a container list
-        # read at epoch E must not undo what happened to a server after E (see rebuild).
+        self._assignments: dict[ServerKey, tuple[str, ...]] = {}
+        # Every allocate/release/restore bumps the epoch and stamps the server: a rebuild from a
+        # container list read at epoch E must not undo what happened to a server after E (see
+        # rebuild).
         self._epoch = 0
-        self._changed: Dict[ServerKey, int] = {}
-        self._released_at: Dict[str, float] = {}  # uuid -> time.monotonic() of its last release
+        self._changed: dict[ServerKey, int] = {}
+        self._released_at: dict[str, float] = {}  # uuid -> time.monotonic() of its last release
 
-    # ---- queries ---------------------------------------------------------------------------------------------
-    def assignment(self, user: str, server: str = "") -> Tuple[str, ...]:
+    # ---- queries ---------------------------------------------------------------------------------
+    def assignment(self, user: str, server: str = "") -> tuple[str, ...]:
         return self._assignments.get((user, server), ())
 
-    def assignments(self) -> Dict[ServerKey, Tuple[str, ...]]:
+    def assignments(self) -> dict[ServerKey, tuple[str, ...]]:
         return dict(self._assignments)
 
-    def holders_of(self, uuid: str) -> Tuple[ServerKey, ...]:
+    def holders_of(self, uuid: str) -> tuple[ServerKey, ...]:
         """Servers holding this GPU (more than one only under the shared policy)."""
         return tuple(self._holds.get(uuid, {}))
 
-    def user_gpu_count(self, user: str, excluding: Optional[ServerKey] = None) -> int:
-        return sum(len(uuids) for key, uuids in self._assignments.items() if key[0] == user and key != excluding)
+    def user_gpu_count(self, user: str, excluding: ServerKey | None = None) -> int:
+        return sum(
+            len(uuids)
+            for key, uuids in self._assignments.items()
+            if key[0] == user and key != excluding
+        )
 
     def busy_outside_hub(self, gpu) -> bool:
-        # Memory or processes on a GPU that no server of ours holds belong to someone else (a job started by hand,
-        # another hub): do not put a student there.
+        # Memory or processes on a GPU that no server of ours holds belong to someone else (a job
+        # started by hand, another hub): do not put a student there.
         if self._holds.get(gpu.uuid):
             return False
         if time.monotonic() - self._released_at.get(gpu.uuid, float("-inf")) < RELEASE_GRACE:
@@ -165,14 +179,20 @@ class GPUAllocator:
     def candidates(self, gpus: Sequence, request: GPURequest) -> list:
         """GPUs the request could take, best first.
 
-        Exclusive: the least loaded free GPUs. Shared: GPUs already shared that still have room come before fresh
-        ones (packing keeps whole GPUs free for exclusive requests; spreading measurably refused more of them,
-        see benchmarks/allocator_trace.py), least loaded first within each group.
+        Exclusive: the least loaded free GPUs. Shared: GPUs already shared that still have room come
+        before fresh ones (packing keeps whole GPUs free for exclusive requests; spreading
+        measurably refused more of them, see benchmarks/allocator_trace.py), least loaded first
+        within each group.
         """
         usable = [gpu for gpu in gpus if self._can_take(gpu, request)]
         return sorted(
             usable,
-            key=lambda g: (-len(self._holds.get(g.uuid, {})), g.memory_used, g.utilization_pct or 0, g.index),
+            key=lambda g: (
+                -len(self._holds.get(g.uuid, {})),
+                g.memory_used,
+                g.utilization_pct or 0,
+                g.index,
+            ),
         )
 
     def free_count(self, gpus: Sequence, policy="exclusive", max_users_per_gpu=1) -> int:
@@ -180,15 +200,18 @@ class GPUAllocator:
         return len(self.candidates(gpus, probe))
 
     def largest_request(self, gpus: Sequence, policy="exclusive", max_users_per_gpu=1) -> int:
-        """The most GPUs one server could get now: all free ones on one host, the most free on one Swarm node."""
+        """The most GPUs one server could get now: all free ones on one host, the most free on one
+        Swarm node."""
         probe = GPURequest(user="", count=1, policy=policy, max_users_per_gpu=max_users_per_gpu)
         return largest_server(self.candidates(gpus, probe))
 
-    # ---- changes ---------------------------------------------------------------------------------------------
-    def allocate(self, request: GPURequest, gpus: Sequence) -> Tuple[str, ...]:
-        """Choose and reserve ``request.count`` GPUs from ``gpus`` (the inventory snapshot), or raise.
+    # ---- changes ---------------------------------------------------------------------------------
+    def allocate(self, request: GPURequest, gpus: Sequence) -> tuple[str, ...]:
+        """Choose and reserve ``request.count`` GPUs from ``gpus`` (the inventory snapshot), or
+        raise.
 
-        Any earlier assignment of the same server is released first: a server has one assignment at a time.
+        Any earlier assignment of the same server is released first: a server has one assignment at
+        a time.
         """
         if request.policy not in POLICIES:
             raise ValueError(f"unknown GPU policy {request.policy!r}")
@@ -200,18 +223,27 @@ class GPUAllocator:
         self._check_user_limit(request)
         total = largest_server(gpus)
         if total == 0:
-            raise NoGPUAvailable("This server has no GPUs. Start a CPU-only server (0 GPUs) instead.")
+            raise NoGPUAvailable(
+                "This server has no GPUs. Start a CPU-only server (0 GPUs) instead."
+            )
         if request.count > total:
             if any(_is_slice(g) for g in gpus):
-                where = f"a server gets at most one MIG slice (CUDA uses only one) or whole GPUs, here at most {total}"
+                where = (
+                    "a server gets at most one MIG slice (CUDA uses only one) or whole GPUs, "
+                    f"here at most {total}"
+                )
             elif len(gpus) > total:
                 where = f"one node of this cluster has at most {total}"
             else:
                 where = f"this server has only {total}"
-            raise NoGPUAvailable(f"You asked for {_plural(request.count, 'GPU')} but {where}. Ask for fewer.")
+            raise NoGPUAvailable(
+                f"You asked for {_plural(request.count, 'GPU')} but {where}. Ask for fewer."
+            )
         chosen = _one_node(_fit_for(self.candidates(gpus, request), request.count), request.count)
         if len(chosen) < request.count:
-            raise NoGPUAvailable(self._shortage_message(request, gpus, len(self.candidates(gpus, request))))
+            raise NoGPUAvailable(
+                self._shortage_message(request, gpus, len(self.candidates(gpus, request)))
+            )
         uuids = tuple(gpu.uuid for gpu in chosen)
         self._record(request.key, uuids, Hold(request.policy, request.max_users_per_gpu))
         return uuids
@@ -224,7 +256,8 @@ class GPUAllocator:
         if held + request.count > limit:
             if held:
                 msg = (
-                    f"You already hold {_plural(held, 'GPU')} on your other servers and the limit is {limit} per "
+                    f"You already hold {_plural(held, 'GPU')} on your other servers and the limit "
+                    f"is {limit} per "
                     f"user. Stop another server or ask for {max(limit - held, 0)} or fewer."
                 )
             else:
@@ -241,17 +274,26 @@ class GPUAllocator:
         if free >= request.count:  # enough in all, but spread over nodes, or MIG slices
             most = largest_server(self.candidates(gpus, request))
             if any(_is_slice(g) for g in gpus):
-                return (f"{free} GPUs are free, but a server gets at most one MIG slice (CUDA uses only one) and "
-                        f"at most {most} whole GPUs fit now; ask for {max(most, 1)} or fewer, or try again later.")
-            return (f"{free} GPUs are free, but at most {most} on any one node, and a server's GPUs must be on "
-                    f"one node; ask for {most} or fewer, or try again later.")
+                return (
+                    f"{free} GPUs are free, but a server gets at most one MIG slice (CUDA uses "
+                    f"only one) and "
+                    f"at most {most} whole GPUs fit now; ask for {max(most, 1)} or fewer, or try "
+                    f"again later."
+                )
+            return (
+                f"{free} GPUs are free, but at most {most} on any one node, and a server's GPUs "
+                f"must be on "
+                f"one node; ask for {most} or fewer, or try again later."
+            )
         return (
-            f"Only {free} of {total} GPUs {'is' if free == 1 else 'are'} free{note} and you asked for "
+            f"Only {free} of {total} GPUs {'is' if free == 1 else 'are'} free{note} and you asked "
+            f"for "
             f"{request.count}; ask for fewer or try again later."
         )
 
     def mark(self) -> int:
-        """The current epoch; pass it to :meth:`rebuild` with a container list read after this call."""
+        """The current epoch; pass it to :meth:`rebuild` with a container list read after this
+        call."""
         return self._epoch
 
     def changed_since(self, epoch: int) -> set:
@@ -262,13 +304,13 @@ class GPUAllocator:
         self._epoch += 1
         self._changed[key] = self._epoch
 
-    def _record(self, key: ServerKey, uuids: Tuple[str, ...], hold: Hold):
+    def _record(self, key: ServerKey, uuids: tuple[str, ...], hold: Hold):
         self._touch(key)
         self._assignments[key] = uuids
         for uuid in uuids:
             self._holds.setdefault(uuid, {})[key] = hold
 
-    def release(self, user: str, server: str = "") -> Tuple[str, ...]:
+    def release(self, user: str, server: str = "") -> tuple[str, ...]:
         key = (user, server)
         self._touch(key)
         uuids = self._assignments.pop(key, ())
@@ -280,8 +322,11 @@ class GPUAllocator:
                 self._released_at[uuid] = time.monotonic()
         return uuids
 
-    def restore(self, user: str, server: str, uuids: Iterable[str], policy="exclusive", max_users_per_gpu=1):
-        """Record an assignment found on a running container (hub restart). No checks: the container holds them."""
+    def restore(
+        self, user: str, server: str, uuids: Iterable[str], policy="exclusive", max_users_per_gpu=1
+    ):
+        """Record an assignment found on a running container (hub restart). No checks: the container
+        holds them."""
         if policy not in POLICIES:
             policy = "exclusive"  # an unknown label value must not loosen isolation
         self.release(user, server)
@@ -289,15 +334,17 @@ class GPUAllocator:
         if uuids:
             self._record((user, server), uuids, Hold(policy, max(1, int(max_users_per_gpu))))
 
-    def rebuild(self, records: Iterable[tuple], keep: Iterable[ServerKey] = (), since: Optional[int] = None
-                ) -> RebuildReport:
-        """Make the table what the running containers say: ``records`` are (user, server, uuids, policy,
-        max_users) read from their labels.
+    def rebuild(
+        self, records: Iterable[tuple], keep: Iterable[ServerKey] = (), since: int | None = None
+    ) -> RebuildReport:
+        """Make the table what the running containers say: ``records`` are (user, server, uuids,
+        policy, max_users) read from their labels.
 
-        The allocator's truth is "running containers + starts in flight". Servers in ``keep`` (starts in flight,
-        which have no running container yet) keep their current assignment, and so does every server the
-        allocator changed after epoch ``since`` (taken with :meth:`mark` before the containers were listed): a
-        start that finished or a stop that released meanwhile is newer than the list.
+        The allocator's truth is "running containers + starts in flight". Servers in ``keep``
+        (starts in flight, which have no running container yet) keep their current assignment, and
+        so does every server the allocator changed after epoch ``since`` (taken with :meth:`mark`
+        before the containers were listed): a start that finished or a stop that released meanwhile
+        is newer than the list.
         """
         pinned = set(keep)
         if since is not None:

@@ -1,8 +1,10 @@
 """Budget weeks: when a week of GPU-hours begins, in the hub's local time zone (pure; no I/O).
 
-A week starts on a weekday at an hour, e.g. "Monday 00:00" (the default) or "Sunday 18:00". Local time is the hub
-process's (TZ, /etc/localtime); a week around a daylight-saving change is an hour shorter or longer, never shifted.
+A week starts on a weekday at an hour, e.g. "Monday 00:00" (the default) or "Sunday 18:00". Local
+time is the hub process's (TZ, /etc/localtime); a week around a daylight-saving change is an hour
+shorter or longer, never shifted.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,12 +20,21 @@ class WeekStartError(ValueError):
 
 
 def parse_week_start(text: str) -> tuple:
-    """(weekday 0 = Monday, hour, minute) from "Monday 00:00"; WeekStartError says what is expected."""
+    """(weekday 0 = Monday, hour, minute) from "Monday 00:00"; WeekStartError says what is
+    expected."""
     match = _WEEK_START_RE.fullmatch(text or "")
-    day = match and next((i for i, name in enumerate(WEEKDAYS) if name.startswith(match.group(1).lower())
-                          and len(match.group(1)) >= 3), None)
+    day = match and next(
+        (
+            i
+            for i, name in enumerate(WEEKDAYS)
+            if name.startswith(match.group(1).lower()) and len(match.group(1)) >= 3
+        ),
+        None,
+    )
     if not match or day is None or int(match.group(2)) > 23 or int(match.group(3)) > 59:
-        raise WeekStartError(f"a week start must look like 'Monday 00:00' (a weekday, then HH:MM), got {text!r}")
+        raise WeekStartError(
+            f"a week start must look like 'Monday 00:00' (a weekday, then HH:MM), got {text!r}"
+        )
     return day, int(match.group(2)), int(match.group(3))
 
 
@@ -32,7 +43,8 @@ def week_start(now: float, spec: str = "Monday 00:00") -> float:
     weekday, hour, minute = parse_week_start(spec)
     local = dt.datetime.fromtimestamp(now)
     start = (local - dt.timedelta(days=(local.weekday() - weekday) % 7)).replace(
-        hour=hour, minute=minute, second=0, microsecond=0)
+        hour=hour, minute=minute, second=0, microsecond=0
+    )
     if start > local:
         start -= dt.timedelta(days=7)
     return start.timestamp()
@@ -44,7 +56,7 @@ def next_week_start(now: float, spec: str = "Monday 00:00") -> float:
 
 
 def describe(when: float) -> str:
-    """"Monday 00:00", as the form says when the budget resets."""
+    """ "Monday 00:00", as the form says when the budget resets."""
     return dt.datetime.fromtimestamp(when).strftime("%A %H:%M")
 
 
@@ -67,13 +79,18 @@ class BudgetState:
 
     def line(self) -> str:
         """For the spawn form's course card."""
-        return (f"{_hours(self.left)} of {_hours(self.hours)} GPU-hours left this week; resets "
-                f"{describe(self.reset)}")
+        return (
+            f"{_hours(self.left)} of {_hours(self.hours)} GPU-hours left this week; resets "
+            f"{describe(self.reset)}"
+        )
 
     def spent(self) -> str:
         """Why a start with GPUs is refused."""
-        return (f"You have used your {_hours(self.hours)} GPU-hours for this week in {self.course_title}; they "
-                f"reset {describe(self.reset)}. CPU-only servers (0 GPUs) still start.")
+        return (
+            f"You have used your {_hours(self.hours)} GPU-hours for this week in "
+            f"{self.course_title}; they "
+            f"reset {describe(self.reset)}. CPU-only servers (0 GPUs) still start."
+        )
 
     def seconds_left(self, gpu_rate: float) -> float:
         """How long a server using ``gpu_rate`` GPU-hours per hour may still run."""
@@ -81,11 +98,18 @@ class BudgetState:
 
     def warning(self) -> str:
         """For JupyterLab, while the end is near."""
-        return (f"This server has nearly used your {_hours(self.hours)} GPU-hours for this week in "
-                f"{self.course_title}; it will be stopped when they run out. They reset {describe(self.reset)}.")
+        return (
+            f"This server has nearly used your {_hours(self.hours)} GPU-hours for this week in "
+            f"{self.course_title}; it will be stopped when they run out. They reset "
+            f"{describe(self.reset)}."
+        )
 
     def stopped(self) -> str:
         """For the next spawn page."""
-        return (f"Your previous server was stopped because it used up your {_hours(self.hours)} GPU-hours for this "
-                f"week in {self.course_title}. They reset {describe(self.reset)}; CPU-only servers still start. "
-                "Your files are kept.")
+        return (
+            f"Your previous server was stopped because it used up your {_hours(self.hours)} "
+            f"GPU-hours for this "
+            f"week in {self.course_title}. They reset {describe(self.reset)}; CPU-only servers "
+            f"still start. "
+            "Your files are kept."
+        )

@@ -1,27 +1,31 @@
-"""A value read by a blocking function, kept for a short time and read off the event loop, one read at a time."""
+"""A value read by a blocking function, kept for a short time and read off the event loop, one read
+at a time."""
+
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class Cached(Generic[T]):
-    """``await cached.get()`` returns a value at most ``seconds`` old; concurrent callers share one read."""
+    """``await cached.get()`` returns a value at most ``seconds`` old; concurrent callers share one
+    read."""
 
     def __init__(self, read: Callable[[], T], seconds: float, name: str):
         self._read = read
         self.seconds = seconds
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"gpuspawn-{name}")
-        self._value: Optional[T] = None
+        self._value: T | None = None
         self._taken_at = float("-inf")
-        self._pending: Optional[asyncio.Future] = None
+        self._pending: asyncio.Future | None = None
 
     @property
-    def last(self) -> Optional[T]:
+    def last(self) -> T | None:
         """The value last read, however old (None before the first read); never reads."""
         return self._value
 

@@ -1,4 +1,5 @@
 """The ``jupyter-gpuspawn`` command: admin tools that work without a running hub."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,8 @@ import sys
 import time
 
 from .gpus import INVENTORY_KINDS, GPUInventory, InventoryError, format_size
-
-
-from .hubconfig import spawner_settings as _hub_config
 from .hubconfig import runtime_dir, usage_db_url, week_start_spec
+from .hubconfig import spawner_settings as _hub_config
 
 
 def _inventory_from_args(args) -> GPUInventory:
@@ -23,7 +22,9 @@ def _inventory_from_args(args) -> GPUInventory:
     if kind == "swarm":
         from .swarm import read_swarm
 
-        return GPUInventory(kind, cache_seconds=0, swarm_reader=lambda: read_swarm(_docker_client(settings)))
+        return GPUInventory(
+            kind, cache_seconds=0, swarm_reader=lambda: read_swarm(_docker_client(settings))
+        )
     return GPUInventory(kind, path, cache_seconds=0)
 
 
@@ -31,20 +32,27 @@ def _docker_client(settings):
     """The hub's Docker engine (a Swarm manager for GPUSwarmSpawner), as its config names it."""
     import docker
 
-    return docker.APIClient(**{"version": "auto", **docker.utils.kwargs_from_env(),
-                               **(settings.get("client_kwargs") or {})})
+    return docker.APIClient(
+        **{
+            "version": "auto",
+            **docker.utils.kwargs_from_env(),
+            **(settings.get("client_kwargs") or {}),
+        }
+    )
 
 
 def _running_assignments(args):
-    """(assignments of the servers that hold GPUs, error) read from the labels of containers (services on a
-    Swarm)."""
+    """(assignments of the servers that hold GPUs, error) read from the labels of containers
+    (services on a Swarm)."""
     from .engines import CONTAINERS, SERVICES
     from .hubconfig import load_config, uses_swarm
 
     settings = _hub_config(args.config)
     engine = SERVICES if uses_swarm(load_config(args.config)) else CONTAINERS
     try:
-        return [s.assignment for s in engine.list_labelled(_docker_client(settings)) if s.holds_gpus], None
+        return [
+            s.assignment for s in engine.list_labelled(_docker_client(settings)) if s.holds_gpus
+        ], None
     except Exception as e:  # the docker engine is optional for listing GPUs
         return [], f"cannot read {engine.kind}s from Docker: {e}"
 
@@ -58,15 +66,24 @@ ACTIVITY_FRESH_SECONDS = 300
 
 
 def _idle_by_server(args, now: float):
-    """({(user, server): (idle seconds, reclaim deadline or None)}, note) from the hub's GPU activity file."""
+    """({(user, server): (idle seconds, reclaim deadline or None)}, note) from the hub's GPU
+    activity file."""
     from .reclaim import read_activity
 
     activity = read_activity(_runtime_dir(args))
     updated = activity.get("updated")
     if not isinstance(updated, (int, float)):
-        return {}, "idle times unknown: the hub has written no GPU activity (is it running with GPUs held?)"
+        return (
+            {},
+            "idle times unknown: the hub has written no GPU activity (is it running with GPUs "
+            "held?)",
+        )
     if now - updated > ACTIVITY_FRESH_SECONDS:
-        return {}, f"idle times unknown: the hub's last GPU sample is {int((now - updated) // 60)} minutes old"
+        return (
+            {},
+            f"idle times unknown: the hub's last GPU sample is {int((now - updated) // 60)} "
+            f"minutes old",
+        )
     idle = {}
     for entry in (activity.get("servers") or {}).values():
         try:
@@ -107,11 +124,22 @@ def cmd_gpus(args) -> int:
                 "source": snapshot.source,
                 "errors": list(snapshot.errors) + ([docker_error] if docker_error else []),
                 "gpus": [
-                    dict(gpu.to_dict(), held_by=[
-                        dict(zip(("idle_seconds", "reclaim_deadline"), idle_of(a) or (None, None)),
-                             user=a.user, server=a.server, policy=a.policy)
-                        for a in holders.get(gpu.uuid, [])
-                    ])
+                    dict(
+                        gpu.to_dict(),
+                        held_by=[
+                            dict(
+                                zip(
+                                    ("idle_seconds", "reclaim_deadline"),
+                                    idle_of(a) or (None, None),
+                                    strict=False,
+                                ),
+                                user=a.user,
+                                server=a.server,
+                                policy=a.policy,
+                            )
+                            for a in holders.get(gpu.uuid, [])
+                        ],
+                    )
                     for gpu in snapshot.gpus
                 ],
             },
@@ -122,32 +150,48 @@ def cmd_gpus(args) -> int:
         return 0
     label = " (simulated)" if snapshot.simulated else ""
     nodes = any(gpu.node for gpu in snapshot.gpus) or snapshot.source == "swarm"
-    where = f"on {len(snapshot.nodes)} Swarm nodes" if snapshot.source == "swarm" else "on this host"
+    where = (
+        f"on {len(snapshot.nodes)} Swarm nodes" if snapshot.source == "swarm" else "on this host"
+    )
     print(f"GPUs {where}{label}: {len(snapshot.gpus)}")
     rows = [("NODE",) * nodes + ("IDX", "UUID", "NAME", "MEMORY USED", "HELD BY")]
     for gpu in snapshot.gpus:
         held = ", ".join(
-            f"{a.user}" + (f"/{a.server}" if a.server else "") + (" (shared)" if a.policy == "shared" else "")
+            f"{a.user}"
+            + (f"/{a.server}" if a.server else "")
+            + (" (shared)" if a.policy == "shared" else "")
             + (f" ({_idle_text(*idle_of(a))})" if idle_of(a) else "")
             for a in holders.get(gpu.uuid, [])
         )
         rows.append(
-            (gpu.node or "-",) * nodes + (str(gpu.index), gpu.uuid, gpu.label,
-                                          f"{format_size(gpu.memory_used)} / {format_size(gpu.memory_total)}",
-                                          held or "-")
+            (gpu.node or "-",) * nodes
+            + (
+                str(gpu.index),
+                gpu.uuid,
+                gpu.label,
+                f"{format_size(gpu.memory_used)} / {format_size(gpu.memory_total)}",
+                held or "-",
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
     known = {gpu.uuid for gpu in snapshot.gpus}
     for uuid, held in holders.items():
         if uuid not in known:
             node = next((a.node for a in held if a.node), "")
-            why = f"its node {node} offers nothing now (down, drained or gone)" if node else "is not in the inventory"
+            why = (
+                f"its node {node} offers nothing now (down, drained or gone)"
+                if node
+                else "is not in the inventory"
+            )
             print(f"note: {uuid} is held by {', '.join(a.user for a in held)} but {why}")
     for node in snapshot.nodes:
         if not node.offers:
-            print(f"note: node {node.hostname} is {node.state}/{node.availability}: it takes no new servers")
+            print(
+                f"note: node {node.hostname} is {node.state}/{node.availability}: it takes no new "
+                f"servers"
+            )
     if holders and idle_note:
         print(f"note: {idle_note}")
     for error in list(snapshot.errors) + ([docker_error] if docker_error else []):
@@ -181,8 +225,11 @@ def cmd_images(args) -> int:
         return 2
     hub_version = images.hub_jupyterhub_version()
     if args.json:
-        json.dump([dict(s.__dict__, build_command=images.build_command(s.image)) for s in statuses], sys.stdout,
-                  indent=2)
+        json.dump(
+            [dict(s.__dict__, build_command=images.build_command(s.image)) for s in statuses],
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
         rows = [("IMAGE", "PRESENT", "HUB-READY", "SIZE", "JUPYTERHUB")]
@@ -190,16 +237,29 @@ def cmd_images(args) -> int:
             version = s.jupyterhub_version or ("?" if s.ready else "-")
             if images.version_mismatch(s.jupyterhub_version, hub_version):
                 version += f" (hub: {hub_version})"
-            rows.append((s.image, "yes" if s.present else "NO", "yes" if s.ready else "NO",
-                         format_size(s.size) if s.size else "-", version))
+            rows.append(
+                (
+                    s.image,
+                    "yes" if s.present else "NO",
+                    "yes" if s.ready else "NO",
+                    format_size(s.size) if s.size else "-",
+                    version,
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
         for s in statuses:
             if not s.present:
-                print(f"\n{s.image} is missing: docker load it, or build it with\n  {images.build_command(s.image)}")
+                print(
+                    f"\n{s.image} is missing: docker load it, or build it with\n  "
+                    f"{images.build_command(s.image)}"
+                )
             elif not s.ready:
-                print(f"\n{s.image} cannot run a hub server; make it ready with\n  {images.build_command(s.image)}")
+                print(
+                    f"\n{s.image} cannot run a hub server; make it ready with\n  "
+                    f"{images.build_command(s.image)}"
+                )
     return 0 if all(s.present and s.ready for s in statuses) else 1
 
 
@@ -209,7 +269,10 @@ def cmd_validate(args) -> int:
     settings = _hub_config(args.config)
     directory = args.directory or settings.get("courses_dir")
     if not directory:
-        print("error: give a course directory, or -f a config that sets GPUDockerSpawner.courses_dir", file=sys.stderr)
+        print(
+            "error: give a course directory, or -f a config that sets GPUDockerSpawner.courses_dir",
+            file=sys.stderr,
+        )
         return 2
     roots = args.data_root or settings.get("course_data_roots", [])
     if not os.path.isdir(directory):
@@ -232,16 +295,30 @@ def cmd_build_image(args) -> int:
     try:
         images.check_image_reference(args.base, "--base")
         if args.dockerfile_only:
-            print(images.dockerfile(args.base, images.hub_jupyterhub_version(), wheel_name="jupyter_gpuspawn.whl",
-                                    ca_bundle=bool(args.ca_bundle), install_python=args.install_python,
-                                    keep_rfc3987_syntax=args.keep_rfc3987_syntax))
+            print(
+                images.dockerfile(
+                    args.base,
+                    images.hub_jupyterhub_version(),
+                    wheel_name="jupyter_gpuspawn.whl",
+                    ca_bundle=bool(args.ca_bundle),
+                    install_python=args.install_python,
+                    keep_rfc3987_syntax=args.keep_rfc3987_syntax,
+                )
+            )
             return 0
         return images.build_image(
-            args.base, args.tag, wheel=args.wheel, ca_bundle=args.ca_bundle, build_args=args.build_arg,
-            labels=args.label, network=args.network, install_python=args.install_python,
+            args.base,
+            args.tag,
+            wheel=args.wheel,
+            ca_bundle=args.ca_bundle,
+            build_args=args.build_arg,
+            labels=args.label,
+            network=args.network,
+            install_python=args.install_python,
             keep_rfc3987_syntax=args.keep_rfc3987_syntax,
         )
-    except (ValueError, WheelError) as e:  # a bad --base, or no wheel to install: one line, no traceback
+    # a bad --base, or no wheel to install: one line, no traceback
+    except (ValueError, WheelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a missing --wheel or --ca-bundle file, no docker command
@@ -261,7 +338,10 @@ def _parse_since(text: str) -> float:
     try:
         return dt.datetime.fromisoformat(text).timestamp()  # local time unless it names a zone
     except ValueError:
-        print(f"error: --since must be a date like 2026-11-23 or 2026-11-23T08:00, got {text!r}", file=sys.stderr)
+        print(
+            f"error: --since must be a date like 2026-11-23 or 2026-11-23T08:00, got {text!r}",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
 
 
@@ -298,30 +378,42 @@ def cmd_usage(args) -> int:
         for row in rows:
             writer.writerow([row["user"], row["course"], f"{row['gpu_hours']:.4f}"])
     else:
-        print(f"GPU-hours since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))}"
-              + ("" if args.since else f" (this week, from {describe(since)})"))
+        print(
+            f"GPU-hours since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))}"
+            + ("" if args.since else f" (this week, from {describe(since)})")
+        )
         table = [("USER", "COURSE", "GPU-HOURS")] + [
-            (r["user"], r["course"] or "-", f"{r['gpu_hours']:.2f}") for r in rows]
+            (r["user"], r["course"] or "-", f"{r['gpu_hours']:.2f}") for r in rows
+        ]
         widths = [max(len(r[i]) for r in table) for i in range(3)]
         for r in table:
-            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)).rstrip())
         if not rows:
             print("(no GPU use recorded)")
     return 0
 
 
 def _grant_course_problem(args) -> str:
-    """Budgets are per course on a hub with course files, one per user without: a grant elsewhere is never read."""
+    """Budgets are per course on a hub with course files, one per user without: a grant elsewhere is
+    never read."""
     from .courses import CourseCatalog
 
     settings = _hub_config(args.config) if args.config else {}
     courses_dir = settings.get("courses_dir")
     if not courses_dir:
-        return f"this hub has no course files: leave out --course {args.course}" if args.config and args.course \
+        return (
+            f"this hub has no course files: leave out --course {args.course}"
+            if args.config and args.course
             else ""
-    known = sorted(c.id for c in CourseCatalog(courses_dir, settings.get("course_data_roots", ())).refresh().courses)
+        )
+    known = sorted(
+        c.id
+        for c in CourseCatalog(courses_dir, settings.get("course_data_roots", ())).refresh().courses
+    )
     if not args.course:
-        return f"this hub's budgets are per course: add --course (one of {', '.join(known) or 'none'})"
+        return (
+            f"this hub's budgets are per course: add --course (one of {', '.join(known) or 'none'})"
+        )
     if args.course not in known:
         return f"no course {args.course!r} in {courses_dir} (known: {', '.join(known) or 'none'})"
     return ""
@@ -344,8 +436,11 @@ def cmd_grant(args) -> int:
         return 2
     if not (args.config or args.db):
         # a guess at the database would write a grant the hub never reads
-        print("error: say where the hub keeps its records: -f /path/to/jupyterhub_config.py (or --db URL)",
-              file=sys.stderr)
+        print(
+            "error: say where the hub keeps its records: -f /path/to/jupyterhub_config.py (or "
+            "--db URL)",
+            file=sys.stderr,
+        )
         return 2
     problem = _grant_course_problem(args)
     if problem:
@@ -353,7 +448,14 @@ def cmd_grant(args) -> int:
         return 2
     db = _usage_db(args, create=True)
     try:
-        db.grant(args.user, args.hours, start, args.by or getpass.getuser(), now, course=args.course or "")
+        db.grant(
+            args.user,
+            args.hours,
+            start,
+            args.by or getpass.getuser(),
+            now,
+            course=args.course or "",
+        )
         total = db.granted_hours(args.user, start, next_week_start(now, spec), args.course or "")
     except Exception as e:
         print(f"error: cannot write the usage records at {db.url}: {e}", file=sys.stderr)
@@ -361,8 +463,11 @@ def cmd_grant(args) -> int:
     finally:
         db.dispose()
     where = f"course {args.course}" if args.course else "the hub-wide budget"
-    print(f"{args.user}: {args.hours:g} extra GPU-hours in {where} this week ({total:g} granted in all), until "
-          f"{describe(next_week_start(now, spec))}")
+    print(
+        f"{args.user}: {args.hours:g} extra GPU-hours in {where} this week ({total:g} granted in "
+        f"all), until "
+        f"{describe(next_week_start(now, spec))}"
+    )
     return 0
 
 
@@ -371,17 +476,33 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     gpus = sub.add_parser("gpus", help="list this host's GPUs and which user/server holds each")
-    gpus.add_argument("-f", "--config", help="read gpu_inventory/simulated_gpus from this jupyterhub_config.py")
-    gpus.add_argument("--inventory", choices=INVENTORY_KINDS, help="GPU source (default: auto, or the config's)")
-    gpus.add_argument("--simulated-gpus", help="file of simulated GPUs (implies --inventory simulated)")
-    gpus.add_argument("--runtime-dir", help="the hub's runtime_dir, for idle times (default: the config's)")
+    gpus.add_argument(
+        "-f", "--config", help="read gpu_inventory/simulated_gpus from this jupyterhub_config.py"
+    )
+    gpus.add_argument(
+        "--inventory", choices=INVENTORY_KINDS, help="GPU source (default: auto, or the config's)"
+    )
+    gpus.add_argument(
+        "--simulated-gpus", help="file of simulated GPUs (implies --inventory simulated)"
+    )
+    gpus.add_argument(
+        "--runtime-dir", help="the hub's runtime_dir, for idle times (default: the config's)"
+    )
     gpus.add_argument("--json", action="store_true", help="print JSON")
     gpus.set_defaults(func=cmd_gpus)
 
-    usage = sub.add_parser("usage", help="GPU-hours per user and course, from the hub's usage records")
-    usage.add_argument("-f", "--config", help="the hub's jupyterhub_config.py (usage_db_url, the budget week)")
-    usage.add_argument("--db", help="SQLAlchemy URL of the usage records (default: the config's usage_db_url)")
-    usage.add_argument("--since", help="from this local date/time, e.g. 2026-11-23 (default: this budget week)")
+    usage = sub.add_parser(
+        "usage", help="GPU-hours per user and course, from the hub's usage records"
+    )
+    usage.add_argument(
+        "-f", "--config", help="the hub's jupyterhub_config.py (usage_db_url, the budget week)"
+    )
+    usage.add_argument(
+        "--db", help="SQLAlchemy URL of the usage records (default: the config's usage_db_url)"
+    )
+    usage.add_argument(
+        "--since", help="from this local date/time, e.g. 2026-11-23 (default: this budget week)"
+    )
     usage.add_argument("--course", help="only this course id")
     usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
     usage.set_defaults(func=cmd_usage)
@@ -389,39 +510,80 @@ def build_parser():
     grant = sub.add_parser("grant", help="give a user extra GPU-hours for this budget week")
     grant.add_argument("user", help="JupyterHub user name")
     grant.add_argument("hours", type=float, help="extra GPU-hours (fractions allowed)")
-    grant.add_argument("--course", help="the course id whose budget grows (default: the spawner-wide budget of a "
-                       "hub without course files)")
-    grant.add_argument("-f", "--config", help="the hub's jupyterhub_config.py (usage_db_url, the budget week)")
-    grant.add_argument("--db", help="SQLAlchemy URL of the usage records (default: the config's usage_db_url)")
-    grant.add_argument("--by", help="who grants it, for the record (default: the login running this command)")
+    grant.add_argument(
+        "--course",
+        help="the course id whose budget grows (default: the spawner-wide budget of a "
+        "hub without course files)",
+    )
+    grant.add_argument(
+        "-f", "--config", help="the hub's jupyterhub_config.py (usage_db_url, the budget week)"
+    )
+    grant.add_argument(
+        "--db", help="SQLAlchemy URL of the usage records (default: the config's usage_db_url)"
+    )
+    grant.add_argument(
+        "--by", help="who grants it, for the record (default: the login running this command)"
+    )
     grant.set_defaults(func=cmd_grant)
 
-    val = sub.add_parser("validate", help="check course files; prints every problem, exits non-zero if any")
-    val.add_argument("directory", nargs="?", help="course directory (default: the config's courses_dir)")
-    val.add_argument("-f", "--config", help="the hub's jupyterhub_config.py (courses_dir, course_data_roots)")
-    val.add_argument("--data-root", action="append", help="allowed root for course mounts (repeatable)")
+    val = sub.add_parser(
+        "validate", help="check course files; prints every problem, exits non-zero if any"
+    )
+    val.add_argument(
+        "directory", nargs="?", help="course directory (default: the config's courses_dir)"
+    )
+    val.add_argument(
+        "-f", "--config", help="the hub's jupyterhub_config.py (courses_dir, course_data_roots)"
+    )
+    val.add_argument(
+        "--data-root", action="append", help="allowed root for course mounts (repeatable)"
+    )
     val.set_defaults(func=cmd_validate)
 
-    imgs = sub.add_parser("images", help="check every image the hub can start: present, hub-ready, size, version")
+    imgs = sub.add_parser(
+        "images", help="check every image the hub can start: present, hub-ready, size, version"
+    )
     imgs.add_argument("-f", "--config", help="the hub's jupyterhub_config.py")
     imgs.add_argument("--image", action="append", help="check this image instead (repeatable)")
     imgs.add_argument("--json", action="store_true", help="print JSON")
     imgs.set_defaults(func=cmd_images)
 
-    build = sub.add_parser("build-image", help="derive a hub-ready image from a base image with Python")
-    build.add_argument("--base", required=True, help="base image, e.g. nvcr.io/nvidia/pytorch:24.08-py3")
+    build = sub.add_parser(
+        "build-image", help="derive a hub-ready image from a base image with Python"
+    )
+    build.add_argument(
+        "--base", required=True, help="base image, e.g. nvcr.io/nvidia/pytorch:24.08-py3"
+    )
     build.add_argument("--tag", help="name:tag of the image to build")
-    build.add_argument("--wheel", help="install this jupyter-gpuspawn wheel instead of building one")
-    build.add_argument("--ca-bundle", help="extra CA bundle for sites behind a TLS-inspecting proxy")
-    build.add_argument("--build-arg", action="append", default=[], help="passed to docker build (repeatable)")
-    build.add_argument("--label", action="append", default=[], help="extra image label KEY=VALUE (repeatable)")
+    build.add_argument(
+        "--wheel", help="install this jupyter-gpuspawn wheel instead of building one"
+    )
+    build.add_argument(
+        "--ca-bundle", help="extra CA bundle for sites behind a TLS-inspecting proxy"
+    )
+    build.add_argument(
+        "--build-arg", action="append", default=[], help="passed to docker build (repeatable)"
+    )
+    build.add_argument(
+        "--label", action="append", default=[], help="extra image label KEY=VALUE (repeatable)"
+    )
     build.add_argument("--network", help="network for the build, e.g. host")
-    build.add_argument("--install-python", action="store_true",
-                       help="if the base has no Python (CUDA runtime, r-base), install it with its package manager")
-    build.add_argument("--keep-rfc3987-syntax", action="store_true",
-                       help="keep jsonschema's IRI-format validator in the image's venv; by default it is removed "
-                            "because importing it costs every server start ~1.7 s of CPU (see config/images.md)")
-    build.add_argument("--dockerfile-only", action="store_true", help="print the Dockerfile and exit")
+    build.add_argument(
+        "--install-python",
+        action="store_true",
+        help=(
+            "if the base has no Python (CUDA runtime, r-base), install it with its package manager"
+        ),
+    )
+    build.add_argument(
+        "--keep-rfc3987-syntax",
+        action="store_true",
+        help="keep jsonschema's IRI-format validator in the image's venv; by default it is removed "
+        "because importing it costs every server start ~1.7 s of CPU (see config/images.md)",
+    )
+    build.add_argument(
+        "--dockerfile-only", action="store_true", help="print the Dockerfile and exit"
+    )
     build.set_defaults(func=cmd_build_image)
     return parser
 

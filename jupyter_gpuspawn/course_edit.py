@@ -1,16 +1,17 @@
 """The instructors' course form: form <-> course dict, what an edit changed, and new courses.
 
-Pure. Values the form cannot show (keys it has no field for) are copied from the file, and a field left as it
-was keeps the file's value exactly (10.0 stays 10.0, "1024" stays a string). Caps: course_limits.py; the YAML
-text: course_yaml.py.
+Pure. Values the form cannot show (keys it has no field for) are copied from the file, and a field
+left as it was keeps the file's value exactly (10.0 stays 10.0, "1024" stays a string). Caps:
+course_limits.py; the YAML text: course_yaml.py.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import re
+from collections.abc import Mapping, Sequence
 from itertools import zip_longest
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .course_limits import InstructorLimits, plain_number
 from .course_yaml import same_value, schema_ordered
@@ -20,20 +21,20 @@ from .options import shorten
 _MISSING = object()
 
 
-def _leaves(data, path: str = "") -> Dict[str, object]:
+def _leaves(data, path: str = "") -> dict[str, object]:
     """Key path -> value, descending into mappings only (a list is one value)."""
     if isinstance(data, dict) and (data or not path):
-        out: Dict[str, object] = {}
+        out: dict[str, object] = {}
         for k, v in data.items():
             out.update(_leaves(v, f"{path}.{k}" if path else str(k)))
         return out
     return {path: data}
 
 
-def changed_fields(old: dict, new: dict) -> List[str]:
+def changed_fields(old: dict, new: dict) -> list[str]:
     """What an edit changed, one short line per leaf key path, sorted by path: "gpus.max: 2 → 1",
-    "title: 'A' → 'B'", "env.FOO: added", "env.BAR: removed", "images: changed" (lists are not diffed).
-    [] when nothing changed."""
+    "title: 'A' → 'B'", "env.FOO: added", "env.BAR: removed", "images: changed" (lists are not
+    diffed). [] when nothing changed."""
     before, after = _leaves(old), _leaves(new)
     lines = []
     for path in sorted(set(before) | set(after)):
@@ -49,7 +50,7 @@ def changed_fields(old: dict, new: dict) -> List[str]:
     return lines
 
 
-# ---- the HTML form ----------------------------------------------------------------------------------------------
+# ---- the HTML form -------------------------------------------------------------------------------
 
 # form field -> (section, key, kind); kind "whole" (int), "number" (int or float), "text"
 _SIMPLE_FIELDS = (
@@ -66,7 +67,9 @@ _SIMPLE_FIELDS = (
     ("shm_size", "resources", "shm_size", "size"),
 )
 _WHOLE_RE = re.compile(r"[+-]?[0-9]{1,15}")
-_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?")
+_NUMBER_RE = re.compile(
+    r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?"
+)
 _MOUNT_RW = " (read-write)"
 _MOUNT_RO = " (read-only)"
 
@@ -102,23 +105,32 @@ def _render_mounts(mounts) -> str:
     return "\n".join(_render_mount(m) for m in mounts) if isinstance(mounts, list) else ""
 
 
-def form_from_data(data: dict) -> Dict[str, object]:
-    """Prefill values for the course form: strings (numbers without '.0' noise, '' where the file leaves a key
-    out), ``images`` as [(image, label)], ``env`` as 'KEY=value' lines, ``mounts`` as 'source -> target' lines
-    (plus ' (read-write)' where read_only is false)."""
-    gpus, idle, resources = _section(data, "gpus"), _section(data, "idle"), _section(data, "resources")
+def form_from_data(data: dict) -> dict[str, object]:
+    """Prefill values for the course form: strings (numbers without '.0' noise, '' where the file
+    leaves a key out), ``images`` as [(image, label)], ``env`` as 'KEY=value' lines, ``mounts`` as
+    'source -> target' lines (plus ' (read-write)' where read_only is false)."""
+    gpus, idle, resources = (
+        _section(data, "gpus"),
+        _section(data, "idle"),
+        _section(data, "resources"),
+    )
     sections = {"gpus": gpus, "idle": idle, "resources": resources}
-    form: Dict[str, object] = {
+    form: dict[str, object] = {
         "title": _render(data.get("title")),
         "description": _render(data.get("description")),
-        "images": [(_render(i.get("image")), _render(i.get("label"))) for i in data.get("images") or []
-                   if isinstance(i, dict)],
+        "images": [
+            (_render(i.get("image")), _render(i.get("label")))
+            for i in data.get("images") or []
+            if isinstance(i, dict)
+        ],
     }
     for field, section, key, _kind in _SIMPLE_FIELDS:
         form[field] = _render(sections[section].get(key))
     form["gpus_queue"] = _render(gpus.get("queue"))
     timeout = gpus.get("queue_timeout")
-    form["gpus_queue_timeout_minutes"] = _render(timeout / 60) if _is_number(timeout) else _render(timeout)
+    form["gpus_queue_timeout_minutes"] = (
+        _render(timeout / 60) if _is_number(timeout) else _render(timeout)
+    )
     form["env"] = _render_env(data.get("env"))
     form["mounts"] = _render_mounts(data.get("mounts"))
     return form
@@ -128,8 +140,9 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _parse_number(text: str, kind: str, where: str, problems: List[str]):
-    """``text`` as an int ("whole") or an int/float ("number"); None (and a problem) when it is not one."""
+def _parse_number(text: str, kind: str, where: str, problems: list[str]):
+    """``text`` as an int ("whole") or an int/float ("number"); None (and a problem) when it is not
+    one."""
     if kind == "whole":
         if _WHOLE_RE.fullmatch(text):
             return int(text)
@@ -144,8 +157,8 @@ def _parse_number(text: str, kind: str, where: str, problems: List[str]):
 
 
 def _image_slug(image: str) -> str:
-    """A key for an image: its name without registry, path and tag ('ghcr.io/x/pytorch-notebook:24.08' ->
-    'pytorch-notebook'), in the characters a key allows."""
+    """A key for an image: its name without registry, path and tag
+    ('ghcr.io/x/pytorch-notebook:24.08' -> 'pytorch-notebook'), in the characters a key allows."""
     name = image.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1].split(":", 1)[0]
     slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:64].rstrip("-_")
     return slug or "image"
@@ -155,18 +168,19 @@ def _unique(slug: str, used: set) -> str:
     candidate, n = slug, 2
     while candidate in used:
         suffix = f"-{n}"
-        candidate, n = slug[:64 - len(suffix)] + suffix, n + 1
+        candidate, n = slug[: 64 - len(suffix)] + suffix, n + 1
     used.add(candidate)
     return candidate
 
 
-def _form_images(raw_rows: Sequence[Tuple[str, str]], base_images) -> list:
-    """The images the form lists, keyed: an image the course had keeps its key (and the file's entry as it was
-    when the label did not change); a new one gets a key made from its name, unique within the course."""
-    rows = [(i.strip(), (l or "").strip()) for i, l in raw_rows]
+def _form_images(raw_rows: Sequence[tuple[str, str]], base_images) -> list:
+    """The images the form lists, keyed: an image the course had keeps its key (and the file's entry
+    as it was when the label did not change); a new one gets a key made from its name, unique within
+    the course."""
+    rows = [(i.strip(), (label or "").strip()) for i, label in raw_rows]
     base = [b for b in base_images if isinstance(b, dict)] if isinstance(base_images, list) else []
     unused = list(range(len(base)))
-    out: List[Optional[dict]] = []
+    out: list[dict | None] = []
     used = set()
     pending = []
     for n, (image, label) in enumerate(rows):
@@ -193,13 +207,13 @@ def _form_images(raw_rows: Sequence[Tuple[str, str]], base_images) -> list:
     return out
 
 
-def _lines(text: str) -> List[str]:
+def _lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _form_env(text: str, problems: List[str]) -> dict:
-    env: Dict[str, str] = {}
-    seen: Dict[str, int] = {}
+def _form_env(text: str, problems: list[str]) -> dict:
+    env: dict[str, str] = {}
+    seen: dict[str, int] = {}
     for n, line in enumerate(_lines(text), 1):
         if not line.strip():
             continue
@@ -208,15 +222,18 @@ def _form_env(text: str, problems: List[str]) -> dict:
         if not eq or not name:
             problems.append(f"env line {n}: expected NAME=value, got {shorten(line)}")
         elif name in seen:
-            problems.append(f"env line {n}: {shorten(name)} is already set on line {seen[name]}; keep one")
+            problems.append(
+                f"env line {n}: {shorten(name)} is already set on line {seen[name]}; keep one"
+            )
         else:
             seen[name] = n
             env[name] = value
     return env
 
 
-def _form_mounts(text: str, base_mounts, problems: List[str]) -> list:
-    """Mount lines; a line that reads as one of the course's mounts keeps that entry as the file has it."""
+def _form_mounts(text: str, base_mounts, problems: list[str]) -> list:
+    """Mount lines; a line that reads as one of the course's mounts keeps that entry as the file has
+    it."""
     base = [m for m in base_mounts if isinstance(m, dict)] if isinstance(base_mounts, list) else []
     unused = list(range(len(base)))
     mounts = []
@@ -232,11 +249,14 @@ def _form_mounts(text: str, base_mounts, problems: List[str]) -> list:
         read_only = True
         for suffix, ro in ((_MOUNT_RW, False), (_MOUNT_RO, True)):
             if line.endswith(suffix.strip()):
-                line, read_only = line[:-len(suffix.strip())].rstrip(), ro
+                line, read_only = line[: -len(suffix.strip())].rstrip(), ro
         source, arrow, target = (part.strip() for part in line.partition("->"))
         if not arrow or not source or not target or "->" in target:
-            problems.append(f"mounts line {n}: expected 'source -> target' (add ' (read-write)' to allow writing), "
-                            f"got {shorten(line)}")
+            problems.append(
+                f"mounts line {n}: expected 'source -> target' (add ' (read-write)' to allow "
+                f"writing), "
+                f"got {shorten(line)}"
+            )
             continue
         mount = {"source": source, "target": target}
         if not read_only:
@@ -246,30 +266,34 @@ def _form_mounts(text: str, base_mounts, problems: List[str]) -> list:
 
 
 def _set(data: dict, key, value, base: dict) -> None:
-    """data[key] = value, where '' or an empty list/mapping means: leave the key out (the hub's default)."""
-    if value in ("", None) or (isinstance(value, (dict, list)) and not value and not same_value(base.get(key), value)):
+    """data[key] = value, where '' or an empty list/mapping means: leave the key out (the hub's
+    default)."""
+    if value in ("", None) or (
+        isinstance(value, (dict, list)) and not value and not same_value(base.get(key), value)
+    ):
         data.pop(key, None)
     else:
         data[key] = value
 
 
-def data_from_form(form: Mapping[str, Sequence[str]], base: dict) -> Tuple[dict, List[str]]:
-    """The course dict an HTML form submission describes, and the problems of values that cannot be read
-    ("gpus.max: 'two' is not a whole number", "env line 3: expected NAME=value", "mounts line 2: expected
-    'source -> target'").
+def data_from_form(form: Mapping[str, Sequence[str]], base: dict) -> tuple[dict, list[str]]:
+    """The course dict an HTML form submission describes, and the problems of values that cannot be
+    read ("gpus.max: 'two' is not a whole number", "env line 3: expected NAME=value", "mounts line
+    2: expected 'source -> target'").
 
-    ``form`` maps field name -> list of strings (tornado's body_arguments, decoded): the fields of form_from_data,
-    but images as two parallel lists ``image`` and ``image_label``. A field the submission leaves out, or sends
-    as form_from_data(base) shows it, keeps base's value exactly; every key the form has no field for (id,
-    archived, OWNER_FIELDS, …) is copied from base. An empty field leaves the key out (the hub's default
-    applies). Schema and caps are not checked here: callers run courses.parse_course and check_limits."""
+    ``form`` maps field name -> list of strings (tornado's body_arguments, decoded): the fields of
+    form_from_data, but images as two parallel lists ``image`` and ``image_label``. A field the
+    submission leaves out, or sends as form_from_data(base) shows it, keeps base's value exactly;
+    every key the form has no field for (id, archived, OWNER_FIELDS, …) is copied from base. An
+    empty field leaves the key out (the hub's default applies). Schema and caps are not checked
+    here: callers run courses.parse_course and check_limits."""
     data = copy.deepcopy(base)
     shown = form_from_data(base)
-    problems: List[str] = []
+    problems: list[str] = []
 
-    def given(field: str) -> Optional[str]:
-        """The submitted text of ``field``; None when it is missing or reads as form_from_data(base) shows it
-        (whitespace around it aside)."""
+    def given(field: str) -> str | None:
+        """The submitted text of ``field``; None when it is missing or reads as form_from_data(base)
+        shows it (whitespace around it aside)."""
         values = form.get(field)
         if not values:
             return None
@@ -285,8 +309,13 @@ def data_from_form(form: Mapping[str, Sequence[str]], base: dict) -> Tuple[dict,
     if description is not None:
         _set(data, "description", description.strip(), base)
     if "image" in form or "image_label" in form:
-        rows = [(i, l) for i, l in zip_longest(form.get("image", []), form.get("image_label", []), fillvalue="")
-                if (i or "").strip()]
+        rows = [
+            (i, label)
+            for i, label in zip_longest(
+                form.get("image", []), form.get("image_label", []), fillvalue=""
+            )
+            if (i or "").strip()
+        ]
         if rows != shown["images"]:
             _set(data, "images", _form_images(rows, base.get("images")), base)
 
@@ -313,10 +342,16 @@ def data_from_form(form: Mapping[str, Sequence[str]], base: dict) -> Tuple[dict,
             _set(sections["gpus"], "queue", {"yes": True, "no": False}.get(queue.lower()), {})
             changed.add("gpus")
         else:
-            problems.append(f"gpus.queue: {shorten(queue)} must be yes, no or empty (the hub's setting)")
+            problems.append(
+                f"gpus.queue: {shorten(queue)} must be yes, no or empty (the hub's setting)"
+            )
     timeout = given("gpus_queue_timeout_minutes")
     if timeout is not None:
-        minutes = _parse_number(timeout, "number", "gpus.queue_timeout (minutes)", problems) if timeout else ""
+        minutes = (
+            _parse_number(timeout, "number", "gpus.queue_timeout (minutes)", problems)
+            if timeout
+            else ""
+        )
         if minutes is not None:
             seconds = round(minutes * 60, 3) if minutes != "" else ""
             if isinstance(seconds, float) and seconds.is_integer():
@@ -336,28 +371,43 @@ def data_from_form(form: Mapping[str, Sequence[str]], base: dict) -> Tuple[dict,
     return data, problems
 
 
-# ---- new courses ------------------------------------------------------------------------------------------------
+# ---- new courses ---------------------------------------------------------------------------------
 
 
-def new_course_data(course_id: str, title: str, *, template: Optional[dict], creator: str, creator_is_admin: bool,
-                    limits: InstructorLimits) -> dict:
-    """A new course: a copy of ``template`` (a course dict) or, without one, a minimal CPU-only course with the
-    first image instructors may use. It gets its own hub group, f"{limits.group_prefix}{course_id}", never the
-    template's: enrolling students in one course must not change who may use another. The creator becomes an
-    instructor unless they are an admin (admins manage every course anyway); the template's instructors and
-    instructor groups stay, students (users) do not. Raises CourseError when there is neither a template nor an
-    image instructors may use."""
+def new_course_data(
+    course_id: str,
+    title: str,
+    *,
+    template: dict | None,
+    creator: str,
+    creator_is_admin: bool,
+    limits: InstructorLimits,
+) -> dict:
+    """A new course: a copy of ``template`` (a course dict) or, without one, a minimal CPU-only
+    course with the first image instructors may use. It gets its own hub group,
+    f"{limits.group_prefix}{course_id}", never the template's: enrolling students in one course must
+    not change who may use another. The creator becomes an instructor unless they are an admin
+    (admins manage every course anyway); the template's instructors and instructor groups stay,
+    students (users) do not. Raises CourseError when there is neither a template nor an image
+    instructors may use."""
     if template is not None:
         data = copy.deepcopy(template)
     else:
         if not limits.images:
-            raise CourseError([f"{course_id}: no image is open to instructors yet; ask an admin to set "
-                               "c.GPUDockerSpawner.instructor_limits['images'], or copy an existing course"])
+            raise CourseError(
+                [
+                    f"{course_id}: no image is open to instructors yet; ask an admin to set "
+                    "c.GPUDockerSpawner.instructor_limits['images'], or copy an existing course"
+                ]
+            )
         image = limits.images[0]
         max_gpus = 1 if limits.max_gpus is None else min(1, limits.max_gpus)
-        data = {"id": course_id, "title": title,
-                "images": [{"key": _image_slug(image), "image": image}],
-                "gpus": {"default": 0, "max": max_gpus}}
+        data = {
+            "id": course_id,
+            "title": title,
+            "images": [{"key": _image_slug(image), "image": image}],
+            "gpus": {"default": 0, "max": max_gpus},
+        }
     data["id"] = course_id
     data["title"] = title
     data.pop("archived", None)

@@ -1,10 +1,12 @@
 """Course environments: one YAML file per course, schema-checked, reloaded on change.
 
-A course says which images its students may start, how many GPUs and under which policy, the container limits,
-read-only data mounts and extra environment variables, and who may use it (JupyterHub groups or user names;
-nobody listed means everyone). Every error names the file, the key and what is allowed. A file that turns
-invalid keeps its last good version live, so a typo never takes a course away mid-semester.
+A course says which images its students may start, how many GPUs and under which policy, the
+container limits, read-only data mounts and extra environment variables, and who may use it
+(JupyterHub groups or user names; nobody listed means everyone). Every error names the file, the key
+and what is allowed. A file that turns invalid keeps its last good version live, so a typo never
+takes a course away mid-semester.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -13,8 +15,8 @@ import math
 import os
 import posixpath
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import jsonschema
 
@@ -28,20 +30,47 @@ from .spec import is_protected_env
 log = logging.getLogger("jupyter_gpuspawn.courses")
 
 COURSE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
-# Patterns end in \Z, not $: jsonschema applies them with re.search, where $ also matches before a final newline
-# ("dl\n" would pass as an id). Same-class bug: kubespawner/dockerspawner regex advisories.
+# Patterns end in \Z, not $: jsonschema applies them with re.search, where $ also matches before a
+# final newline ("dl\n" would pass as an id). Same-class bug: kubespawner/dockerspawner regex
+# advisories.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
-SIZE = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\d+(\.\d+)?[KMGTkmgt]?i?[Bb]?\Z"}]}
-# Environment variables a course may not set: spec.is_protected_env (one list, shared with the spawner's get_env).
-# Mount targets that would hide parts of the image the server needs (compared after normalize_mount_target).
-FORBIDDEN_TARGETS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
-                     "/sys", "/tmp", "/usr", "/var", "/home", "/opt/jupyter-gpuspawn", "/dev/shm")
-# Kernel and device trees: nothing may be mounted anywhere below them (a mount over /proc/sys or /dev/nvidia0
-# would change what the runtime and the server rely on).
+SIZE = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": r"^\d+(\.\d+)?[KMGTkmgt]?i?[Bb]?\Z"},
+    ]
+}
+# Environment variables a course may not set: spec.is_protected_env (one list, shared with the
+# spawner's get_env). Mount targets that would hide parts of the image the server needs (compared
+# after normalize_mount_target).
+FORBIDDEN_TARGETS = (
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/home",
+    "/opt/jupyter-gpuspawn",
+    "/dev/shm",
+)
+# Kernel and device trees: nothing may be mounted anywhere below them (a mount over /proc/sys or
+# /dev/nvidia0 would change what the runtime and the server rely on).
 FORBIDDEN_TARGET_TREES = ("/proc", "/sys", "/dev")
-# A problem list longer than this is cut: one broken file must not flood the log or the admin's form.
+# A problem list longer than this is cut: one broken file must not flood the log or the admin's
+# form.
 MAX_PROBLEMS = 20
-# More than a form can offer; the cap keeps checking a hostile 256 KiB file (thousands of entries) cheap.
+# More than a form can offer; the cap keeps checking a hostile 256 KiB file (thousands of entries)
+# cheap.
 MAX_IMAGES = 100
 MAX_MOUNTS = 50
 
@@ -68,7 +97,12 @@ COURSE_SCHEMA = {
                 "required": ["key", "image"],
                 "properties": {
                     "key": {"type": "string", "pattern": ID_PATTERN},
-                    "image": {"type": "string", "minLength": 1, "maxLength": 300, "pattern": r"^[^\s]+\Z"},
+                    "image": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 300,
+                        "pattern": r"^[^\s]+\Z",
+                    },
                     "label": {"type": "string", "maxLength": 200},
                 },
             },
@@ -129,9 +163,10 @@ COURSE_SCHEMA = {
 
 
 class CourseError(ValueError):
-    """Problems with one course file; ``problems`` lists each, already prefixed with the file name."""
+    """Problems with one course file; ``problems`` lists each, already prefixed with the file
+    name."""
 
-    def __init__(self, problems: List[str]):
+    def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
 
@@ -154,34 +189,41 @@ class Mount:
 class Course:
     id: str
     title: str
-    images: Tuple[CourseImage, ...]
+    images: tuple[CourseImage, ...]
     description: str = ""
-    groups: Tuple[str, ...] = ()
-    users: Tuple[str, ...] = ()
-    instructors: Tuple[str, ...] = ()  # users who manage this course (besides admins)
-    instructor_groups: Tuple[str, ...] = ()  # JupyterHub groups whose members manage it
+    groups: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    instructors: tuple[str, ...] = ()  # users who manage this course (besides admins)
+    instructor_groups: tuple[str, ...] = ()  # JupyterHub groups whose members manage it
     gpu_default: int = 0
     gpu_max: int = 1
     policy: str = "exclusive"
     max_users_per_gpu: int = 1
-    queue: Optional[bool] = None  # None: the spawner's gpu_queue
-    queue_timeout: Optional[float] = None  # seconds; None: the spawner's gpu_queue_timeout
-    weekly_hours: Optional[float] = None  # GPU-hours per student per week; None: the spawner's gpu_hours_per_week
-    idle_minutes: Optional[float] = None  # None: the spawner's gpu_idle_minutes (and so on)
-    idle_warn_minutes: Optional[float] = None
-    idle_reclaim: Optional[str] = None
-    mem_limit: Optional[int] = None
-    cpu_limit: Optional[float] = None
-    shm_size: Optional[int] = None
-    mounts: Tuple[Mount, ...] = ()
-    env: Tuple[Tuple[str, str], ...] = ()
+    queue: bool | None = None  # None: the spawner's gpu_queue
+    queue_timeout: float | None = None  # seconds; None: the spawner's gpu_queue_timeout
+    # GPU-hours per student per week; None: the spawner's gpu_hours_per_week
+    weekly_hours: float | None = None
+    idle_minutes: float | None = None  # None: the spawner's gpu_idle_minutes (and so on)
+    idle_warn_minutes: float | None = None
+    idle_reclaim: str | None = None
+    mem_limit: int | None = None
+    cpu_limit: float | None = None
+    shm_size: int | None = None
+    mounts: tuple[Mount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
     source: str = ""
-    archived: bool = False  # hidden from every spawn form, kept on disk (instructors archive, and restore, courses)
+    # hidden from every spawn form, kept on disk (instructors archive, and restore, courses)
+    archived: bool = False
     any_image: bool = False  # only the implicit course of a hub with allowed_images = "*"
 
     def owned_by(self, username: str, groups, is_admin: bool = False) -> bool:
-        """Whether this user may manage the course: admins own every course, instructors their own."""
-        return is_admin or username in self.instructors or bool(set(groups) & set(self.instructor_groups))
+        """Whether this user may manage the course: admins own every course, instructors their
+        own."""
+        return (
+            is_admin
+            or username in self.instructors
+            or bool(set(groups) & set(self.instructor_groups))
+        )
 
     def visible_to(self, username: str, groups, is_admin: bool = False) -> bool:
         if self.archived:
@@ -190,48 +232,63 @@ class Course:
             return True  # an instructor can start the course they teach
         return username in self.users or bool(set(groups) & set(self.groups))
 
-    def image_for(self, key: str) -> Optional[CourseImage]:
+    def image_for(self, key: str) -> CourseImage | None:
         return next((img for img in self.images if img.key == key), None)
 
     @classmethod
-    def implicit(cls, *, default_image, allowed_images, default_gpus, max_gpus, policy, max_users_per_gpu):
+    def implicit(
+        cls, *, default_image, allowed_images, default_gpus, max_gpus, policy, max_users_per_gpu
+    ):
         """The one environment of a hub without course files, from the spawner's own settings."""
         images = [CourseImage("", default_image, default_image)]
         if isinstance(allowed_images, dict):
             images += [CourseImage(k, v, k) for k, v in allowed_images.items()]
         return cls(
-            id="", title="Default environment", images=tuple(images), gpu_default=default_gpus, gpu_max=max_gpus,
-            policy=policy, max_users_per_gpu=max_users_per_gpu, any_image=allowed_images == "*",
+            id="",
+            title="Default environment",
+            images=tuple(images),
+            gpu_default=default_gpus,
+            gpu_max=max_gpus,
+            policy=policy,
+            max_users_per_gpu=max_users_per_gpu,
+            any_image=allowed_images == "*",
         )
 
 
 def _where(error) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    return where if len(where) <= 120 else where[:119] + "…"  # a key may be any length until checked
+    # a key may be any length until checked
+    return where if len(where) <= 120 else where[:119] + "…"
 
 
 def _explain(error) -> str:
-    """A schema error in words: the key, what is wrong, what is allowed. Values are quoted short (a file may hold
-    a 200 KB string), and jsonschema's own message, which quotes the whole value, is cut."""
+    """A schema error in words: the key, what is wrong, what is allowed. Values are quoted short (a
+    file may hold a 200 KB string), and jsonschema's own message, which quotes the whole value, is
+    cut."""
     where = _where(error)
     value = shorten(error.instance)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(shorten(k, 30) for k in set(error.instance) - set(allowed))
         more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
-        return f"unknown key(s) {', '.join(extra[:5])}{more} in {where}; allowed: {', '.join(allowed)}"
+        return (
+            f"unknown key(s) {', '.join(extra[:5])}{more} in {where}; allowed: {', '.join(allowed)}"
+        )
     if error.validator == "required":
         return f"{where}: {error.message.replace(' is a required property', '')} is required"
     if error.validator == "enum":
-        return f"{where}: {value} is not allowed; use one of {', '.join(map(repr, error.validator_value))}"
+        choices = ", ".join(map(repr, error.validator_value))
+        return f"{where}: {value} is not allowed; use one of {choices}"
     if error.validator == "type":
-        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {value}"
+        got = type(error.instance).__name__
+        return f"{where}: expected {error.validator_value}, got {got} {value}"
     if error.validator == "pattern" and where.endswith(("id", "key")):
         return f"{where}: {value} must be lower-case letters, digits, - or _ (at most 64)"
     if "propertyNames" in error.schema_path:
         return f"{where}: {value} is not a valid environment variable name"
     if error.validator == "maxItems":
-        return f"{where}: at most {error.validator_value} entries are allowed, found {len(error.instance)}"
+        found = len(error.instance)
+        return f"{where}: at most {error.validator_value} entries are allowed, found {found}"
     if error.validator == "anyOf" and where.startswith("resources"):
         return f"{where}: {value} must be a size such as 8G or 512M"
     message = error.message if len(error.message) <= 200 else error.message[:199] + "…"
@@ -239,10 +296,12 @@ def _explain(error) -> str:
 
 
 def normalize_mount_target(target: str) -> str:
-    """A container path in canonical form: ``//etc``, ``/etc/``, ``/./etc`` and ``/data/../etc`` are ``/etc``.
+    """A container path in canonical form: ``//etc``, ``/etc/``, ``/./etc`` and ``/data/../etc`` are
+    ``/etc``.
 
-    posixpath.normpath keeps a leading ``//`` (POSIX leaves its meaning to the system), which Docker and the
-    kernel read as ``/``; so leading slashes are collapsed here. Relative paths stay relative (callers refuse them).
+    posixpath.normpath keeps a leading ``//`` (POSIX leaves its meaning to the system), which Docker
+    and the kernel read as ``/``; so leading slashes are collapsed here. Relative paths stay
+    relative (callers refuse them).
     """
     normal = posixpath.normpath(target)
     if normal.startswith("/"):
@@ -252,7 +311,9 @@ def normalize_mount_target(target: str) -> str:
 
 def forbidden_target(target: str) -> bool:
     """Whether a (normalised) mount target would hide a system directory of the image."""
-    return target in FORBIDDEN_TARGETS or any(target.startswith(tree + "/") for tree in FORBIDDEN_TARGET_TREES)
+    return target in FORBIDDEN_TARGETS or any(
+        target.startswith(tree + "/") for tree in FORBIDDEN_TARGET_TREES
+    )
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -261,16 +322,17 @@ def _overlaps(a: str, b: str) -> bool:
     return common in (a, b)
 
 
-def conflicting_mounts(course_mounts: Iterable["Mount"], admin_binds: Mapping) -> List[str]:
+def conflicting_mounts(course_mounts: Iterable[Mount], admin_binds: Mapping) -> list[str]:
     """Messages for course mounts that would replace or re-mount an admin's volume.
 
-    ``admin_binds`` is DockerSpawner's ``volume_binds`` ({host path or volume name: {"bind": container path,
-    "mode": ...}}, templates already expanded); a plain container path as value is accepted too. A course mount
-    conflicts when its source (already a realpath) is an admin volume's host path, whatever the modes (Docker
-    keys binds by host path: the course's entry would replace the admin's, or make it read-write), lies inside one
-    or holds one (the same files again, perhaps read-write, at another target), or when its
-    target is an admin volume's container path (one would hide the other). Both sides are compared normalised.
-    Reads symlinks of the admin's host paths (os.path.realpath); no other I/O.
+    ``admin_binds`` is DockerSpawner's ``volume_binds`` ({host path or volume name: {"bind":
+    container path, "mode": ...}}, templates already expanded); a plain container path as value is
+    accepted too. A course mount conflicts when its source (already a realpath) is an admin volume's
+    host path, whatever the modes (Docker keys binds by host path: the course's entry would replace
+    the admin's, or make it read-write), lies inside one or holds one (the same files again, perhaps
+    read-write, at another target), or when its target is an admin volume's container path (one
+    would hide the other). Both sides are compared normalised. Reads symlinks of the admin's host
+    paths (os.path.realpath); no other I/O.
     """
     admin = []
     for host, bind in admin_binds.items():
@@ -282,12 +344,19 @@ def conflicting_mounts(course_mounts: Iterable["Mount"], admin_binds: Mapping) -
         target = normalize_mount_target(mount.target)
         for host, host_real, container in admin:
             if os.path.isabs(host_real) and _overlaps(mount.source, host_real):
-                problems.append(f"course mount {mount.source} -> {target}: {host} is an admin volume (mounted at "
-                                f"{container}); a course cannot mount it, a part of it or a directory holding it "
-                                "again, nor change its mode")
+                problems.append(
+                    f"course mount {mount.source} -> {target}: {host} is an admin volume (mounted "
+                    f"at "
+                    f"{container}); a course cannot mount it, a part of it or a directory holding "
+                    f"it "
+                    "again, nor change its mode"
+                )
             elif target == container:
-                problems.append(f"course mount {mount.source} -> {target}: {target} is already the target of the "
-                                f"admin volume {host}")
+                problems.append(
+                    f"course mount {mount.source} -> {target}: {target} is already the target of "
+                    f"the "
+                    f"admin volume {host}"
+                )
     return problems
 
 
@@ -297,7 +366,10 @@ def parse_course(data, path: str, data_roots=()) -> Course:
     validator = jsonschema.Draft7Validator(COURSE_SCHEMA)
     # islice: a list of 100 000 bad items is 100 000 errors; a few are enough to fix the file
     errors = list(itertools.islice(validator.iter_errors(data), MAX_PROBLEMS + 1))
-    problems = [f"{name}: {_explain(e)}" for e in sorted(errors[:MAX_PROBLEMS], key=lambda e: [str(p) for p in e.path])]
+    problems = [
+        f"{name}: {_explain(e)}"
+        for e in sorted(errors[:MAX_PROBLEMS], key=lambda e: [str(p) for p in e.path])
+    ]
     if len(errors) > MAX_PROBLEMS:
         problems.append(f"{name}: (more problems not shown; fix these first)")
     if problems:
@@ -305,8 +377,11 @@ def parse_course(data, path: str, data_roots=()) -> Course:
 
     for section in ("gpus", "idle", "resources"):
         for key, value in data.get(section, {}).items():
-            if isinstance(value, float) and not math.isfinite(value):  # .nan passes every minimum and maximum
-                problems.append(f"{name}: {section}.{key}: {value} is not a number; write a plain number")
+            # .nan passes every minimum and maximum
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(
+                    f"{name}: {section}.{key}: {value} is not a number; write a plain number"
+                )
     if problems:
         raise CourseError(problems)
     gpus = data.get("gpus", {})
@@ -316,14 +391,19 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         problems.append(f"{name}: gpus.default ({gpu_default}) is more than gpus.max ({gpu_max})")
     idle = data.get("idle", {})
     if idle.get("warn_minutes", 0) > idle.get("minutes", float("inf")):
-        problems.append(f"{name}: idle.warn_minutes ({idle['warn_minutes']:g}) is more than idle.minutes "
-                        f"({idle['minutes']:g}): the warning cannot start before the server is idle")
+        problems.append(
+            f"{name}: idle.warn_minutes ({idle['warn_minutes']:g}) is more than idle.minutes "
+            f"({idle['minutes']:g}): the warning cannot start before the server is idle"
+        )
     keys = [img["key"] for img in data["images"]]
     for key in sorted(k for k, n in Counter(keys).items() if n > 1):
         problems.append(f"{name}: images: key {key!r} is used twice")
     for var in data.get("env", {}):
         if is_protected_env(var):
-            problems.append(f"{name}: env.{var}: reserved, set by the spawner or trusted by the runtime; remove it")
+            problems.append(
+                f"{name}: env.{var}: reserved, set by the spawner or trusted by the runtime; "
+                f"remove it"
+            )
     mounts = []
     targets = {}
     roots = [os.path.realpath(r) for r in data_roots]
@@ -334,18 +414,28 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         if not os.path.isabs(m["source"]):
             problems.append(f"{where}.source: {shorten(m['source'])} must be an absolute path")
         elif not any(os.path.commonpath([root, source]) == root for root in roots):
-            allowed = ", ".join(data_roots) or "none configured: set GPUDockerSpawner.course_data_roots"
-            problems.append(f"{where}.source: {shorten(m['source'])} is outside the course data roots ({allowed})")
+            allowed = (
+                ", ".join(data_roots) or "none configured: set GPUDockerSpawner.course_data_roots"
+            )
+            problems.append(
+                f"{where}.source: {shorten(m['source'])} is outside the course data roots "
+                f"({allowed})"
+            )
         elif ":" in source:
             # Docker joins a bind as "source:target:mode": a colon in either would shift the fields.
             problems.append(f"{where}.source: {shorten(m['source'])} must not contain ':'")
         if not target.startswith("/") or forbidden_target(target):
-            problems.append(f"{where}.target: {shorten(m['target'])} must be an absolute path that is not a system "
-                            "directory (e.g. /data/course)")
+            problems.append(
+                f"{where}.target: {shorten(m['target'])} must be an absolute path that is not a "
+                f"system "
+                "directory (e.g. /data/course)"
+            )
         elif ":" in target:
             problems.append(f"{where}.target: {shorten(m['target'])} must not contain ':'")
         elif target in targets:
-            problems.append(f"{where}.target: {target} is already the target of mounts.{targets[target]}")
+            problems.append(
+                f"{where}.target: {target} is already the target of mounts.{targets[target]}"
+            )
         targets.setdefault(target, i)
         mounts.append(Mount(source, target, m.get("read_only", True)))
     resources = data.get("resources", {})
@@ -370,7 +460,9 @@ def parse_course(data, path: str, data_roots=()) -> Course:
         gpu_default=gpu_default,
         gpu_max=gpu_max,
         policy=gpus.get("policy", "exclusive"),
-        max_users_per_gpu=gpus.get("max_users_per_gpu", 1 if gpus.get("policy", "exclusive") == "exclusive" else 2),
+        max_users_per_gpu=gpus.get(
+            "max_users_per_gpu", 1 if gpus.get("policy", "exclusive") == "exclusive" else 2
+        ),
         queue=gpus.get("queue"),
         queue_timeout=gpus.get("queue_timeout"),
         weekly_hours=gpus.get("weekly_hours"),
@@ -388,8 +480,9 @@ def parse_course(data, path: str, data_roots=()) -> Course:
 
 
 def load_course_file(path: str, data_roots=()) -> Course:
-    """Read, parse and validate one course file. The file may be at most MAX_FILE_BYTES (256 KiB) and may not use
-    YAML anchors/aliases (see datafiles.py: an alias bomb would hang the hub's catalog refresh)."""
+    """Read, parse and validate one course file. The file may be at most MAX_FILE_BYTES (256 KiB)
+    and may not use YAML anchors/aliases (see datafiles.py: an alias bomb would hang the hub's
+    catalog refresh)."""
     name = os.path.basename(path)
     try:
         data = read_structured_file(path, kind="course files", max_bytes=MAX_FILE_BYTES)
@@ -398,44 +491,50 @@ def load_course_file(path: str, data_roots=()) -> Course:
     except OSError as e:
         raise CourseError([f"{name}: cannot be read: {e.strerror or e}"]) from None
     if not isinstance(data, dict):
-        raise CourseError([f"{name}: expected a mapping of keys (id, title, images, …) at the top level"])
+        raise CourseError(
+            [f"{name}: expected a mapping of keys (id, title, images, …) at the top level"]
+        )
     return parse_course(data, path, data_roots)
 
 
-def course_files(directory: str) -> List[str]:
+def course_files(directory: str) -> list[str]:
     return sorted(
-        os.path.join(directory, f) for f in os.listdir(directory)
+        os.path.join(directory, f)
+        for f in os.listdir(directory)
         if f.endswith(COURSE_FILE_SUFFIXES) and not f.startswith(".")
     )
 
 
 @dataclass
 class CatalogView:
-    courses: Tuple[Course, ...]
-    errors: Tuple[str, ...]
+    courses: tuple[Course, ...]
+    errors: tuple[str, ...]
 
 
 @dataclass
 class _Entry:
     mtime: float
-    course: Optional[Course]  # last good version, if any
-    error: Optional[str] = None
+    course: Course | None  # last good version, if any
+    error: str | None = None
 
 
 class CourseCatalog:
-    """The courses in a directory, reloaded when files change; invalid files keep their last good version."""
+    """The courses in a directory, reloaded when files change; invalid files keep their last good
+    version."""
 
     def __init__(self, directory: str, data_roots=()):
         self.directory = directory
         self.data_roots = tuple(data_roots)
-        self._entries: Dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry] = {}
 
     def refresh(self) -> CatalogView:
         """Re-read changed, new and removed files (blocking; cheap when nothing changed)."""
         try:
             paths = course_files(self.directory)
         except OSError as e:
-            return CatalogView(self._good(), (f"course directory {self.directory} cannot be read: {e}",))
+            return CatalogView(
+                self._good(), (f"course directory {self.directory} cannot be read: {e}",)
+            )
         for gone in set(self._entries) - set(paths):
             log.info("course file %s removed", gone)
             del self._entries[gone]
@@ -457,7 +556,7 @@ class CourseCatalog:
                 log.error("%s%s", e, " (keeping its last good version)" if kept else "")
         return CatalogView(self._good(), self._errors())
 
-    def _good(self) -> Tuple[Course, ...]:
+    def _good(self) -> tuple[Course, ...]:
         courses, seen = [], {}
         for path, entry in sorted(self._entries.items()):
             course = entry.course
@@ -469,21 +568,23 @@ class CourseCatalog:
             courses.append(course)
         return tuple(sorted(courses, key=lambda c: (c.title.lower(), c.id)))
 
-    def _errors(self) -> Tuple[str, ...]:
+    def _errors(self) -> tuple[str, ...]:
         errors = [e.error for e in self._entries.values() if e.error]
         first = {}
         for path, entry in sorted(self._entries.items()):
             if entry.course is None:
                 continue
             if entry.course.id in first:
-                errors.append(f"{os.path.basename(path)}: id {entry.course.id!r} is already used by "
-                              f"{os.path.basename(first[entry.course.id])}; this file is ignored")
+                errors.append(
+                    f"{os.path.basename(path)}: id {entry.course.id!r} is already used by "
+                    f"{os.path.basename(first[entry.course.id])}; this file is ignored"
+                )
             else:
                 first[entry.course.id] = path
         return tuple(errors)
 
 
-def validate_directory(directory: str, data_roots=()) -> List[str]:
+def validate_directory(directory: str, data_roots=()) -> list[str]:
     """Every problem in every course file of ``directory`` (for `jupyter-gpuspawn validate`)."""
     catalog = CourseCatalog(directory, data_roots)
     view = catalog.refresh()

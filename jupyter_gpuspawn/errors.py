@@ -1,11 +1,13 @@
 """Errors the spawner shows to students: the low room every other module may import."""
+
 from __future__ import annotations
 
 from tornado import web
 
 
 class SpawnRefused(web.HTTPError):
-    """An HTTP error whose text, wherever JupyterHub shows it (spawn page, progress, API), is just our message."""
+    """An HTTP error whose text, wherever JupyterHub shows it (spawn page, progress, API), is just
+    our message."""
 
     def __str__(self):
         return self.log_message or super().__str__()

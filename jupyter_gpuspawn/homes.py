@@ -1,16 +1,19 @@
 """Where a user's home lives on the host, and which uid:gid their container runs as.
 
 - Host accounts (PAM, LDAP through NSS) use their real uid/gid.
-- Users with no host account (DummyAuthenticator, OAuth) get a stable uid from a configured range, recorded in a
-  small JSON file so it is never handed to another name, even after the user's home is gone.
-- A username can never place a home outside the home root: only plain names are accepted, and the path must sit
-  inside the root (no ``..``, no ``/``, no sibling prefix, no look-alike characters).
+- Users with no host account (DummyAuthenticator, OAuth) get a stable uid from a configured range,
+  recorded in a small JSON file so it is never handed to another name, even after the user's home is
+  gone.
+- A username can never place a home outside the home root: only plain names are accepted, and the
+  path must sit inside the root (no ``..``, no ``/``, no sibling prefix, no look-alike characters).
 - Below the root no symlink is followed: homes are opened and created component by component with
-  ``O_NOFOLLOW`` relative to their parent's descriptor and chowned through that descriptor, so a user who turns a
-  directory of theirs into a link to someone else's home gets a refusal, not that home.
-- A home is mounted only if it belongs to the user's uid: a hub login that happens to share a name with someone
-  else's home never gets it.
+  ``O_NOFOLLOW`` relative to their parent's descriptor and chowned through that descriptor, so a
+  user who turns a directory of theirs into a link to someone else's home gets a refusal, not that
+  home.
+- A home is mounted only if it belongs to the user's uid: a hub login that happens to share a name
+  with someone else's home never gets it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -39,9 +42,14 @@ class Identity:
 
 
 def safe_dir_name(username: str) -> str:
-    if not isinstance(username, str) or not SAFE_NAME_RE.fullmatch(username) or username in (".", ".."):
+    if (
+        not isinstance(username, str)
+        or not SAFE_NAME_RE.fullmatch(username)
+        or username in (".", "..")
+    ):
         raise HomeError(
-            f"The user name {username!r} cannot be used as a home directory name (allowed: ASCII letters, digits "
+            f"The user name {username!r} cannot be used as a home directory name (allowed: ASCII "
+            f"letters, digits "
             "and . _ @ + -, not starting with . or -). Ask the admin to map user names "
             "(Authenticator.username_map) or set GPUDockerSpawner.home_template."
         )
@@ -55,22 +63,27 @@ def home_root(template: str) -> str:
         head = os.path.dirname(head)
     root = os.path.normpath(head or "/")
     if root == "/" or not os.path.isabs(root):
-        raise HomeError(f"home_template {template!r} must be an absolute path below a directory, like /home/{{username}}")
+        raise HomeError(
+            f"home_template {template!r} must be an absolute path below a directory, like "
+            f"/home/{{username}}"
+        )
     return root
 
 
 def host_home_path(template: str, username: str) -> str:
     """The host path for ``username``'s home; refuses anything that would leave the home root.
 
-    Only the root (the admin's fixed directory) is resolved; the rest is checked lexically here and walked without
-    following links by :func:`ensure_home`.
+    Only the root (the admin's fixed directory) is resolved; the rest is checked lexically here and
+    walked without following links by :func:`ensure_home`.
     """
     name = safe_dir_name(username)
     root = home_root(template)
     path = os.path.normpath(template.format(username=name))
     # commonpath, not startswith: /home/user10 must not pass as inside /home/user1.
     if os.path.commonpath([root, path]) != root or path == root:
-        raise HomeError(f"The home directory for {username!r} would be outside {root}; refusing to mount it.")
+        raise HomeError(
+            f"The home directory for {username!r} would be outside {root}; refusing to mount it."
+        )
     return os.path.join(os.path.realpath(root), os.path.relpath(path, root))
 
 
@@ -86,11 +99,14 @@ def host_account(username: str, min_uid: int):
 
 
 class UidMap:
-    """Stable uids for users without a host account, persisted in a JSON file (locked, atomically replaced)."""
+    """Stable uids for users without a host account, persisted in a JSON file (locked, atomically
+    replaced)."""
 
     def __init__(self, path: str, first: int, last: int):
         if not 0 < first <= last:
-            raise HomeError(f"uid_range must be two positive numbers, first <= last; got {first}-{last}")
+            raise HomeError(
+                f"uid_range must be two positive numbers, first <= last; got {first}-{last}"
+            )
         self.path = path
         self.first = first
         self.last = last
@@ -118,19 +134,24 @@ class UidMap:
             taken = set(users.values())
             uid = next((u for u in range(self.first, self.last + 1) if u not in taken), None)
             if uid is None:
-                raise HomeError(f"No free uid left in uid_range {self.first}-{self.last}; ask the admin to widen it.")
+                raise HomeError(
+                    f"No free uid left in uid_range {self.first}-{self.last}; ask the admin to "
+                    f"widen it."
+                )
             users[username] = uid
             # durable: after a power cut the map must not have lost a uid that already owns a home
             write_json_atomic(self.path, {"users": users}, mode=0o600, durable=True)
             return uid
 
 
-def resolve_identity(username: str, source: str, min_uid: int, uid_map: UidMap, trust_host_accounts: bool = False
-                     ) -> Identity:
+def resolve_identity(
+    username: str, source: str, min_uid: int, uid_map: UidMap, trust_host_accounts: bool = False
+) -> Identity:
     """uid:gid for ``username`` under ``source`` = host | range | auto.
 
-    ``auto`` uses a host account only when ``trust_host_accounts`` (the authenticator checked that account's
-    password, as PAM does); otherwise the name is just a hub login and gets a uid from the range.
+    ``auto`` uses a host account only when ``trust_host_accounts`` (the authenticator checked that
+    account's password, as PAM does); otherwise the name is just a hub login and gets a uid from the
+    range.
     """
     if source == "host" or (source == "auto" and trust_host_accounts):
         found = host_account(username, min_uid)
@@ -154,22 +175,27 @@ def _open_below(parent_fd: int, name: str, shown: str) -> int:
     except FileNotFoundError:
         raise
     except OSError as e:  # ELOOP: a symlink; ENOTDIR: a file or a link
-        raise HomeError(f"{shown} is a symlink or not a directory; refusing to use it as a home. "
-                        "An admin must replace it with a real directory.") from e
+        raise HomeError(
+            f"{shown} is a symlink or not a directory; refusing to use it as a home. "
+            "An admin must replace it with a real directory."
+        ) from e
 
 
-# Two named servers of a new user start at once: without this, one could open the home the other just made
-# before it is chowned, see root as its owner and refuse it. One hub process, executor threads.
+# Two named servers of a new user start at once: without this, one could open the home the other
+# just made before it is chowned, see root as its owner and refuse it. One hub process, executor
+# threads.
 _creating = threading.Lock()
 
 
 def ensure_home(path: str, identity: Identity, root: str, create: bool = True) -> bool:
-    """Check (and create if missing) the home ``path`` below ``root``; returns whether it was created.
+    """Check (and create if missing) the home ``path`` below ``root``; returns whether it was
+    created.
 
-    Nothing below ``root`` may be a symlink. A missing home is created mode 0700 and chowned through the descriptor
-    it was opened with (no window in which a link could be swapped in); missing directories above it are created
-    root-owned, 0755. An existing home must belong to the user's uid: it is never re-owned, never mounted.
-    With ``create`` off a missing home is refused (Docker would create it root-owned, following links).
+    Nothing below ``root`` may be a symlink. A missing home is created mode 0700 and chowned through
+    the descriptor it was opened with (no window in which a link could be swapped in); missing
+    directories above it are created root-owned, 0755. An existing home must belong to the user's
+    uid: it is never re-owned, never mounted. With ``create`` off a missing home is refused (Docker
+    would create it root-owned, following links).
     """
     with _creating:
         return _ensure_home(path, identity, root, create)
@@ -190,8 +216,11 @@ def _ensure_home(path: str, identity: Identity, root: str, create: bool) -> bool
                 child = _open_below(fd, name, shown)
             except FileNotFoundError:
                 if not create:
-                    raise HomeError(f"The home directory {path} does not exist and create_home is off; an admin "
-                                    "must create it, owned by the user.") from None
+                    raise HomeError(
+                        f"The home directory {path} does not exist and create_home is off; an "
+                        f"admin "
+                        "must create it, owned by the user."
+                    ) from None
                 try:
                     os.mkdir(name, 0o700 if last else 0o755, dir_fd=fd)
                     created = last
@@ -205,8 +234,10 @@ def _ensure_home(path: str, identity: Identity, root: str, create: bool) -> bool
             fd = child
         owner = os.fstat(fd).st_uid
         if owner != identity.uid:
-            raise HomeError(f"The home directory {path} belongs to uid {owner}, not to this user's uid "
-                            f"{identity.uid}; refusing to mount it. An admin must check who it belongs to.")
+            raise HomeError(
+                f"The home directory {path} belongs to uid {owner}, not to this user's uid "
+                f"{identity.uid}; refusing to mount it. An admin must check who it belongs to."
+            )
         return created
     finally:
         os.close(fd)

@@ -1,4 +1,6 @@
-"""The hub's settings as other processes see them (the CLI, the admin service): read from jupyterhub_config.py."""
+"""The hub's settings as other processes see them (the CLI, the admin service): read from
+jupyterhub_config.py."""
+
 from __future__ import annotations
 
 import os
@@ -18,15 +20,21 @@ def load_config(path):
 
 
 def spawner_settings(path) -> dict:
-    """Spawner settings from a jupyterhub_config.py (DockerSpawner's, overridden by GPUDockerSpawner's), so other
-    processes see what the hub sees."""
+    """Spawner settings from a jupyterhub_config.py (DockerSpawner's, overridden by
+    GPUDockerSpawner's), so other processes see what the hub sees."""
     if not path:
         return {}
     config = load_config(path)
     settings = {}
     sections = ("Spawner", "DockerSpawner", "GPUDockerSpawner")
     if uses_swarm(config):
-        sections = ("Spawner", "DockerSpawner", "SwarmSpawner", "GPUDockerSpawner", "GPUSwarmSpawner")
+        sections = (
+            "Spawner",
+            "DockerSpawner",
+            "SwarmSpawner",
+            "GPUDockerSpawner",
+            "GPUSwarmSpawner",
+        )
         settings["gpu_inventory"] = "swarm"
     for section in sections:
         if section in config:
@@ -42,7 +50,9 @@ def uses_swarm(config) -> bool:
 
 
 def runtime_dir(path) -> str:
-    return spawner_settings(path).get("runtime_dir") or hub_data_path(load_config(path), RUNTIME_DIR_NAME)
+    return spawner_settings(path).get("runtime_dir") or hub_data_path(
+        load_config(path), RUNTIME_DIR_NAME
+    )
 
 
 def usage_db_url(path) -> str:

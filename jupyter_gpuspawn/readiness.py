@@ -1,26 +1,37 @@
-"""Wait for a new single-user server to answer, polling quickly, and notice soon if its container exits.
+"""Wait for a new single-user server to answer, polling quickly, and notice soon if its container
+exits.
 
-JupyterHub's own check backs off to 5 s between tries, so in a burst of spawns it notices ready servers late.
-The fast polls must stay cheap, because a burst is CPU-bound and the hub shares the cores with the servers it
-waits for: until the port accepts a connection a poll is one non-blocking connect (no HTTP client, no resolver
-thread); asking Docker whether the container exited costs far more, so those checks back off.
+JupyterHub's own check backs off to 5 s between tries, so in a burst of spawns it notices ready
+servers late. The fast polls must stay cheap, because a burst is CPU-bound and the hub shares the
+cores with the servers it waits for: until the port accepts a connection a poll is one non-blocking
+connect (no HTTP client, no resolver thread); asking Docker whether the container exited costs far
+more, so those checks back off.
 """
+
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
-from typing import Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
 
 from docker.errors import NotFound
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 
 class ServerExited(Exception):
-    """The container of a starting server is no longer running: how it ended, and its last output."""
+    """The container of a starting server is no longer running: how it ended, and its last
+    output."""
 
-    def __init__(self, exit_code: Optional[int], *, oom_killed: bool = False, error: str = "", output: str = ""):
-        self.exit_code, self.oom_killed, self.error, self.output = exit_code, oom_killed, error, output
+    def __init__(
+        self, exit_code: int | None, *, oom_killed: bool = False, error: str = "", output: str = ""
+    ):
+        self.exit_code, self.oom_killed, self.error, self.output = (
+            exit_code,
+            oom_killed,
+            error,
+            output,
+        )
         super().__init__(self.summary)
 
     @property
@@ -32,9 +43,9 @@ class ServerExited(Exception):
         return f"exit code {self.exit_code}" + (f": {self.error}" if self.error else "")
 
 
-def container_exit(client, container_id: str, output_lines: int = 20) -> Optional[ServerExited]:
-    """None while the container runs; otherwise how it ended (docker-py APIClient; blocking). The container
-    must not be auto-removed, or exit code and output are gone with it."""
+def container_exit(client, container_id: str, output_lines: int = 20) -> ServerExited | None:
+    """None while the container runs; otherwise how it ended (docker-py APIClient; blocking). The
+    container must not be auto-removed, or exit code and output are gone with it."""
     try:
         state = client.inspect_container(container_id)["State"]
     except NotFound:
@@ -45,13 +56,17 @@ def container_exit(client, container_id: str, output_lines: int = 20) -> Optiona
         output = client.logs(container_id, tail=output_lines).decode(errors="replace")
     except NotFound:
         output = ""
-    return ServerExited(state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
-                        error=state.get("Error") or "", output=output)
+    return ServerExited(
+        state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error") or "",
+        output=output,
+    )
 
 
 async def port_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
-    """Whether something accepts TCP connections on host:port. A host name (DockerSpawner's internal host
-    names) is not resolved here: it counts as accepting, and the HTTP check decides."""
+    """Whether something accepts TCP connections on host:port. A host name (DockerSpawner's internal
+    host names) is not resolved here: it counts as accepting, and the HTTP check decides."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
@@ -68,22 +83,35 @@ async def port_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
 
 async def answers_http(url: str) -> bool:
     try:
-        await AsyncHTTPClient().fetch(url, connect_timeout=1, request_timeout=2, follow_redirects=False)
+        await AsyncHTTPClient().fetch(
+            url, connect_timeout=1, request_timeout=2, follow_redirects=False
+        )
     except HTTPClientError as e:
-        return e.code != 599  # an HTTP status means a server is there; 599 is tornado's "no HTTP answer"
+        # an HTTP status means a server is there; 599 is tornado's "no HTTP answer"
+        return e.code != 599
     except (OSError, asyncio.TimeoutError):
         return False
     return True
 
 
-async def wait_until_answering(host: str, port: int, path: str, *, timeout: float, interval: float,
-                               exited: Callable[[], Awaitable[Optional[ServerExited]]],
-                               first_exit_check: float = 0.5, max_exit_check: float = 4.0):
-    """Return once http://host:port/path answers HTTP (any status); raise what ``exited()`` returns once it
-    returns something (a ServerExited); give up quietly after ``timeout`` seconds (the hub's own wait then decides).
+async def wait_until_answering(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    timeout: float,
+    interval: float,
+    exited: Callable[[], Awaitable[ServerExited | None]],
+    first_exit_check: float = 0.5,
+    max_exit_check: float = 4.0,
+):
+    """Return once http://host:port/path answers HTTP (any status); raise what ``exited()`` returns
+    once it returns something (a ServerExited); give up quietly after ``timeout`` seconds (the hub's
+    own wait then decides).
 
-    ``exited`` is asked after ``first_exit_check`` seconds, then at doubling gaps up to ``max_exit_check``: a
-    server that cannot start usually dies at once, and a slow one in a busy burst needs no Docker call a second.
+    ``exited`` is asked after ``first_exit_check`` seconds, then at doubling gaps up to
+    ``max_exit_check``: a server that cannot start usually dies at once, and a slow one in a busy
+    burst needs no Docker call a second.
     """
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}{path}"

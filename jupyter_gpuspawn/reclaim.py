@@ -1,11 +1,14 @@
-"""The hub side of idle-GPU reclaim: one task per hub process samples the held GPUs, warns, and stops.
+"""The hub side of idle-GPU reclaim: one task per hub process samples the held GPUs, warns, and
+stops.
 
-Every ``interval`` seconds: one inventory snapshot (the cached one every spawner shares), the decision of idle.py,
-each server's notice file rewritten when it changed (the container reads it through a read-only mount, and its
-JupyterLab shows the warning), servers whose deadline passed stopped through the hub, and the GPU activity
-written for ``jupyter-gpuspawn gpus``. Stopping goes through the hub's own User.stop (after removing the proxy
-route, as the hub's REST handler does), so the hub's database, the proxy and the GPU queue all follow.
+Every ``interval`` seconds: one inventory snapshot (the cached one every spawner shares), the
+decision of idle.py, each server's notice file rewritten when it changed (the container reads it
+through a read-only mount, and its JupyterLab shows the warning), servers whose deadline passed
+stopped through the hub, and the GPU activity written for ``jupyter-gpuspawn gpus``. Stopping goes
+through the hub's own User.stop (after removing the proxy route, as the hub's REST handler does), so
+the hub's database, the proxy and the GPU queue all follow.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +16,8 @@ import hashlib
 import json
 import os
 import time
-from typing import Awaitable, Callable, Dict, Optional, Protocol, Set, Tuple
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from .datafiles import write_json_atomic
 from .idle import Holder, IdleTracker, Notice, ServerKey
@@ -22,8 +26,8 @@ from .waitroom import POOL
 NOTICES = "notices"
 NOTICE_FILE = "notice.json"
 ACTIVITY_FILE = "gpu-activity.json"
-# A hub down longer than this saw nothing of its GPUs meanwhile: their idle clocks start again rather than count
-# the gap as idle. A restart for a config change is seconds.
+# A hub down longer than this saw nothing of its GPUs meanwhile: their idle clocks start again
+# rather than count the gap as idle. A restart for a config change is seconds.
 RESTART_GAP_SECONDS = 120
 
 
@@ -32,17 +36,18 @@ class ReclaimTarget(Protocol):
 
     server_key: ServerKey
 
-    async def idle_holder(self) -> Optional[Holder]:
+    async def idle_holder(self) -> Holder | None:
         """This server as a holder of GPUs, None while it is not running with GPUs."""
 
     async def stop_for_reclaim(self, message: str, started: float, reason: str) -> bool:
-        """Stop through the hub, remembering ``message`` for the student's next spawn page; False if not now, or
-        if the server is no longer the one started at ``started`` (it was restarted meanwhile)."""
+        """Stop through the hub, remembering ``message`` for the student's next spawn page; False if
+        not now, or if the server is no longer the one started at ``started`` (it was restarted
+        meanwhile)."""
 
 
 def notice_dir(runtime_dir: str, key: ServerKey) -> str:
-    """The host directory mounted into this server's container. Named by a hash: user and server names may hold
-    any character, and one server must never see another's directory."""
+    """The host directory mounted into this server's container. Named by a hash: user and server
+    names may hold any character, and one server must never see another's directory."""
     user, server = key
     digest = hashlib.sha256(f"{user}\0{server}".encode()).hexdigest()[:24]
     return os.path.join(runtime_dir, NOTICES, digest)
@@ -58,7 +63,11 @@ def _minutes(seconds: float) -> str:
 
 
 def _gpus_word(notice: Notice) -> tuple:
-    return ("Your GPU has", "it") if len(notice.gpus) == 1 else (f"Your {len(notice.gpus)} GPUs have", "them")
+    return (
+        ("Your GPU has", "it")
+        if len(notice.gpus) == 1
+        else (f"Your {len(notice.gpus)} GPUs have", "them")
+    )
 
 
 def _others(waiting: int) -> str:
@@ -66,12 +75,17 @@ def _others(waiting: int) -> str:
 
 
 def warning_message(notice: Notice, utilization: float, now: float) -> str:
-    """Why this server will be stopped, for the student in JupyterLab (the countdown is the extension's)."""
+    """Why this server will be stopped, for the student in JupyterLab (the countdown is the
+    extension's)."""
     subject, them = _gpus_word(notice)
-    idle = f"{subject} been idle (under {utilization:g} % utilisation) for {_minutes(now - notice.idle_since)}"
+    idle_for = _minutes(now - notice.idle_since)
+    idle = f"{subject} been idle (under {utilization:g} % utilisation) for {idle_for}"
     # what to do, and that the files stay, is the extension's to say
     if notice.policy.reclaim == "when_queued":
-        return f"{idle} while {_others(notice.waiting)} for a GPU. This server will be stopped so they can use {them}."
+        return (
+            f"{idle} while {_others(notice.waiting)} for a GPU. "
+            f"This server will be stopped so they can use {them}."
+        )
     return f"{idle}. Servers here give idle GPUs back after {_minutes(notice.policy.seconds)}."
 
 
@@ -79,45 +93,66 @@ def reclaimed_message(notice: Notice, utilization: float, now: float) -> str:
     """What happened, for the student's next spawn page and the hub log."""
     gpus = "its GPU" if len(notice.gpus) == 1 else f"its {len(notice.gpus)} GPUs"
     when = time.strftime("%b %d at %H:%M %Z", time.localtime(now))
-    because = f"{gpus} stayed idle (under {utilization:g} % utilisation) for {_minutes(now - notice.idle_since)}"
+    idle_for = _minutes(now - notice.idle_since)
+    because = f"{gpus} stayed idle (under {utilization:g} % utilisation) for {idle_for}"
     if notice.policy.reclaim == "when_queued":
         others = "someone else waited" if notice.waiting == 1 else f"{notice.waiting} others waited"
         because += f" while {others} for a GPU"
-    return (f"Your previous server was stopped on {when} because {because}. Your files are kept: start again "
-            "when you need the GPU, or choose a CPU-only environment.")
+    return (
+        f"Your previous server was stopped on {when} because {because}. Your files are kept: start "
+        f"again "
+        "when you need the GPU, or choose a CPU-only environment."
+    )
 
 
 def budget_notice(holder: Holder, deadline: float, waiting: int) -> Notice:
-    return Notice(holder.key, holder.gpus, holder.started, holder.started, deadline, holder.policy, waiting,
-                  reason="budget")
+    return Notice(
+        holder.key,
+        holder.gpus,
+        holder.started,
+        holder.started,
+        deadline,
+        holder.policy,
+        waiting,
+        reason="budget",
+    )
 
 
-def notice_document(notice: Optional[Notice], message: str) -> dict:
+def notice_document(notice: Notice | None, message: str) -> dict:
     if notice is None:
         return {}
-    return {"reclaim": {"deadline": notice.deadline, "reason": notice.reason, "message": message,
-                        "idle_since": notice.idle_since, "waiting": notice.waiting}}
+    return {
+        "reclaim": {
+            "deadline": notice.deadline,
+            "reason": notice.reason,
+            "message": message,
+            "idle_since": notice.idle_since,
+            "waiting": notice.waiting,
+        }
+    }
 
 
 def write_notice(directory: str, document: dict) -> None:
-    """Write one server's notice; the directory is readable by the container's user whatever the hub's umask,
-    writable by the hub only (blocking). Directories stay when servers stop, like homes: one small directory per
-    server ever started, and none can vanish under a container that is starting."""
+    """Write one server's notice; the directory is readable by the container's user whatever the
+    hub's umask, writable by the hub only (blocking). Directories stay when servers stop, like
+    homes: one small directory per server ever started, and none can vanish under a container that
+    is starting."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
     write_json_atomic(os.path.join(directory, NOTICE_FILE), document)
 
 
 def prepare_notice_dir(directory: str) -> None:
-    """A server's notice directory, empty of any old warning, before its container mounts it (blocking)."""
+    """A server's notice directory, empty of any old warning, before its container mounts it
+    (blocking)."""
     write_notice(directory, {})
 
 
-def queue_demand(waiting, allocator, free: int) -> Tuple[float, float]:
-    """(GPUs the line needs beyond the ``free`` ones, what its first still lacks). A request the user's
-    max_gpus_per_user will refuse when its turn comes asks for nothing: one student queueing several named servers
-    must not get several others reclaimed."""
-    granted: Dict[str, int] = {}
+def queue_demand(waiting, allocator, free: int) -> tuple[float, float]:
+    """(GPUs the line needs beyond the ``free`` ones, what its first still lacks). A request the
+    user's max_gpus_per_user will refuse when its turn comes asks for nothing: one student queueing
+    several named servers must not get several others reclaimed."""
+    granted: dict[str, int] = {}
     total = 0
     for ticket in waiting:
         request = ticket.request
@@ -132,7 +167,8 @@ def queue_demand(waiting, allocator, free: int) -> Tuple[float, float]:
 
 
 def write_activity(runtime_dir: str, activity: dict) -> None:
-    os.makedirs(runtime_dir, mode=0o755, exist_ok=True)  # the first round may come before any server's notices
+    # the first round may come before any server's notices
+    os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
     write_json_atomic(os.path.join(runtime_dir, ACTIVITY_FILE), activity)
 
 
@@ -153,16 +189,18 @@ class Reclaimer:
         self.allocator = allocator
         self.waitroom = waitroom
         self.metrics = metrics  # HubMetrics: reclaims, GPU-hours by course
-        self._last_round: Optional[float] = None
-        self.servers: Dict[ServerKey, ReclaimTarget] = {}
-        self.tracker: Optional[IdleTracker] = None
-        self.stopping: Set[ServerKey] = set()
-        self.written: Dict[str, Optional[dict]] = {}  # notice directory -> the document last written there
-        self.task: Optional[asyncio.Future] = None
-        self._stops: Set[asyncio.Future] = set()
-        self._failing = False  # the last round failed: later failures of the same kind are logged short
+        self._last_round: float | None = None
+        self.servers: dict[ServerKey, ReclaimTarget] = {}
+        self.tracker: IdleTracker | None = None
+        self.stopping: set[ServerKey] = set()
+        # notice directory -> the document last written there
+        self.written: dict[str, dict | None] = {}
+        self.task: asyncio.Future | None = None
+        self._stops: set[asyncio.Future] = set()
+        # the last round failed: later failures of the same kind are logged short
+        self._failing = False
 
-    # ---- servers come and go -------------------------------------------------------------------------------
+    # ---- servers come and go ---------------------------------------------------------------------
     def register(self, target: ReclaimTarget, directory: str) -> None:
         self.servers[target.server_key] = target
         # unknown: after a hub restart the file may still hold a warning this process never made
@@ -174,9 +212,17 @@ class Reclaimer:
         if self.tracker is not None:
             self.tracker.forget([key])
 
-    # ---- the task ------------------------------------------------------------------------------------------
-    def ensure_started(self, *, interval: float, utilization: float, runtime_dir: str,
-                       snapshot: Callable[[], Awaitable], blocking: Callable[..., Awaitable], log) -> None:
+    # ---- the task --------------------------------------------------------------------------------
+    def ensure_started(
+        self,
+        *,
+        interval: float,
+        utilization: float,
+        runtime_dir: str,
+        snapshot: Callable[[], Awaitable],
+        blocking: Callable[..., Awaitable],
+        log,
+    ) -> None:
         if interval <= 0 or (self.task is not None and not self.task.done()):
             return
         self.interval, self.utilization, self.runtime_dir = interval, utilization, runtime_dir
@@ -190,20 +236,24 @@ class Reclaimer:
                 self._failing = False
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # an unreadable inventory or a full disk: nothing is stopped on a failed look
+            # an unreadable inventory or a full disk: nothing is stopped on a failed look
+            except Exception as e:
                 if self._failing:
                     self.log.warning("GPU idle check failed again (%s); nothing reclaimed", e)
                 else:
-                    self.log.exception("GPU idle check failed; nothing reclaimed until it works again")
+                    self.log.exception(
+                        "GPU idle check failed; nothing reclaimed until it works again"
+                    )
                 self._failing = True
             await asyncio.sleep(self.interval)
 
-    async def run_once(self, now: Optional[float] = None):
+    async def run_once(self, now: float | None = None):
         now = time.time() if now is None else now
         if self.tracker is None:
             self.tracker = IdleTracker(self.utilization, started=now)
-            # idle clocks survive a hub restart: GPUs keep the last busy time the previous hub process saw
-            # idle clocks survive a quick hub restart: GPUs keep the last busy time the previous process saw
+            # idle clocks survive a hub restart: GPUs keep the last busy time the previous hub
+            # process saw idle clocks survive a quick hub restart: GPUs keep the last busy time the
+            # previous process saw
             previous = await self.blocking(read_activity, self.runtime_dir)
             updated = previous.get("updated")
             if isinstance(updated, (int, float)) and 0 <= now - updated <= RESTART_GAP_SECONDS:
@@ -215,7 +265,8 @@ class Reclaimer:
         for key, target in list(self.servers.items()):
             try:
                 holder = await target.idle_holder()
-            except Exception as e:  # one server's trouble (its course unreadable) must not stop the others' checks
+            # one server's trouble (its course unreadable) must not stop the others' checks
+            except Exception as e:
                 self.log.warning("GPU idle check of %s skipped: %s", "/".join(key).rstrip("/"), e)
                 continue
             if holder is not None:
@@ -224,15 +275,19 @@ class Reclaimer:
         if self.metrics is not None and self._last_round is not None:
             for holder in holders:
                 self.metrics.gpu_hours.labels(holder.course).inc(
-                    holder.gpus_freed * max(0.0, now - self._last_round) / 3600)
+                    holder.gpus_freed * max(0.0, now - self._last_round) / 3600
+                )
         self._last_round = now
         waiting = self.waitroom.queue.waiting(POOL)
-        demand, head_need = queue_demand(waiting, self.allocator, self.allocator.free_count(snapshot.gpus))
+        demand, head_need = queue_demand(
+            waiting, self.allocator, self.allocator.free_count(snapshot.gpus)
+        )
         review = self.tracker.review(holders, now, demand, len(waiting), head_need)
         notices = {n.key: n for n in review.warned + review.due}
         by_key = {h.key: h for h in holders}
         for holder in holders:
-            # a budget that runs out comes with the same warning, whatever the queue; the earlier end wins
+            # a budget that runs out comes with the same warning, whatever the queue; the earlier
+            # end wins
             if holder.budget_seconds is None or holder.budget_seconds > holder.policy.warn_seconds:
                 continue
             deadline = now + holder.budget_seconds
@@ -255,21 +310,28 @@ class Reclaimer:
                 self.written[directory] = document
             except Exception as e:
                 failed = failed or e
-        # a warning the student never saw does not count: its countdown starts once a write succeeds, and nobody
-        # is stopped without one
-        unseen = [key for key in notices
-                  if not (self.written.get(notice_dir(self.runtime_dir, key)) or {}).get("reclaim")]
+        # a warning the student never saw does not count: its countdown starts once a write
+        # succeeds, and nobody is stopped without one
+        unseen = [
+            key
+            for key in notices
+            if not (self.written.get(notice_dir(self.runtime_dir, key)) or {}).get("reclaim")
+        ]
         self.tracker.forget(unseen)
         for notice in review.due:
             target = self.servers.get(notice.key)
             if target is not None and notice.key not in self.stopping and notice.key not in unseen:
                 self._start_stop(target, notice, by_key[notice.key], now)
-        await self.blocking(write_activity, self.runtime_dir, self._activity(holders, notices, snapshot, waiting, now))
+        await self.blocking(
+            write_activity,
+            self.runtime_dir,
+            self._activity(holders, notices, snapshot, waiting, now),
+        )
         if failed is not None:
             raise failed  # logged by the loop; the other servers' warnings and stops went ahead
         return review
 
-    def _warning(self, notice: Notice, holders: Dict[ServerKey, Holder], now: float) -> str:
+    def _warning(self, notice: Notice, holders: dict[ServerKey, Holder], now: float) -> str:
         if notice.reason == "budget":
             return holders[notice.key].budget_warning
         return warning_message(notice, self.utilization, now)
@@ -280,17 +342,29 @@ class Reclaimer:
         else:
             message, reason = reclaimed_message(notice, self.utilization, now), "reclaimed idle"
         if notice.reason == "budget":
-            self.log.warning("Stopping %s: its GPU-hour budget is spent (GPUs %s): %s",
-                             "/".join(notice.key).rstrip("/"), ",".join(notice.gpus), message)
+            self.log.warning(
+                "Stopping %s: its GPU-hour budget is spent (GPUs %s): %s",
+                "/".join(notice.key).rstrip("/"),
+                ",".join(notice.gpus),
+                message,
+            )
         else:
-            self.log.warning("Reclaiming idle GPU(s) %s of %s (reclaim=%s, %d waiting): %s", ",".join(notice.gpus),
-                             "/".join(notice.key).rstrip("/"), notice.policy.reclaim, notice.waiting, message)
+            self.log.warning(
+                "Reclaiming idle GPU(s) %s of %s (reclaim=%s, %d waiting): %s",
+                ",".join(notice.gpus),
+                "/".join(notice.key).rstrip("/"),
+                notice.policy.reclaim,
+                notice.waiting,
+                message,
+            )
         self.stopping.add(notice.key)
 
         async def stop():
             try:
                 if not await target.stop_for_reclaim(message, notice.started, reason):
-                    self.log.info("Reclaim of %s skipped: the server is busy starting or stopping", notice.key)
+                    self.log.info(
+                        "Reclaim of %s skipped: the server is busy starting or stopping", notice.key
+                    )
                 elif self.metrics is not None:
                     self.metrics.reclaims.labels(notice.reason).inc()
             except Exception:
@@ -303,31 +377,55 @@ class Reclaimer:
         task.add_done_callback(self._stops.discard)
 
     def _activity(self, holders, notices, snapshot, waiting, now) -> dict:
-        """What the hub sees, for `jupyter-gpuspawn gpus` and the admin page (which run in other processes)."""
+        """What the hub sees, for `jupyter-gpuspawn gpus` and the admin page (which run in other
+        processes)."""
         servers = {}
         for holder in holders:
             notice = notices.get(holder.key)
             servers["/".join(holder.key)] = {
-                "user": holder.key[0], "server": holder.key[1], "gpus": list(holder.gpus), "course": holder.course,
-                "started": holder.started, "idle_since": self.tracker.idle_since(holder),
-                "reclaim": holder.policy.reclaim, "deadline": notice.deadline if notice else None,
+                "user": holder.key[0],
+                "server": holder.key[1],
+                "gpus": list(holder.gpus),
+                "course": holder.course,
+                "started": holder.started,
+                "idle_since": self.tracker.idle_since(holder),
+                "reclaim": holder.policy.reclaim,
+                "deadline": notice.deadline if notice else None,
                 "deadline_reason": notice.reason if notice else None,
             }
-        clock = asyncio.get_running_loop().time()  # the queue keeps loop time; the file keeps epoch seconds
+        # the queue keeps loop time; the file keeps epoch seconds
+        clock = asyncio.get_running_loop().time()
         queue = [
-            {"user": t.request.user, "server": t.request.server, "gpus": t.request.count, "pool": t.pool,
-             "position": i + 1, "waiting_since": now - max(0.0, clock - t.joined_at)}
+            {
+                "user": t.request.user,
+                "server": t.request.server,
+                "gpus": t.request.count,
+                "pool": t.pool,
+                "position": i + 1,
+                "waiting_since": now - max(0.0, clock - t.joined_at),
+            }
             for i, t in enumerate(waiting)
         ]
-        devices = {gpu.uuid: {"index": gpu.index, "name": gpu.label, "utilization_pct": gpu.utilization_pct,
-                              "memory_used": gpu.memory_used, "memory_total": gpu.memory_total}
-                   for gpu in snapshot.gpus}
+        devices = {
+            gpu.uuid: {
+                "index": gpu.index,
+                "name": gpu.label,
+                "utilization_pct": gpu.utilization_pct,
+                "memory_used": gpu.memory_used,
+                "memory_total": gpu.memory_total,
+            }
+            for gpu in snapshot.gpus
+        }
         last_busy = dict(self.tracker.last_busy)
-        for holder in holders:  # a held GPU never seen busy: idle since this process started looking
+        # a held GPU never seen busy: idle since this process started looking
+        for holder in holders:
             for uuid in holder.gpus:
                 last_busy.setdefault(uuid, self.tracker.started)
         return {
-            "updated": now, "busy_utilization": self.utilization,
+            "updated": now,
+            "busy_utilization": self.utilization,
             "gpus": {uuid: {"last_busy": t} for uuid, t in sorted(last_busy.items())},
-            "devices": devices, "servers": servers, "queue": queue,
+            "devices": devices,
+            "servers": servers,
+            "queue": queue,
         }

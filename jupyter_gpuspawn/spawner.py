@@ -1,4 +1,6 @@
-"""GPUDockerSpawner: DockerSpawner that hands each server exactly its GPUs, by UUID, as its own user."""
+"""GPUDockerSpawner: DockerSpawner that hands each server exactly its GPUs, by UUID, as its own
+user."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +10,6 @@ import inspect
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 from urllib.parse import urlparse
 
 from dockerspawner import DockerSpawner
@@ -17,37 +18,58 @@ from tornado import web
 from traitlets import default
 
 from . import homes, images
-from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable, UserGPULimit, largest_server
+from .allocation import (
+    AllocationError,
+    GPUAllocator,
+    GPURequest,
+    NoGPUAvailable,
+    UserGPULimit,
+    largest_server,
+)
 from .budget import BudgetState
 from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
+from .engines import CONTAINERS, Engine
 from .errors import SpawnRefused, engine_error_text
 from .form import render_form, template_environment
-from .gpus import GPUInventory, InventoryError, assignment_message, format_size, simulated_description
+from .gpus import (
+    GPUInventory,
+    InventoryError,
+    assignment_message,
+    format_size,
+    simulated_description,
+)
 from .idle import Holder, IdlePolicy
 from .metrics import HubView, hub_metrics
 from .network import BUILTIN_NETWORKS, DEFAULT_NETWORK, NetworkError, ensure_network
 from .options import OptionsError, options_from_form, validate_options
+from .plan import (
+    AdminSettings,
+    Bind,
+    ContainerPlan,
+    Hardening,
+    docker_create_kwargs,
+    plan_container,
+)
 from .readiness import ServerExited, wait_until_answering
 from .reclaim import NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir
-from .records import UsageRecords
-from .engines import CONTAINERS, Engine
 from .reconcile import Reconciler
+from .records import UsageRecords
 from .settings import GPUSpawnerSettings
-from .usage import Hold, UsageDB
-from .plan import AdminSettings, Bind, ContainerPlan, Hardening, docker_create_kwargs, plan_container
 from .spec import GPUAssignment, oauth_client_id
+from .usage import Hold, UsageDB
 from .waitroom import POOL, QueueTimeout, WaitRoom, ordinal, pool_label, waiting_message
-
 
 # how long a user network found isolated is trusted without asking Docker again
 NETWORK_CHECK_SECONDS = 30
-# seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and start a container
+# seconds the hub's start_timeout must leave after a queue wait, beyond http_timeout, to create and
+# start a container
 QUEUE_START_MARGIN = 30
 
 
 class _HubProcessState:
-    """What every spawner of this hub process shares: the allocator and its reconciler, reserved ports."""
+    """What every spawner of this hub process shares: the allocator and its reconciler, reserved
+    ports."""
 
     def __init__(self, foreign_memory_threshold: int, engine: Engine):
         self.allocator = GPUAllocator(foreign_memory_threshold)
@@ -57,14 +79,18 @@ class _HubProcessState:
         self.reclaimer = Reclaimer(self.allocator, self.waitroom, self.metrics)
         self.ports: set = set()
         self.networks_checked: dict = {}  # network name -> loop time it was last found isolated
-        self.executor: Optional[ThreadPoolExecutor] = None
-        self.probed_images: dict = {}  # image ID -> has jupyterhub-singleuser (images without our label)
+        self.executor: ThreadPoolExecutor | None = None
+        # image ID -> has jupyterhub-singleuser (images without our label)
+        self.probed_images: dict = {}
         self.catalogs: dict = {}  # (courses_dir, data roots) -> Cached catalog view
         self.form_environments: dict = {}  # template paths -> jinja2 Environment
         self.records: dict = {}  # usage_db_url -> UsageRecords
-        self.inventories: dict = {}  # (kind, simulated file, cache seconds) -> GPUInventory, made on first use
-        self.node_images: dict = {}  # Swarm: (node hostname, image) -> (ImageReadiness or None, loop time)
-        self.node_runtimes: dict = {}  # Swarm: node hostname -> its dockerd's default runtime, as last asked
+        # (kind, simulated file, cache seconds) -> GPUInventory, made on first use
+        self.inventories: dict = {}
+        # Swarm: (node hostname, image) -> (ImageReadiness or None, loop time)
+        self.node_images: dict = {}
+        # Swarm: node hostname -> its dockerd's default runtime, as last asked
+        self.node_runtimes: dict = {}
 
 
 def _options_applied_in_start(spawner, user_options):
@@ -80,31 +106,34 @@ def _course_of(state: _HubProcessState, key) -> str:
 class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     """Spawns single-user servers in Docker containers with GPUs assigned by UUID.
 
-    See the README for a configuration reference; every option below has help text (`jupyterhub --help-all`).
+    See the README for a configuration reference; every option below has help text (`jupyterhub
+    --help-all`).
     """
 
     engine: Engine = CONTAINERS  # what a server runs as: a container here, a service on Swarm
 
     @default("remove")
     def _default_remove(self):
-        # GPUs are re-assigned on every start; a kept container would carry an old assignment. Homes persist.
+        # GPUs are re-assigned on every start; a kept container would carry an old assignment. Homes
+        # persist.
         return True
 
     @default("network_name")
     def _default_network_name(self):
-        # an isolated bridge the spawner creates (network.py); "host" only on trusted single-user hosts
+        # an isolated bridge the spawner creates (network.py); "host" only on trusted single-user
+        # hosts
         return DEFAULT_NETWORK
 
     @default("use_internal_ip")
     def _default_use_internal_ip(self):
-        # the hub reaches each server on its container address (our network) or on 127.0.0.1 (host mode);
-        # only Docker's default bridge needs published ports
+        # the hub reaches each server on its container address (our network) or on 127.0.0.1 (host
+        # mode); only Docker's default bridge needs published ports
         return self.network_name != "bridge"
 
     @default("start_timeout")
     def _default_start_timeout(self):
-        # the whole of start() counts, a wait in the GPU queue included: leave room for it and the start after it
-        # (also when gpu_queue is off, for courses that turn it on)
+        # the whole of start() counts, a wait in the GPU queue included: leave room for it and the
+        # start after it (also when gpu_queue is off, for courses that turn it on)
         if self.gpu_queue_timeout > 0:
             return int(self.gpu_queue_timeout + self.http_timeout + QUEUE_START_MARGIN + 60)
         return 60
@@ -119,40 +148,47 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
-        # user_options are validated and applied in start(), for form and API alike (JupyterHub < 5.3 has no
-        # hook). This default only tells JupyterHub >= 5.3 they are handled, which it otherwise logs per spawn.
+        # user_options are validated and applied in start(), for form and API alike (JupyterHub <
+        # 5.3 has no hook). This default only tells JupyterHub >= 5.3 they are handled, which it
+        # otherwise logs per spawn.
         return _options_applied_in_start
 
-    # ---- set-up -------------------------------------------------------------------------------------------------
+    # ---- set-up ----------------------------------------------------------------------------------
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._events: list = []
-        self._assignment: Optional[GPUAssignment] = None
-        self._identity: Optional[homes.Identity] = None
+        self._assignment: GPUAssignment | None = None
+        self._identity: homes.Identity | None = None
         self._host_home = ""
         self._chosen_image = ""
         self._default_image = self.image
-        self._course: Optional[Course] = None
+        self._course: Course | None = None
         self._simulated_env = ""
-        self._stop_confirmed = False  # poll or stop saw the container gone: its GPUs may be released
-        self._notice_dir = ""  # host directory of this server's notices, mounted read-only (GPU servers)
-        self._started_epoch = 0.0  # when this server's container was started (idle time never counts before)
-        self._reclaimed: Optional[dict] = None  # {"at", "message"}: this server's GPUs were reclaimed; kept in state
-        self._end_reason = ""  # why the running server ends, for its usage records (usage.END_REASONS)
+        # poll or stop saw the container gone: its GPUs may be released
+        self._stop_confirmed = False
+        # host directory of this server's notices, mounted read-only (GPU servers)
+        self._notice_dir = ""
+        # when this server's container was started (idle time never counts before)
+        self._started_epoch = 0.0
+        # {"at", "message"}: this server's GPUs were reclaimed; kept in state
+        self._reclaimed: dict | None = None
+        # why the running server ends, for its usage records (usage.END_REASONS)
+        self._end_reason = ""
         if self.name:
             self.oauth_client_id = oauth_client_id(self.user.name, self.name)
-        self._plan: Optional[ContainerPlan] = None  # this start's container, decided before it is created
+        # this start's container, decided before it is created
+        self._plan: ContainerPlan | None = None
 
     @property
     def _shared(self) -> _HubProcessState:
-        """The hub-process state of this spawner class: its allocator, queue, reconciler, reclaimer and caches.
-        Each spawner class has its own (a second class in the same hub, e.g. for another engine, shares nothing
-        by accident); every instance of one class shares it."""
+        """The hub-process state of this spawner class: its allocator, queue, reconciler, reclaimer
+        and caches. Each spawner class has its own (a second class in the same hub, e.g. for another
+        engine, shares nothing by accident); every instance of one class shares it."""
         cls = type(self)
         state = cls.__dict__.get("_hub_process_state")
         if state is None:
-            # the admin's settings are the class's (one config per spawner class): GPUs busy outside the hub are
-            # judged by the first instance's threshold, for the whole hub process
+            # the admin's settings are the class's (one config per spawner class): GPUs busy outside
+            # the hub are judged by the first instance's threshold, for the whole hub process
             state = _HubProcessState(self.busy_gpu_memory_threshold, self.engine)
             cls._hub_process_state = state
         return state
@@ -164,10 +200,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
     @property
     def inventory(self) -> GPUInventory:
-        """This spawner class's GPU source, shared by its instances (one cache, one NVML sweep per second)."""
-        # keyed by the settings that make it: a ProfilesSpawner profile or a pre_spawn_hook may set others
-        key = (self.gpu_inventory, os.path.abspath(self.simulated_gpus) if self.simulated_gpus else "",
-               self.gpu_inventory_cache_seconds)
+        """This spawner class's GPU source, shared by its instances (one cache, one NVML sweep per
+        second)."""
+        # keyed by the settings that make it: a ProfilesSpawner profile or a pre_spawn_hook may set
+        # others
+        key = (
+            self.gpu_inventory,
+            os.path.abspath(self.simulated_gpus) if self.simulated_gpus else "",
+            self.gpu_inventory_cache_seconds,
+        )
         if key not in self._shared.inventories:
             try:
                 self._shared.inventories[key] = self._make_inventory()
@@ -176,7 +217,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return self._shared.inventories[key]
 
     def _make_inventory(self) -> GPUInventory:
-        return GPUInventory(self.gpu_inventory, self.simulated_gpus, self.gpu_inventory_cache_seconds)
+        return GPUInventory(
+            self.gpu_inventory, self.simulated_gpus, self.gpu_inventory_cache_seconds
+        )
 
     async def gpu_snapshot(self):
         try:
@@ -188,7 +231,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     @property
     def executor(self):
         if self._shared.executor is None:
-            self._shared.executor = ThreadPoolExecutor(max(1, self.docker_threads), thread_name_prefix="gpuspawn-docker")
+            self._shared.executor = ThreadPoolExecutor(
+                max(1, self.docker_threads), thread_name_prefix="gpuspawn-docker"
+            )
         return self._shared.executor
 
     async def _blocking(self, func, *args):
@@ -198,7 +243,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     def server_key(self):
         return (self.user.name, self.name or "")
 
-    # ---- progress ------------------------------------------------------------------------------------------------
+    # ---- progress --------------------------------------------------------------------------------
     def _event(self, message: str, progress: int):
         self.log.info("%s: %s", self._log_name, message)
         self._events.append({"progress": progress, "message": message})
@@ -213,13 +258,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 sent += 1
             await asyncio.sleep(0.2)
 
-    # ---- reconcile: the allocator follows the running containers ----------------------------------------------------
+    # ---- reconcile: the allocator follows the running containers ---------------------------------
     async def _ensure_reconciled(self):
         if self._shared.reconciler.on_round is None:
             self._shared.reconciler.on_round = self._records().follow
             self._shared.reconciler.tracked = lambda: set(self._shared.reclaimer.servers)
         try:
-            await self._shared.reconciler.ensure_started(self.docker_call, self.log, self.reconcile_interval)
+            await self._shared.reconciler.ensure_started(
+                self.docker_call, self.log, self.reconcile_interval
+            )
         except Exception as e:
             raise SpawnRefused(500, f"Cannot read running containers from Docker: {e}") from None
         try:
@@ -228,19 +275,27 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return  # misconfigured: every start says so; there is nothing to sample
         if self._shared.metrics.view is None:
             self._shared.metrics.view = HubView(
-                gpus=inventory.last_gpus, allocator=self._shared.allocator,
-                waiting=lambda: {POOL: len(self._shared.waitroom.queue.waiting(POOL))}, course_of=functools.partial(_course_of, self._shared))
+                gpus=inventory.last_gpus,
+                allocator=self._shared.allocator,
+                waiting=lambda: {POOL: len(self._shared.waitroom.queue.waiting(POOL))},
+                course_of=functools.partial(_course_of, self._shared),
+            )
         self._shared.reclaimer.ensure_started(
-            interval=self.gpu_idle_check_seconds, utilization=self.gpu_idle_utilization,
-            runtime_dir=self.runtime_dir, snapshot=inventory.snapshot, blocking=self._blocking, log=self.log,
+            interval=self.gpu_idle_check_seconds,
+            utilization=self.gpu_idle_utilization,
+            runtime_dir=self.runtime_dir,
+            snapshot=inventory.snapshot,
+            blocking=self._blocking,
+            log=self.log,
         )
 
     async def docker_call(self, func, *args):
         """Run func(docker_client, *args) in the Docker executor."""
-        # self.client is built lazily and its first use asks dockerd for its version: off the event loop too
+        # self.client is built lazily and its first use asks dockerd for its version: off the event
+        # loop too
         return await self._blocking(lambda: func(self.client, *args))
 
-    # ---- user options --------------------------------------------------------------------------------------------
+    # ---- user options ----------------------------------------------------------------------------
     def _catalog(self) -> Cached:
         key = (self.courses_dir, tuple(self.course_data_roots))
         if key not in self._shared.catalogs:
@@ -249,11 +304,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return self._shared.catalogs[key]
 
     async def user_courses(self, snapshot):
-        """(courses this user may use, every course id, catalog errors). Without course files: the implicit one."""
+        """(courses this user may use, every course id, catalog errors). Without course files: the
+        implicit one."""
         if not self.courses_dir:
             implicit = Course.implicit(
-                default_image=self._default_image, allowed_images=self._get_allowed_images(),
-                default_gpus=self.default_gpus, max_gpus=largest_server(snapshot.gpus), policy=self.gpu_policy,
+                default_image=self._default_image,
+                allowed_images=self._get_allowed_images(),
+                default_gpus=self.default_gpus,
+                max_gpus=largest_server(snapshot.gpus),
+                policy=self.gpu_policy,
                 max_users_per_gpu=self.max_users_per_gpu,
             )
             return [implicit], [""], ()
@@ -266,8 +325,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     async def _validate_user_options(self, snapshot):
         visible, known, _ = await self.user_courses(snapshot)
         try:
-            return validate_options(self.user_options, visible=visible, known_ids=known,
-                                    max_gpus=largest_server(snapshot.gpus))
+            return validate_options(
+                self.user_options,
+                visible=visible,
+                known_ids=known,
+                max_gpus=largest_server(snapshot.gpus),
+            )
         except OptionsError as e:
             raise SpawnRefused(e.status, str(e)) from None
 
@@ -278,10 +341,14 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         paths = tuple(self.form_template_paths)
         if paths not in self._shared.form_environments:
             self._shared.form_environments[paths] = template_environment(paths)
-        holds_other = (self.allocator.user_gpu_count(self.user.name, excluding=self.server_key) > 0
-                       or self._shared.waitroom.waiting_for(self.user.name))
+        holds_other = self.allocator.user_gpu_count(
+            self.user.name, excluding=self.server_key
+        ) > 0 or self._shared.waitroom.waiting_for(self.user.name)
         queue = self._shared.waitroom.queue
-        waiting, place = len(queue.waiting(POOL)), queue.position_if_joined(POOL, holds_other=holds_other)
+        waiting, place = (
+            len(queue.waiting(POOL)),
+            queue.position_if_joined(POOL, holds_other=holds_other),
+        )
 
         def queue_line(course):
             if self._queue_seconds(course, warn=False) <= 0:
@@ -294,17 +361,24 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             if budget is not None:
                 budgets[course.id] = budget.line()
         return render_form(
-            self._shared.form_environments[paths], courses=visible, budgets=budgets, previous=self.user_options or {}, snapshot=snapshot,
-            allocator=self.allocator, admin_errors=errors if getattr(self.user, "admin", False) else (),
-            queue_line=queue_line, waiting=waiting,
+            self._shared.form_environments[paths],
+            courses=visible,
+            budgets=budgets,
+            previous=self.user_options or {},
+            snapshot=snapshot,
+            allocator=self.allocator,
+            admin_errors=errors if getattr(self.user, "admin", False) else (),
+            queue_line=queue_line,
+            waiting=waiting,
             notice=self._reclaimed["message"] if self._reclaimed else "",
         )
 
     async def check_allowed(self, image):
-        # DockerSpawner.start re-checks user_options['image']; ours was validated (and resolved) already.
+        # DockerSpawner.start re-checks user_options['image']; ours was validated (and resolved)
+        # already.
         return self._chosen_image or await super().check_allowed(image)
 
-    # ---- identity and home ---------------------------------------------------------------------------------------
+    # ---- identity and home -----------------------------------------------------------------------
     async def _resolve_identity(self) -> homes.Identity:
         if self.uid_gid_hook:
             result = self.uid_gid_hook(self)
@@ -315,16 +389,23 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         else:
             uid_map = homes.UidMap(self.uid_map_file, *self.uid_range)
             identity = await self._blocking(
-                homes.resolve_identity, self.user.name, self.user_id_source, self.min_uid, uid_map,
+                homes.resolve_identity,
+                self.user.name,
+                self.user_id_source,
+                self.min_uid,
+                uid_map,
                 self._authenticator_vouches_for_host_accounts(),
             )
         if identity.uid == 0 or identity.gid == 0:
-            raise homes.HomeError("Containers never run as root; the uid/gid for this user resolved to 0.")
+            raise homes.HomeError(
+                "Containers never run as root; the uid/gid for this user resolved to 0."
+            )
         return identity
 
     def _authenticator_vouches_for_host_accounts(self) -> bool:
-        """A LocalAuthenticator (PAM) logs users in as their host account; a dummy, shared-password or OAuth
-        login only proves a name, which must not unlock the host account that happens to carry it."""
+        """A LocalAuthenticator (PAM) logs users in as their host account; a dummy, shared-password
+        or OAuth login only proves a name, which must not unlock the host account that happens to
+        carry it."""
         from jupyterhub.auth import LocalAuthenticator
 
         return isinstance(getattr(self, "authenticator", None), LocalAuthenticator)
@@ -332,7 +413,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     def _container_home(self) -> str:
         return self.container_home_template.format(username=homes.safe_dir_name(self.user.name))
 
-    # ---- start / stop --------------------------------------------------------------------------------------------
+    # ---- start / stop ----------------------------------------------------------------------------
     async def start(self):
         self._events = []
         self._chosen_image = ""
@@ -361,7 +442,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         await self._preflight_image(choice.image)
         await self._ensure_network()
         try:
-            host_home = await self._blocking(homes.host_home_path, self.home_template, self.user.name)
+            host_home = await self._blocking(
+                homes.host_home_path, self.home_template, self.user.name
+            )
             identity = await self._resolve_identity()
         except homes.HomeError as e:
             raise SpawnRefused(400, str(e)) from None
@@ -369,19 +452,28 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
 
         await self._clear_previous_hold()
         request = GPURequest(
-            user=self.user.name, server=self.name or "", count=choice.gpus,
-            policy=course.policy, max_users_per_gpu=course.max_users_per_gpu, user_limit=self.max_gpus_per_user,
+            user=self.user.name,
+            server=self.name or "",
+            count=choice.gpus,
+            policy=course.policy,
+            max_users_per_gpu=course.max_users_per_gpu,
+            user_limit=self.max_gpus_per_user,
         )
         waited = False
         try:
             if request.count and len(self._shared.waitroom):
                 # others wait for GPUs: a new start goes behind them, never around them
-                raise NoGPUAvailable(f"{len(self._shared.waitroom)} waiting for a GPU before you; this course has no "
-                                     "queue: try again later, or start a CPU-only server.")
+                raise NoGPUAvailable(
+                    f"{len(self._shared.waitroom)} waiting for a GPU before you; this course has "
+                    f"no "
+                    "queue: try again later, or start a CPU-only server."
+                )
             # choose + reserve: synchronous, nothing awaited in between
             uuids = self.allocator.allocate(request, self._placeable_gpus(snapshot))
         except NoGPUAvailable as e:
-            wait = self._queue_seconds(course, spent=asyncio.get_running_loop().time() - self._started_at)
+            wait = self._queue_seconds(
+                course, spent=asyncio.get_running_loop().time() - self._started_at
+            )
             if wait <= 0 or not 0 < request.count <= largest_server(snapshot.gpus):
                 self._refuse_gpus(e)
             uuids, waited = await self._wait_in_queue(request, wait), True
@@ -392,23 +484,34 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             if waited:  # the inventory, and this student's budget, may have changed during the wait
                 snapshot = await self.gpu_snapshot()
                 budget = await self._budget_state(course, course.id)
-                if budget is not None and budget.left <= 0:  # the failed start below gives the GPUs back
+                # the failed start below gives the GPUs back
+                if budget is not None and budget.left <= 0:
                     self._shared.metrics.refusals.labels("budget").inc()
                     self._event(budget.spent(), 0)
                     raise SpawnRefused(403, budget.spent())
             self._event(assignment_message(uuids, snapshot), 10)
             self._simulated_env = simulated_description(uuids, snapshot)
             self._assignment = GPUAssignment(
-                user=self.user.name, server=self.name or "", gpus=uuids, policy=course.policy,
-                max_users_per_gpu=course.max_users_per_gpu, course=course.id, image_key=choice.image_key,
+                user=self.user.name,
+                server=self.name or "",
+                gpus=uuids,
+                policy=course.policy,
+                max_users_per_gpu=course.max_users_per_gpu,
+                course=course.id,
+                image_key=choice.image_key,
                 node=self._node_for(uuids, snapshot),
             )
             self._course = course
             self._identity, self._host_home = identity, host_home
             self.image = self._chosen_image = choice.image
             try:
-                if await self._blocking(homes.ensure_home, host_home, identity,
-                                        homes.home_root(self.home_template), self.create_home):
+                if await self._blocking(
+                    homes.ensure_home,
+                    host_home,
+                    identity,
+                    homes.home_root(self.home_template),
+                    self.create_home,
+                ):
                     self._event(f"Created your home directory {host_home}", 15)
             except homes.HomeError as e:
                 self.log.error("%s: %s", self._log_name, e)
@@ -430,13 +533,14 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self._records().later(UsageDB.record, self._usage_hold(), self._started_epoch)
             return ip, port
         except asyncio.CancelledError:
-            # the hub gave up on this start (start_timeout) and stops the server next; until Docker confirms the
-            # container is gone its GPUs stay held (a create still running in the executor is caught by the
-            # reconcile as a container left "created")
+            # the hub gave up on this start (start_timeout) and stops the server next; until Docker
+            # confirms the container is gone its GPUs stay held (a create still running in the
+            # executor is caught by the reconcile as a container left "created")
             if self.object_id:
                 self._shared.reconciler.removals[self.object_id] = self.server_key
             elif self.engine.kind == "service":
-                # a service may be created (and then runs by itself) after the cancel: removed by name
+                # a service may be created (and then runs by itself) after the cancel: removed by
+                # name
                 self._shared.reconciler.removals[self.object_name] = self.server_key
             else:
                 self._release()
@@ -445,11 +549,14 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             await self._end_failed_start()
             if isinstance(e, web.HTTPError):
                 raise
-            # JupyterHub would show "Internal Server Error": say what failed, keep the details for the admin
+            # JupyterHub would show "Internal Server Error": say what failed, keep the details for
+            # the admin
             self.log.exception("%s: start failed", self._log_name)
             raise SpawnRefused(
-                500, f"Your server could not be started ({engine_error_text(e)}). Try again; if it keeps happening, "
-                "tell the admin the time of this attempt."
+                500,
+                f"Your server could not be started ({engine_error_text(e)}). Try again; if it "
+                f"keeps happening, "
+                "tell the admin the time of this attempt.",
             ) from None
 
     async def _prepare_notices(self):
@@ -462,20 +569,22 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             await self._blocking(prepare_notice_dir, directory)
         except OSError as e:
             self.log.error("%s: cannot prepare %s (runtime_dir): %s", self._log_name, directory, e)
-            raise SpawnRefused(500, "The hub cannot write its runtime files; tell the admin.") from None
+            raise SpawnRefused(
+                500, "The hub cannot write its runtime files; tell the admin."
+            ) from None
         self._notice_dir = directory
 
-    # ---- idle GPUs: what the reclaimer asks of a server -------------------------------------------------------------
-    async def _running_course(self) -> Optional[Course]:
-        """The course of the running server as its file says now (an edit applies to running servers too); None
-        without course files, or when the file is gone: the spawner's settings apply."""
+    # ---- idle GPUs: what the reclaimer asks of a server ------------------------------------------
+    async def _running_course(self) -> Course | None:
+        """The course of the running server as its file says now (an edit applies to running servers
+        too); None without course files, or when the file is gone: the spawner's settings apply."""
         course_id = self._assignment.course if self._assignment else ""
         if not (self.courses_dir and course_id):
             return None
         view = await self._catalog().get()
         return next((c for c in view.courses if c.id == course_id), None)
 
-    async def idle_policy(self, course: Optional[Course] = None) -> IdlePolicy:
+    async def idle_policy(self, course: Course | None = None) -> IdlePolicy:
         """The course's idle settings where it has them, the spawner's otherwise."""
 
         def pick(name, fallback):
@@ -483,50 +592,77 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return fallback if value is None else value
 
         if course is None:
-            return IdlePolicy(self.gpu_idle_minutes, self.gpu_idle_warn_minutes, self.gpu_idle_reclaim)
-        return IdlePolicy(pick("idle_minutes", self.gpu_idle_minutes),
-                          pick("idle_warn_minutes", self.gpu_idle_warn_minutes),
-                          pick("idle_reclaim", self.gpu_idle_reclaim))
+            return IdlePolicy(
+                self.gpu_idle_minutes, self.gpu_idle_warn_minutes, self.gpu_idle_reclaim
+            )
+        return IdlePolicy(
+            pick("idle_minutes", self.gpu_idle_minutes),
+            pick("idle_warn_minutes", self.gpu_idle_warn_minutes),
+            pick("idle_reclaim", self.gpu_idle_reclaim),
+        )
 
-    async def idle_holder(self) -> Optional[Holder]:
+    async def idle_holder(self) -> Holder | None:
         assignment = self._assignment
         if assignment is None or not assignment.gpus or not self.ready:
             return None
         # a GPU shared by n servers comes free when all n stop: each stop frees 1/n of it
         frees = sum(1 / max(1, len(self.allocator.holders_of(uuid))) for uuid in assignment.gpus)
         course = await self._running_course()
-        holder = Holder(key=self.server_key, gpus=assignment.gpus, started=self._started_epoch,
-                        policy=await self.idle_policy(course), course=assignment.course, frees=frees)
+        holder = Holder(
+            key=self.server_key,
+            gpus=assignment.gpus,
+            started=self._started_epoch,
+            policy=await self.idle_policy(course),
+            course=assignment.course,
+            frees=frees,
+        )
         budget = await self._budget_state(course, assignment.course)
         if budget is None:
             return holder
         # every server of this student in this course spends the same budget
-        rate = sum(len(a.gpus) * a.share
-                   for a in (getattr(s, "_assignment", None) for s in self._shared.reclaimer.servers.values())
-                   if a is not None and a.user == assignment.user and a.course == assignment.course)
+        rate = sum(
+            len(a.gpus) * a.share
+            for a in (
+                getattr(s, "_assignment", None) for s in self._shared.reclaimer.servers.values()
+            )
+            if a is not None and a.user == assignment.user and a.course == assignment.course
+        )
         return dataclasses.replace(
-            holder, budget_seconds=budget.seconds_left(rate or len(assignment.gpus)),
-            budget_warning=budget.warning(), budget_stopped=budget.stopped())
+            holder,
+            budget_seconds=budget.seconds_left(rate or len(assignment.gpus)),
+            budget_warning=budget.warning(),
+            budget_stopped=budget.stopped(),
+        )
 
-    # ---- budgets ----------------------------------------------------------------------------------------------------
-    async def _budget_state(self, course: Optional[Course], course_id: str) -> Optional[BudgetState]:
-        """This user's GPU-hour budget in ``course`` this week; None without a budget (or for an admin)."""
-        limit = course.weekly_hours if course is not None and course.weekly_hours is not None \
+    # ---- budgets ---------------------------------------------------------------------------------
+    async def _budget_state(self, course: Course | None, course_id: str) -> BudgetState | None:
+        """This user's GPU-hour budget in ``course`` this week; None without a budget (or for an
+        admin)."""
+        limit = (
+            course.weekly_hours
+            if course is not None and course.weekly_hours is not None
             else self.gpu_hours_per_week
+        )
         if getattr(self.user, "admin", False) and not self.gpu_budget_admins:
             return None
         title = course.title if course is not None and course.id else "this hub"
-        return await self._records().budget(self.user.name, limit, self.gpu_budget_week_start, course_id, title)
+        return await self._records().budget(
+            self.user.name, limit, self.gpu_budget_week_start, course_id, title
+        )
 
-    async def stop_for_reclaim(self, message: str, started: float, reason: str = "reclaimed idle") -> bool:
-        """Stop this server through the hub, as its REST API would (proxy route first, then User.stop: the hub's
-        database, the proxy and the GPU queue all follow); the message waits for the student's next spawn page."""
+    async def stop_for_reclaim(
+        self, message: str, started: float, reason: str = "reclaimed idle"
+    ) -> bool:
+        """Stop this server through the hub, as its REST API would (proxy route first, then
+        User.stop: the hub's database, the proxy and the GPU queue all follow); the message waits
+        for the student's next spawn page."""
         if self.pending or not self.ready or started != self._started_epoch:
             return False  # starting or stopping, or restarted since it was judged idle
         self._reclaimed = {"at": time.time(), "message": message}
         self._end_reason = reason
         user = self.user
-        self._stop_pending = True  # before anything is awaited, as the hub's own stop does: no start slips in
+        # before anything is awaited, as the hub's own stop does: no start slips in
+        self._stop_pending = True
         try:
             proxy = (getattr(user, "settings", None) or {}).get("proxy")
             if proxy is not None:
@@ -535,7 +671,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             await user.stop(self.name)
         return True
 
-    # ---- usage records ------------------------------------------------------------------------------------------
+    # ---- usage records ---------------------------------------------------------------------------
     def _records(self) -> UsageRecords:
         url = self.usage_db_url
         if url not in self._shared.records:
@@ -547,38 +683,55 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return Hold(a.user, a.server, a.course, a.gpus, a.share)
 
     def _queue_seconds(self, course: Course, spent: float = 0.0, warn: bool = True) -> float:
-        """How long this start may wait for GPUs: the course's or the spawner's queue timeout, within what the
-        hub's start_timeout leaves once ``spent`` seconds of start() have passed (an image pull, say) and the
-        container must still start and answer after the wait."""
+        """How long this start may wait for GPUs: the course's or the spawner's queue timeout,
+        within what the hub's start_timeout leaves once ``spent`` seconds of start() have passed (an
+        image pull, say) and the container must still start and answer after the wait."""
         enabled = course.queue if course.queue is not None else self.gpu_queue
-        timeout = course.queue_timeout if course.queue_timeout is not None else self.gpu_queue_timeout
+        timeout = (
+            course.queue_timeout if course.queue_timeout is not None else self.gpu_queue_timeout
+        )
         if not enabled or timeout <= 0:
             return 0
         budget = self.start_timeout - spent - self.http_timeout - QUEUE_START_MARGIN
         if budget < timeout and warn:
-            self.log.warning("Spawner.start_timeout (%s s) cuts the GPU queue wait to %.0f s; set it to at least "
-                             "gpu_queue_timeout + http_timeout + %s s plus the time an image pull takes",
-                             self.start_timeout, max(0, budget), QUEUE_START_MARGIN)
+            self.log.warning(
+                "Spawner.start_timeout (%s s) cuts the GPU queue wait to %.0f s; set it to at "
+                "least "
+                "gpu_queue_timeout + http_timeout + %s s plus the time an image pull takes",
+                self.start_timeout,
+                max(0, budget),
+                QUEUE_START_MARGIN,
+            )
         return max(0, min(timeout, budget))
 
     async def _wait_in_queue(self, request: GPURequest, seconds: float):
         label = pool_label((await self.gpu_snapshot()).gpus)
-        # a second named server in line counts as holding: one student cannot queue ahead of the class twice
-        holds_other = (self.allocator.user_gpu_count(request.user, excluding=request.key) > 0
-                       or self._shared.waitroom.waiting_for(request.user))
+        # a second named server in line counts as holding: one student cannot queue ahead of the
+        # class twice
+        holds_other = self.allocator.user_gpu_count(
+            request.user, excluding=request.key
+        ) > 0 or self._shared.waitroom.waiting_for(request.user)
         joined, outcome = time.monotonic(), "cancelled"
         try:
             uuids = await self._shared.waitroom.wait(
-                request, holds_other=holds_other, timeout=seconds,
-                gpus=self._inventory_gpus, on_place=lambda at, n: self._event(waiting_message(at, n, label), 5),
+                request,
+                holds_other=holds_other,
+                timeout=seconds,
+                gpus=self._inventory_gpus,
+                on_place=lambda at, n: self._event(waiting_message(at, n, label), 5),
             )
             outcome = "granted"
             return uuids
         except QueueTimeout:
             outcome = "timeout"
             minutes = f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
-            self._refuse_gpus(NoGPUAvailable(f"No GPU came free within {minutes}; nothing is held for you. Try "
-                                             "again later, or start a CPU-only server."), "queue_timeout")
+            self._refuse_gpus(
+                NoGPUAvailable(
+                    f"No GPU came free within {minutes}; nothing is held for you. Try "
+                    "again later, or start a CPU-only server."
+                ),
+                "queue_timeout",
+            )
         except AllocationError as e:
             outcome = "refused"
             self._refuse_gpus(e)
@@ -597,8 +750,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return self._placeable_gpus(await self.gpu_snapshot())
 
     def _placeable_gpus(self, snapshot) -> tuple:
-        """The GPUs this start may be given: all of them on one host (GPUSwarmSpawner: those on nodes that have
-        the image)."""
+        """The GPUs this start may be given: all of them on one host (GPUSwarmSpawner: those on
+        nodes that have the image)."""
         return snapshot.gpus
 
     def _node_for(self, uuids, snapshot) -> str:
@@ -606,8 +759,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return ""
 
     async def _clear_previous_hold(self):
-        """A hold left by this server's last container (its stop failed, or Docker did not confirm it stopped)
-        goes only with that container: allocating anew would otherwise free GPUs it may still use."""
+        """A hold left by this server's last container (its stop failed, or Docker did not confirm
+        it stopped) goes only with that container: allocating anew would otherwise free GPUs it may
+        still use."""
         key = self.server_key
         holds = bool(self.allocator.assignment(*key))
         left = [cid for cid, k in self._shared.reconciler.removals.items() if k == key]
@@ -615,32 +769,45 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return
         obj = await self.get_object()
         object_id = obj[self.object_id_key] if obj else ""
-        if object_id and object_id not in left and await self.docker_call(self.engine.holds_gpus, object_id):
+        if (
+            object_id
+            and object_id not in left
+            and await self.docker_call(self.engine.holds_gpus, object_id)
+        ):
             left.append(object_id)
         for container_id in left:
             try:
                 await self.docker_call(self.engine.remove, container_id)
             except Exception as e:
-                self.log.error("%s: the previous container %s cannot be removed yet: %s", self._log_name,
-                               container_id[:12], e)
+                self.log.error(
+                    "%s: the previous container %s cannot be removed yet: %s",
+                    self._log_name,
+                    container_id[:12],
+                    e,
+                )
                 if not holds:
                     continue  # it holds no GPUs: the reconcile keeps trying, the start goes ahead
-                raise SpawnRefused(409, "Your previous server is still stopping; try again in a minute.") from None
+                raise SpawnRefused(
+                    409, "Your previous server is still stopping; try again in a minute."
+                ) from None
             self._shared.reconciler.removals.pop(container_id, None)
         self.object_id = ""
         self.allocator.release(*key)
 
     async def _end_failed_start(self):
-        """Remove the container of a failed start, then free its GPUs; if Docker cannot confirm the container is
-        gone, the GPUs stay held and the reconcile removes it and frees them."""
-        self._shared.networks_checked.pop(self.network_name, None)  # perhaps the network went away: check it again
+        """Remove the container of a failed start, then free its GPUs; if Docker cannot confirm the
+        container is gone, the GPUs stay held and the reconcile removes it and frees them."""
+        # perhaps the network went away: check it again
+        self._shared.networks_checked.pop(self.network_name, None)
         container_id = self.object_id
         if container_id:
             try:
                 await self.remove_object()
                 self.object_id = ""
             except Exception as e:
-                self.log.error("Could not remove the container of a failed spawn %s: %s", self.object_name, e)
+                self.log.error(
+                    "Could not remove the container of a failed spawn %s: %s", self.object_name, e
+                )
                 if await self.docker_call(self.engine.holds_gpus, container_id):
                     self._shared.reconciler.removals[container_id] = self.server_key
                     return
@@ -648,24 +815,37 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._release()
 
     async def _ensure_network(self):
-        if self.network_name == "host" or (self.network_name in BUILTIN_NETWORKS and not
-                                           self.require_isolated_network):
+        if self.network_name == "host" or (
+            self.network_name in BUILTIN_NETWORKS and not self.require_isolated_network
+        ):
             return  # host: the documented opt-in for trusted single-user hosts
-        # checked once per NETWORK_CHECK_SECONDS, not on every start of a burst; a failed start checks again
+        # checked once per NETWORK_CHECK_SECONDS, not on every start of a burst; a failed start
+        # checks again
         now = asyncio.get_running_loop().time()
-        if now - self._shared.networks_checked.get(self.network_name, float("-inf")) < NETWORK_CHECK_SECONDS:
+        if (
+            now - self._shared.networks_checked.get(self.network_name, float("-inf"))
+            < NETWORK_CHECK_SECONDS
+        ):
             return
-        ensure = functools.partial(ensure_network, name=self.network_name, internal=self.network_internal,
-                                   subnet=self.network_subnet, require_isolated=self.require_isolated_network)
+        ensure = functools.partial(
+            ensure_network,
+            name=self.network_name,
+            internal=self.network_internal,
+            subnet=self.network_subnet,
+            require_isolated=self.require_isolated_network,
+        )
         try:
             await self.docker_call(ensure)
         except NetworkError as e:
             self.log.error("%s", e)
-            raise SpawnRefused(500, "The network for user servers is misconfigured; tell the admin.") from None
+            raise SpawnRefused(
+                500, "The network for user servers is misconfigured; tell the admin."
+            ) from None
         self._shared.networks_checked[self.network_name] = now
 
     async def _preflight_image(self, image):
-        """Refuse, before anything is created or held, an image that is missing or cannot run a hub server."""
+        """Refuse, before anything is created or held, an image that is missing or cannot run a hub
+        server."""
         status = await self.docker_call(images.inspect_readiness, image, self._shared.probed_images)
         if not status.present and self.pull_policy in ("ifnotpresent", "always"):
             self._event(f"Pulling {image}", 5)
@@ -673,26 +853,38 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 await self.pull_image(image)
             except Exception as e:
                 raise SpawnRefused(
-                    400, f"Image {image} is not on this server and could not be pulled ({str(e)[:200]}). "
-                    f"An admin can build it offline with: {images.build_command(image)}, or copy it here with "
-                    "docker load."
+                    400,
+                    f"Image {image} is not on this server and could not be pulled "
+                    f"({str(e)[:200]}). "
+                    f"An admin can build it offline with: {images.build_command(image)}, or copy "
+                    f"it here with "
+                    "docker load.",
                 ) from None
-            status = await self.docker_call(images.inspect_readiness, image, self._shared.probed_images)
+            status = await self.docker_call(
+                images.inspect_readiness, image, self._shared.probed_images
+            )
         if not status.present:
             raise SpawnRefused(
-                400, f"Image {image} is not on this server (pull_policy={self.pull_policy}). An admin can copy it "
-                f"here with docker load, or build a hub-ready image with: {images.build_command(image)}"
+                400,
+                f"Image {image} is not on this server (pull_policy={self.pull_policy}). An admin "
+                f"can copy it "
+                f"here with docker load, or build a hub-ready image with: "
+                f"{images.build_command(image)}",
             )
         if not status.ready:
             raise SpawnRefused(
-                400, f"Image {image} cannot run a JupyterHub server (no jupyterhub-singleuser). An admin can make "
-                f"it ready with: {images.build_command(image)}"
+                400,
+                f"Image {image} cannot run a JupyterHub server (no jupyterhub-singleuser). An "
+                f"admin can make "
+                f"it ready with: {images.build_command(image)}",
             )
         hub_version = images.hub_jupyterhub_version()
         if images.version_mismatch(status.jupyterhub_version, hub_version):
             self._event(
-                f"Warning: {image} carries JupyterHub {status.jupyterhub_version}, the hub runs {hub_version}; "
-                "rebuild it with build-image if the server misbehaves", 5,
+                f"Warning: {image} carries JupyterHub {status.jupyterhub_version}, the hub runs "
+                f"{hub_version}; "
+                "rebuild it with build-image if the server misbehaves",
+                5,
             )
 
     async def _wait_until_answering(self, ip, port):
@@ -700,22 +892,36 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             return
         try:
             await wait_until_answering(
-                ip, port, f"{self.server.base_url}api", timeout=self.http_timeout,
-                interval=self.ready_poll_interval, exited=lambda: self.docker_call(self.engine.exit_info, self.object_id),
+                ip,
+                port,
+                f"{self.server.base_url}api",
+                timeout=self.http_timeout,
+                interval=self.ready_poll_interval,
+                exited=lambda: self.docker_call(self.engine.exit_info, self.object_id),
             )
         except ServerExited as e:
-            self.log.error("Container %s stopped while starting (%s). Its last output:\n%s",
-                           self.object_name, e, e.output.rstrip() or "(none)")
+            self.log.error(
+                "Container %s stopped while starting (%s). Its last output:\n%s",
+                self.object_name,
+                e,
+                e.output.rstrip() or "(none)",
+            )
             mem_limit = self._plan.mem_limit if self._plan else self.mem_limit
-            hint = f" Its memory limit is {format_size(mem_limit)}." if e.oom_killed and mem_limit else ""
+            hint = (
+                f" Its memory limit is {format_size(mem_limit)}."
+                if e.oom_killed and mem_limit
+                else ""
+            )
             raise SpawnRefused(
-                500, f"Your server stopped while starting ({e}).{hint} Try again; if it keeps happening, tell the "
-                "admin the time of this attempt."
+                500,
+                f"Your server stopped while starting ({e}).{hint} Try again; if it keeps "
+                f"happening, tell the "
+                "admin the time of this attempt.",
             ) from None
 
     async def _check_course_data(self, course: Course, host_home: str):
-        # Docker keys binds by host path: a course mount of an admin volume's path would replace it (or make it
-        # read-write), and one onto an admin volume's or the home's target would hide it
+        # Docker keys binds by host path: a course mount of an admin volume's path would replace it
+        # (or make it read-write), and one onto an admin volume's or the home's target would hide it
         admin_binds = dict(DockerSpawner.volume_binds.fget(self))
         admin_binds[host_home] = {"bind": self._container_home(), "mode": "rw"}
         clashes = await self._blocking(conflicting_mounts, course.mounts, admin_binds)
@@ -723,23 +929,38 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             for clash in clashes:
                 self.log.error("course %s: %s", course.id, clash)
             raise SpawnRefused(
-                500, f"The data mounts of {course.title} clash with the server's own volumes; tell the admin."
+                500,
+                f"The data mounts of {course.title} clash with the server's own volumes; tell the "
+                f"admin.",
             )
-        # the catalog checked each source (resolved) against the data roots when the file changed; a directory
-        # someone replaced by a symlink since (a course writes into its data) would lead Docker elsewhere
-        moved = [m for m in course.mounts if await self._blocking(os.path.realpath, m.source) != m.source]
+        # the catalog checked each source (resolved) against the data roots when the file changed; a
+        # directory someone replaced by a symlink since (a course writes into its data) would lead
+        # Docker elsewhere
+        moved = [
+            m for m in course.mounts if await self._blocking(os.path.realpath, m.source) != m.source
+        ]
         if moved:
-            self.log.error("course %s: mount sources are symlinks now: %s", course.id, [m.source for m in moved])
+            self.log.error(
+                "course %s: mount sources are symlinks now: %s",
+                course.id,
+                [m.source for m in moved],
+            )
             raise SpawnRefused(
-                500, f"The course data for {course.title} ({moved[0].target}) changed on the server; tell your "
-                "instructor."
+                500,
+                f"The course data for {course.title} ({moved[0].target}) changed on the server; "
+                f"tell your "
+                "instructor.",
             )
         missing = [m for m in course.mounts if not await self._blocking(os.path.isdir, m.source)]
         if missing:
-            self.log.error("course %s: mount sources missing: %s", course.id, [m.source for m in missing])
+            self.log.error(
+                "course %s: mount sources missing: %s", course.id, [m.source for m in missing]
+            )
             raise SpawnRefused(
-                500, f"The course data for {course.title} ({missing[0].target}) is not available on this server; "
-                "tell your instructor."
+                500,
+                f"The course data for {course.title} ({missing[0].target}) is not available on "
+                f"this server; "
+                "tell your instructor.",
             )
 
     def _reserve_port(self) -> int:
@@ -756,14 +977,17 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._shared.ports.discard(self.port)
 
     async def _remove_outdated_container(self):
-        """A kept container (remove=False) is reused only when it carries exactly this assignment."""
+        """A kept container (remove=False) is reused only when it carries exactly this
+        assignment."""
         if self.remove:
             return  # DockerSpawner removes any leftover container itself
         obj = await self.get_object()
         if not obj:
             return
         if GPUAssignment.from_labels(obj["Config"].get("Labels") or {}) != self._assignment:
-            self.log.info("Removing %s: its image or GPUs differ from this request", self.object_name)
+            self.log.info(
+                "Removing %s: its image or GPUs differ from this request", self.object_name
+            )
             await self.remove_object()
             self.object_id = ""
         elif self.network_name == "host":
@@ -776,14 +1000,22 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self.port = port
 
     async def create_object(self):
-        """DockerSpawner's create, rendered from this start's plan. The admin's extra_create_kwargs and
-        extra_host_config are read now (a pre_spawn_hook may have changed them) and merged under the plan."""
+        """DockerSpawner's create, rendered from this start's plan. The admin's extra_create_kwargs
+        and extra_host_config are read now (a pre_spawn_hook may have changed them) and merged under
+        the plan."""
         self._event(f"Creating container from {self.image}", 30)
         create, host, warnings = docker_create_kwargs(
-            self._plan, name=self.container_name, command=await self.get_command(), port=self.port,
-            network=self.network_name, admin_create=await self._admin_value(self.extra_create_kwargs),
-            admin_host=await self._admin_value(self.extra_host_config), use_internal_ip=self.use_internal_ip,
-            host_ip=self.host_ip, links=self.links, mounts=self.mount_binds,
+            self._plan,
+            name=self.container_name,
+            command=await self.get_command(),
+            port=self.port,
+            network=self.network_name,
+            admin_create=await self._admin_value(self.extra_create_kwargs),
+            admin_host=await self._admin_value(self.extra_host_config),
+            use_internal_ip=self.use_internal_ip,
+            host_ip=self.host_ip,
+            links=self.links,
+            mounts=self.mount_binds,
         )
         for warning in warnings:
             self.log.warning(warning)
@@ -801,8 +1033,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return await super().get_ip_and_port()
 
     async def remove_object(self):
-        # forced: DockerSpawner's removal swallows HTTP 409, which is also Docker's "cannot remove a running
-        # container", so a failed start could free GPUs its container still uses
+        # forced: DockerSpawner's removal swallows HTTP 409, which is also Docker's "cannot remove a
+        # running container", so a failed start could free GPUs its container still uses
         self.log.info("Removing container %s", self.object_id[:12])
         await self.docker_call(self.engine.remove, self.object_id)
 
@@ -814,11 +1046,15 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         await self._ensure_reconciled()
         status = await self._object_status()
         key = self.server_key
-        if status is not None and key not in self._shared.reconciler.starting and \
-                self.object_id not in self._shared.reconciler.removals:
-            # stopped by itself (Lab's Shut Down, a crash, OOM, docker kill/rm): JupyterHub now calls clear_state()
-            # without stop(), and that is where the GPUs come back, once Docker says so for sure (DockerSpawner
-            # also reports "stopped" for a container still "created" or when Docker answers HTTP 500)
+        if (
+            status is not None
+            and key not in self._shared.reconciler.starting
+            and self.object_id not in self._shared.reconciler.removals
+        ):
+            # stopped by itself (Lab's Shut Down, a crash, OOM, docker kill/rm): JupyterHub now
+            # calls clear_state() without stop(), and that is where the GPUs come back, once Docker
+            # says so for sure (DockerSpawner also reports "stopped" for a container still "created"
+            # or when Docker answers HTTP 500)
             ended = await self.docker_call(self.engine.ended, self.object_id or self.object_name)
             self._stop_confirmed = ended is not None
             self._end_reason = self._end_reason or ended or ""
@@ -832,12 +1068,14 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._shared.reconciler.stopping.discard(self.server_key)
 
     async def _settle_create(self):
-        """Wait for a create still running for this server (GPUSwarmSpawner: a service starts once created)."""
+        """Wait for a create still running for this server (GPUSwarmSpawner: a service starts once
+        created)."""
 
     async def _stop(self):
         await self._settle_create()
         if not self.object_id and self.engine.kind == "service":
-            # a start cancelled during create_service: the service may exist and run; Docker takes its name too
+            # a start cancelled during create_service: the service may exist and run; Docker takes
+            # its name too
             self.object_id = self.object_name
         container_id = self.object_id
         if container_id:
@@ -849,19 +1087,27 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self._shared.reconciler.removals.pop(container_id, None)
             except Exception as e:
                 if await self.docker_call(self.engine.holds_gpus, container_id):
-                    # the hub forgets this server either way (clear_state follows); the GPUs stay held until the
-                    # reconcile has removed the container
+                    # the hub forgets this server either way (clear_state follows); the GPUs stay
+                    # held until the reconcile has removed the container
                     self._shared.reconciler.removals[container_id] = self.server_key
-                    self.log.error("Could not stop %s (%s); it may still run, so its GPUs stay reserved until the "
-                                   "reconcile removes it", self.object_name, e)
-                    raise SpawnRefused(500, "Your server could not be stopped cleanly; its GPUs are released as "
-                                       "soon as it is gone.") from None
+                    self.log.error(
+                        "Could not stop %s (%s); it may still run, so its GPUs stay reserved until "
+                        "the "
+                        "reconcile removes it",
+                        self.object_name,
+                        e,
+                    )
+                    raise SpawnRefused(
+                        500,
+                        "Your server could not be stopped cleanly; its GPUs are released as "
+                        "soon as it is gone.",
+                    ) from None
                 self.object_id = ""
         self._stop_confirmed = True
         self._end_reason = self._end_reason or "stopped"
         self.clear_state()
 
-    # ---- container spec -------------------------------------------------------------------------------------------
+    # ---- container spec --------------------------------------------------------------------------
     async def _admin_value(self, value):
         value = self._eval_if_callable(value)
         if inspect.isawaitable(value):
@@ -869,46 +1115,72 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return self._render_templates(dict(value or {}))
 
     def _make_plan(self) -> ContainerPlan:
-        hardening = Hardening(pids_limit=self.pids_limit, ulimits=tuple(sorted(self.ulimits.items())),
-                              cap_add=tuple(self.cap_add), no_new_privileges=self.no_new_privileges)
+        hardening = Hardening(
+            pids_limit=self.pids_limit,
+            ulimits=tuple(sorted(self.ulimits.items())),
+            cap_add=tuple(self.cap_add),
+            no_new_privileges=self.no_new_privileges,
+        )
         admin = AdminSettings(
-            mem_limit=self.mem_limit, cpu_limit=self.cpu_limit, shm_size=self.shm_size, hardening=hardening,
+            mem_limit=self.mem_limit,
+            cpu_limit=self.cpu_limit,
+            shm_size=self.shm_size,
+            hardening=hardening,
             environment_names=frozenset(self.environment),
-            binds=tuple(Bind(source, b["bind"], b.get("mode", "rw")) for source, b in self.volume_binds.items()),
+            binds=tuple(
+                Bind(source, b["bind"], b.get("mode", "rw"))
+                for source, b in self.volume_binds.items()
+            ),
         )
         simulated = os.path.realpath(self.simulated_gpus) if self._simulated_env else ""
         plan = plan_container(
-            assignment=self._assignment, image=self.image, uid=self._identity.uid, gid=self._identity.gid,
-            base_env=super().get_env(), admin=admin, course=self._course, host_home=self._host_home,
-            home=self._container_home(), notice_dir=self._notice_dir, notice_file=NOTICE_FILE,
-            simulated_file=simulated, simulated_env=self._simulated_env,
+            assignment=self._assignment,
+            image=self.image,
+            uid=self._identity.uid,
+            gid=self._identity.gid,
+            base_env=super().get_env(),
+            admin=admin,
+            course=self._course,
+            host_home=self._host_home,
+            home=self._container_home(),
+            notice_dir=self._notice_dir,
+            notice_file=NOTICE_FILE,
+            simulated_file=simulated,
+            simulated_env=self._simulated_env,
         )
         if plan.ignored_env:
-            self.log.warning("%s: ignoring %s in Spawner.environment: set by the spawner only", self._log_name,
-                             ", ".join(plan.ignored_env))
+            self.log.warning(
+                "%s: ignoring %s in Spawner.environment: set by the spawner only",
+                self._log_name,
+                ", ".join(plan.ignored_env),
+            )
         return plan
 
     def get_env(self):
         return self._plan.env_dict() if self._plan is not None else super().get_env()
 
-    # ---- state ----------------------------------------------------------------------------------------------------
+    # ---- state -----------------------------------------------------------------------------------
     def get_state(self):
         state = super().get_state()
         if self._assignment is not None:
             state["gpuspawn"] = {
-                **self._assignment.to_state(), "image": self.image,
+                **self._assignment.to_state(),
+                "image": self.image,
                 "uid": self._identity.uid if self._identity else None,
                 "gid": self._identity.gid if self._identity else None,
-                "started": self._started_epoch or None, "notices": bool(self._notice_dir),
+                "started": self._started_epoch or None,
+                "notices": bool(self._notice_dir),
             }
         if self._reclaimed:
-            state["gpuspawn_reclaimed"] = dict(self._reclaimed)  # outlives clear_state: for the next spawn page
+            # outlives clear_state: for the next spawn page
+            state["gpuspawn_reclaimed"] = dict(self._reclaimed)
         return state
 
     def load_state(self, state):
         data = state.get("gpuspawn")
         if data and data.get("image"):
-            # before DockerSpawner's state: setting the image re-renders object_name, which the state then fixes
+            # before DockerSpawner's state: setting the image re-renders object_name, which the
+            # state then fixes
             self.image = data["image"]
         super().load_state(state)
         reclaimed = state.get("gpuspawn_reclaimed")
@@ -921,7 +1193,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._identity = homes.Identity(int(data["uid"]), int(data["gid"]), "state")
         self._started_epoch = float(data.get("started") or time.time())
         if data.get("notices") and self._assignment.gpus:
-            # a hub restart: the reclaimer watches this server again, warning it through the same directory
+            # a hub restart: the reclaimer watches this server again, warning it through the same
+            # directory
             self._notice_dir = notice_dir(self.runtime_dir, self.server_key)
             self._shared.reclaimer.register(self, self._notice_dir)
 
@@ -931,18 +1204,29 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if getattr(self, "_stop_confirmed", False):
             self._release()
             if self._assignment is not None and self._assignment.gpus:
-                self._records().later(UsageDB.close, key[0], key[1], self._end_reason or "stopped", time.time())
+                self._records().later(
+                    UsageDB.close, key[0], key[1], self._end_reason or "stopped", time.time()
+                )
             if self.remove and container_id:
                 # it stopped by itself: the reconcile removes what is left of it
                 self._shared.reconciler.removals.setdefault(container_id, key)
-        elif getattr(self, "_stop_pending", False) and container_id and key not in self._shared.reconciler.starting:
-            # JupyterHub is forgetting this server (its stop or its poll failed): nothing else would ever stop the
-            # container, which keeps its GPUs until the reconcile has removed it
+        elif (
+            getattr(self, "_stop_pending", False)
+            and container_id
+            and key not in self._shared.reconciler.starting
+        ):
+            # JupyterHub is forgetting this server (its stop or its poll failed): nothing else would
+            # ever stop the container, which keeps its GPUs until the reconcile has removed it
             self._shared.reconciler.removals[container_id] = key
-            self.log.warning("%s: Docker did not confirm its container %s stopped; its GPUs stay held until the "
-                             "reconcile has removed it", self._log_name, container_id[:12])
-        # _stop_confirmed stays until the next start: JupyterHub calls clear_state again after stop(), and a kept
-        # container (remove=False) that stopped cleanly must not then be queued for removal
+            self.log.warning(
+                "%s: Docker did not confirm its container %s stopped; its GPUs stay held until the "
+                "reconcile has removed it",
+                self._log_name,
+                container_id[:12],
+            )
+        # _stop_confirmed stays until the next start: JupyterHub calls clear_state again after
+        # stop(), and a kept container (remove=False) that stopped cleanly must not then be queued
+        # for removal
         self._assignment = None
         self._plan = None
         self._course = None

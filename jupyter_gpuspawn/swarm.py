@@ -1,27 +1,28 @@
 """Docker Swarm: the GPUs each node advertises, and servers as services (read back like containers).
 
-Swarm itself cannot give a service a *specific* GPU (swarmkit takes only counts of generic resources, and
-services cannot carry device requests, moby#40133), so the hub's allocator places and isolates and Swarm runs:
-each GPU node's dockerd advertises its GPUs as NVIDIA documents (``--node-generic-resource
-NVIDIA-GPU=GPU-<uuid>``, or ``node-generic-resources`` in daemon.json), the manager reports them per node, and a
-server's service is pinned to its node with the UUIDs in ``NVIDIA_VISIBLE_DEVICES`` (GPU nodes run nvidia as the
-default runtime). Services reserve no generic resources: Swarm would then pick the GPUs itself.
+Swarm itself cannot give a service a *specific* GPU (swarmkit takes only counts of generic
+resources, and services cannot carry device requests, moby#40133), so the hub's allocator places and
+isolates and Swarm runs: each GPU node's dockerd advertises its GPUs as NVIDIA documents
+(``--node-generic-resource NVIDIA-GPU=GPU-<uuid>``, or ``node-generic-resources`` in daemon.json),
+the manager reports them per node, and a server's service is pinned to its node with the UUIDs in
+``NVIDIA_VISIBLE_DEVICES`` (GPU nodes run nvidia as the default runtime). Services reserve no
+generic resources: Swarm would then pick the GPUs itself.
 
 Blocking docker-py calls (``docker.APIClient`` on a manager): run them in an executor.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 from .gpus import GPU, Snapshot, parse_size
 from .reconcile import LabelledContainer
 from .spec import LABEL_USER, GPUAssignment
 
 GPU_RESOURCE = "NVIDIA-GPU"  # the generic resource kind NVIDIA's documentation uses
-# A GPU node's engine labels (dockerd --label) may name its GPUs' model and memory for the spawn form; Swarm itself
-# knows only UUIDs.
+# A GPU node's engine labels (dockerd --label) may name its GPUs' model and memory for the spawn
+# form; Swarm itself knows only UUIDs.
 LABEL_GPU_NAME = "org.jupyter.gpuspawn.gpu-name"
 LABEL_GPU_MEMORY = "org.jupyter.gpuspawn.gpu-memory"
 DEFAULT_GPU_NAME = "NVIDIA GPU"
@@ -38,11 +39,12 @@ class SwarmNode:
     addr: str  # where the hub reaches the node's published ports
     state: str  # ready, down, unknown, disconnected
     availability: str  # active, pause, drain
-    gpus: Tuple[str, ...] = ()  # the UUIDs it advertises
+    gpus: tuple[str, ...] = ()  # the UUIDs it advertises
 
     @property
     def offers(self) -> bool:
-        """Whether new servers may go there: ready and active (drained, paused or down nodes offer nothing)."""
+        """Whether new servers may go there: ready and active (drained, paused or down nodes offer
+        nothing)."""
         return self.state == "ready" and self.availability == "active"
 
 
@@ -50,7 +52,8 @@ def describe_node(data: dict) -> SwarmNode:
     description = data.get("Description") or {}
     resources = (description.get("Resources") or {}).get("GenericResources") or []
     gpus = tuple(
-        spec.get("Value", "") for spec in (r.get("NamedResourceSpec") for r in resources)
+        spec.get("Value", "")
+        for spec in (r.get("NamedResourceSpec") for r in resources)
         if spec and spec.get("Kind") == GPU_RESOURCE and spec.get("Value")
     )
     status = data.get("Status") or {}
@@ -59,8 +62,11 @@ def describe_node(data: dict) -> SwarmNode:
         # some managers report these (moby#35437): their cluster address is the one they advertise
         addr = ((data.get("ManagerStatus") or {}).get("Addr") or "").rsplit(":", 1)[0] or addr
     return SwarmNode(
-        id=data.get("ID", ""), hostname=description.get("Hostname", ""), addr=addr,
-        state=status.get("State", "unknown"), availability=(data.get("Spec") or {}).get("Availability", "active"),
+        id=data.get("ID", ""),
+        hostname=description.get("Hostname", ""),
+        addr=addr,
+        state=status.get("State", "unknown"),
+        availability=(data.get("Spec") or {}).get("Availability", "active"),
         gpus=gpus,
     )
 
@@ -68,35 +74,48 @@ def describe_node(data: dict) -> SwarmNode:
 def snapshot_from_nodes(nodes_data: list) -> Snapshot:
     """The GPUs of the nodes that offer them (ready, active), from the manager's node list.
 
-    A UUID advertised by two nodes is a configuration mistake (NVIDIA UUIDs are unique): it is offered on
-    neither and reported, so the allocator can key GPUs by UUID alone.
+    A UUID advertised by two nodes is a configuration mistake (NVIDIA UUIDs are unique): it is
+    offered on neither and reported, so the allocator can key GPUs by UUID alone.
     """
     nodes = [describe_node(d) for d in nodes_data]
     errors = []
     seen = {}
     for node in nodes:
         if node.state == "down":
-            continue  # a node that left (or rejoined under a new ID) stays listed as down: not a second owner
+            # a node that left (or rejoined under a new ID) stays listed as down: not a second owner
+            continue
         for uuid in node.gpus:
             seen.setdefault(uuid, []).append(node.hostname)
     twice = {uuid for uuid, where in seen.items() if len(where) > 1}
     for uuid in sorted(twice):
-        errors.append(f"GPU {uuid} is advertised by several nodes ({', '.join(seen[uuid])}); check their "
-                      "node-generic-resources: it is offered on none of them")
+        errors.append(
+            f"GPU {uuid} is advertised by several nodes ({', '.join(seen[uuid])}); check their "
+            "node-generic-resources: it is offered on none of them"
+        )
     gpus = []
     for node in sorted(nodes, key=lambda n: n.hostname):
         if not node.offers:
             continue
         labels = _engine_labels(nodes_data, node.id)
         try:
-            memory = parse_size(labels.get(LABEL_GPU_MEMORY, 0), f"node {node.hostname}: {LABEL_GPU_MEMORY}")
+            memory = parse_size(
+                labels.get(LABEL_GPU_MEMORY, 0), f"node {node.hostname}: {LABEL_GPU_MEMORY}"
+            )
         except ValueError as e:
             errors.append(str(e))
             memory = 0
         name = labels.get(LABEL_GPU_NAME) or DEFAULT_GPU_NAME
         for index, uuid in enumerate(node.gpus):
             if uuid not in twice:
-                gpus.append(GPU(uuid=uuid, index=index, name=name[:100], memory_total=memory, node=node.hostname))
+                gpus.append(
+                    GPU(
+                        uuid=uuid,
+                        index=index,
+                        name=name[:100],
+                        memory_total=memory,
+                        node=node.hostname,
+                    )
+                )
     return Snapshot(source="swarm", gpus=tuple(gpus), errors=tuple(errors), nodes=tuple(nodes))
 
 
@@ -112,18 +131,20 @@ def read_swarm(client) -> Snapshot:
     return snapshot_from_nodes(client.nodes())
 
 
-# ---- servers as services -------------------------------------------------------------------------------------
+# ---- servers as services -------------------------------------------------------------------------
 
-def _current_task(tasks: list) -> Optional[dict]:
+
+def _current_task(tasks: list) -> dict | None:
     """The task that says what a one-replica service is doing: the newest one."""
     return max(tasks, key=lambda t: t.get("CreatedAt") or "", default=None)
 
 
 def service_state(tasks: list, nodes_down=frozenset()) -> str:
-    """A service's state in Docker's container words (reconcile.HOLDING_STATES): "created" before its task runs,
-    "running", "exited" once its task ended. A task Swarm is stopping (desired state shutdown) still runs until
-    its node reports it ended, except on a node that is down (``nodes_down``: node IDs): Swarm has given it up,
-    the node offers nothing until it is back, and then Swarm stops the task before any new one starts there."""
+    """A service's state in Docker's container words (reconcile.HOLDING_STATES): "created" before
+    its task runs, "running", "exited" once its task ended. A task Swarm is stopping (desired state
+    shutdown) still runs until its node reports it ended, except on a node that is down
+    (``nodes_down``: node IDs): Swarm has given it up, the node offers nothing until it is back, and
+    then Swarm stops the task before any new one starts there."""
     task = _current_task(tasks)
     if task is None:
         return "created"
@@ -137,38 +158,52 @@ def service_state(tasks: list, nodes_down=frozenset()) -> str:
 
 def down_nodes(client) -> frozenset:
     """IDs of the nodes that do not answer the manager (down, unknown, disconnected; blocking)."""
-    return frozenset(n["ID"] for n in client.nodes() if (n.get("Status") or {}).get("State") != "ready")
+    return frozenset(
+        n["ID"] for n in client.nodes() if (n.get("Status") or {}).get("State") != "ready"
+    )
 
 
 def _given_up(tasks: list) -> bool:
-    """Whether the current task is one Swarm is stopping but has not seen end: only then do node states matter."""
+    """Whether the current task is one Swarm is stopping but has not seen end: only then do node
+    states matter."""
     task = _current_task(tasks)
-    return task is not None and task.get("DesiredState") in ("shutdown", "remove") \
+    return (
+        task is not None
+        and task.get("DesiredState") in ("shutdown", "remove")
         and (task.get("Status") or {}).get("State") not in ENDED_STATES
+    )
 
 
-def list_labelled_services(client) -> List[LabelledContainer]:
-    """Every service labelled by jupyter-gpuspawn with its state: two API calls (services, tasks), three when a
-    task is being stopped (nodes; blocking)."""
+def list_labelled_services(client) -> list[LabelledContainer]:
+    """Every service labelled by jupyter-gpuspawn with its state: two API calls (services, tasks),
+    three when a task is being stopped (nodes; blocking)."""
     services = client.services(filters={"label": LABEL_USER})
     if not services:
         return []
     tasks_by_service: dict = {}
     for task in client.tasks():
         tasks_by_service.setdefault(task.get("ServiceID"), []).append(task)
-    down = down_nodes(client) if any(_given_up(t) for t in tasks_by_service.values()) else frozenset()
+    down = (
+        down_nodes(client) if any(_given_up(t) for t in tasks_by_service.values()) else frozenset()
+    )
     found = []
     for service in services:
         labels = (service.get("Spec") or {}).get("Labels") or {}
         assignment = GPUAssignment.from_labels(labels)
         if assignment is None:
             continue
-        found.append(LabelledContainer(service["ID"], service_state(tasks_by_service.get(service["ID"], []), down),
-                                       assignment, _epoch(service.get("CreatedAt"))))
+        found.append(
+            LabelledContainer(
+                service["ID"],
+                service_state(tasks_by_service.get(service["ID"], []), down),
+                assignment,
+                _epoch(service.get("CreatedAt")),
+            )
+        )
     return found
 
 
-def _epoch(stamp: Optional[str]) -> float:
+def _epoch(stamp: str | None) -> float:
     """Docker's RFC 3339 time (nanoseconds, "Z") as epoch seconds; 0 when absent or unreadable."""
     from datetime import datetime
 
@@ -176,16 +211,19 @@ def _epoch(stamp: Optional[str]) -> float:
         return 0.0
     try:
         head, _, rest = stamp.rstrip("Z").partition(".")
-        return datetime.fromisoformat(head + "+00:00").timestamp() + (float("0." + rest) if rest else 0.0)
+        return datetime.fromisoformat(head + "+00:00").timestamp() + (
+            float("0." + rest) if rest else 0.0
+        )
     except ValueError:
         return 0.0
 
 
 def remove_service(client, service_id: str, wait: float = 60.0, poll: float = 0.25) -> None:
-    """Remove a service and wait until its task has ended (blocking). Unlike a forced container removal, removing
-    a service returns at once while the node still stops the task (its stop grace period): GPUs freed then would
-    go to the next student while the old kernel still holds them. A service already gone counts as removed;
-    a task still running after ``wait`` seconds raises, so its GPUs stay held and the reconcile tries again."""
+    """Remove a service and wait until its task has ended (blocking). Unlike a forced container
+    removal, removing a service returns at once while the node still stops the task (its stop grace
+    period): GPUs freed then would go to the next student while the old kernel still holds them. A
+    service already gone counts as removed; a task still running after ``wait`` seconds raises, so
+    its GPUs stay held and the reconcile tries again."""
     import docker.errors
 
     try:
@@ -200,13 +238,15 @@ def remove_service(client, service_id: str, wait: float = 60.0, poll: float = 0.
     for task_id in tasks:
         while not _task_over(client, task_id):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the task of service {service_id[:12]} still runs {wait:.0f} s after removal")
+                raise RuntimeError(
+                    f"the task of service {service_id[:12]} still runs {wait:.0f} s after removal"
+                )
             time.sleep(poll)
 
 
 def _task_over(client, task_id: str) -> bool:
-    """Whether a task can no longer use its GPUs: ended, forgotten by the manager, never sent to a node, or on a
-    node that is down (see service_state)."""
+    """Whether a task can no longer use its GPUs: ended, forgotten by the manager, never sent to a
+    node, or on a node that is down (see service_state)."""
     import docker.errors
 
     try:
@@ -219,7 +259,7 @@ def _task_over(client, task_id: str) -> bool:
     return task.get("NodeID") in down_nodes(client)
 
 
-def _tasks(client, service_id: str) -> Optional[list]:
+def _tasks(client, service_id: str) -> list | None:
     import docker.errors
 
     try:
@@ -234,7 +274,8 @@ def _state_of(client, tasks: list) -> str:
 
 
 def service_holds_gpus(client, service_id: str) -> bool:
-    """Whether the service may still use its GPUs; a manager that does not answer counts as yes (blocking)."""
+    """Whether the service may still use its GPUs; a manager that does not answer counts as yes
+    (blocking)."""
     try:
         tasks = _tasks(client, service_id)
     except Exception:
@@ -242,9 +283,10 @@ def service_holds_gpus(client, service_id: str) -> bool:
     return tasks is not None and _state_of(client, tasks) != "exited"
 
 
-def service_ended(client, service_id_or_name: str) -> Optional[str]:
-    """How the service's server ended, once Swarm says for sure: "exited" (its task completed: Lab's Shut Down),
-    "crashed" (failed, rejected, shut down by Swarm, or the service removed), None while it may still run."""
+def service_ended(client, service_id_or_name: str) -> str | None:
+    """How the service's server ended, once Swarm says for sure: "exited" (its task completed: Lab's
+    Shut Down), "crashed" (failed, rejected, shut down by Swarm, or the service removed), None while
+    it may still run."""
     try:
         tasks = _tasks(client, service_id_or_name)
     except Exception:
@@ -265,9 +307,9 @@ def task_error(tasks: list) -> str:
 
 
 def service_exit(client, service_id: str, output_lines: int = 20):
-    """None while the service's task may still run; otherwise how it ended, as readiness.ServerExited (blocking).
-    Swarm keeps the ended task's exit code and error; its output comes through the manager when the node still
-    has it."""
+    """None while the service's task may still run; otherwise how it ended, as
+    readiness.ServerExited (blocking). Swarm keeps the ended task's exit code and error; its output
+    comes through the manager when the node still has it."""
     from .readiness import ServerExited
 
     try:
@@ -281,8 +323,12 @@ def service_exit(client, service_id: str, output_lines: int = 20):
     status = (_current_task(tasks) or {}).get("Status") or {}
     exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
     try:
-        output = b"".join(client.service_logs(service_id, stdout=True, stderr=True, tail=output_lines))
+        output = b"".join(
+            client.service_logs(service_id, stdout=True, stderr=True, tail=output_lines)
+        )
         output = output.decode(errors="replace")
     except Exception:  # logs of a task on a node that is gone, or a logging driver without reads
         output = ""
-    return ServerExited(exit_code, error=status.get("Err") or status.get("Message") or "", output=output)
+    return ServerExited(
+        exit_code, error=status.get("Err") or status.get("Message") or "", output=output
+    )

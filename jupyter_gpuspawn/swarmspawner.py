@@ -1,18 +1,21 @@
-"""GPUSwarmSpawner: GPUDockerSpawner's servers as Docker Swarm services, on the GPU node the allocator picked.
+"""GPUSwarmSpawner: GPUDockerSpawner's servers as Docker Swarm services, on the GPU node the
+allocator picked.
 
-Everything students, instructors and admins see is GPUDockerSpawner's (courses, form, queue, reclaim, budgets,
-homes, the Lab extension); what differs is where a server runs: the allocator places it on one node's GPUs (by
-UUID), the plan becomes a one-task service pinned to that node (``node.id==…``), and the hub reaches it on the
-node's address at the port Swarm published there. See swarm.py for what Swarm can and cannot do with GPUs.
+Everything students, instructors and admins see is GPUDockerSpawner's (courses, form, queue,
+reclaim, budgets, homes, the Lab extension); what differs is where a server runs: the allocator
+places it on one node's GPUs (by UUID), the plan becomes a one-task service pinned to that node
+(``node.id==…``), and the hub reaches it on the node's address at the port Swarm published there.
+See swarm.py for what Swarm can and cannot do with GPUs.
 """
+
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Dict, Optional
 
 from dockerspawner import SwarmSpawner
-from traitlets import Bool, Dict as DictTrait, Float, default
+from traitlets import Bool, Float, default
+from traitlets import Dict as DictTrait
 
 from . import images
 from .engines import SERVICES
@@ -24,42 +27,52 @@ from .swarm import STARTING_STATES, read_swarm, task_error
 
 # how long a task may stay pending with "no suitable node" before the start gives up
 UNPLACEABLE_SECONDS = 5.0
-# seconds a node's engine has to answer an image check (they are asked in parallel, and a failure is remembered)
+# seconds a node's engine has to answer an image check (they are asked in parallel, and a failure is
+# remembered)
 NODE_TIMEOUT = 5
 
 
 class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
-    """Spawns single-user servers as Docker Swarm services on the node that holds their GPUs (by UUID).
+    """Spawns single-user servers as Docker Swarm services on the node that holds their GPUs (by
+    UUID).
 
-    The hub talks to a Swarm manager (DockerSpawner's ``client_kwargs`` / ``DOCKER_HOST``). Requirements for the
-    nodes (README, "Several GPU servers: Docker Swarm"): GPUs advertised as ``NVIDIA-GPU`` generic resources,
-    nvidia as the default runtime, ``--no-new-privileges``, homes on storage every node mounts at the same path.
+    The hub talks to a Swarm manager (DockerSpawner's ``client_kwargs`` / ``DOCKER_HOST``).
+    Requirements for the nodes (README, "Several GPU servers: Docker Swarm"): GPUs advertised as
+    ``NVIDIA-GPU`` generic resources, nvidia as the default runtime, ``--no-new-privileges``, homes
+    on storage every node mounts at the same path.
     """
 
     engine = SERVICES
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._image_nodes = None  # this start: nodes that have the image (None: not checked, any node)
+        # this start: nodes that have the image (None: not checked, any node)
+        self._image_nodes = None
         self._image_lacking = set()  # this start: nodes whose engine said the image is missing
-        self._creating = None  # the create_service call of this start, while it may still be running
+        # the create_service call of this start, while it may still be running
+        self._creating = None
 
     node_docker_hosts = DictTrait(
         config=True,
-        help="""Docker engines of the nodes, by node hostname, for checks the manager cannot make: whether a node
+        help="""Docker engines of the nodes, by node hostname, for checks the manager cannot make:
+        whether a node
         has the image (before anything is held for a start). Values as DOCKER_HOST takes them
-        ("tcp://gpu-node-2:2376" with DockerSpawner.tls_config, or "unix:///run/…/docker.sock"). A node left
-        out is not checked: a start there that finds no image fails with the same hint.""",
+        ("tcp://gpu-node-2:2376" with DockerSpawner.tls_config, or "unix:///run/…/docker.sock"). A
+        node left out is not checked: a start there that finds no image fails with the same
+        hint.""",
     )
 
     image_check_seconds = Float(
-        30.0, config=True,
+        30.0,
+        config=True,
         help="How long a node's answer about an image is trusted before it is asked again.",
     )
 
     require_node_image = Bool(
-        True, config=True,
-        help="""Refuse to place a server on a node whose engine (node_docker_hosts) says it lacks the image. Off:
+        True,
+        config=True,
+        help="""Refuse to place a server on a node whose engine (node_docker_hosts) says it lacks
+        the image. Off:
         place by GPUs alone and let the node fail the start.""",
     )
 
@@ -69,9 +82,10 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
 
     @default("network_name")
     def _default_network_name(self):
-        # each node's default bridge, which the README's node settings isolate (icc off, no userland proxy, two
-        # iptables rules). Not a swarm-scoped bridge: after a node's dockerd crashes, Docker 20.10 rejects every
-        # task on it (moby#37087); not an overlay: students would reach each other across nodes.
+        # each node's default bridge, which the README's node settings isolate (icc off, no userland
+        # proxy, two iptables rules). Not a swarm-scoped bridge: after a node's dockerd crashes,
+        # Docker 20.10 rejects every task on it (moby#37087); not an overlay: students would reach
+        # each other across nodes.
         return ""
 
     @default("use_internal_ip")
@@ -83,15 +97,19 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         # nodes of an offline cluster have no registry; each node's dockerd pulls by itself anyway
         return "skip"
 
-    # ---- inventory: the manager's nodes ----------------------------------------------------------------------
+    # ---- inventory: the manager's nodes ----------------------------------------------------------
     def _make_inventory(self) -> GPUInventory:
         if self.gpu_inventory != "swarm":
             return super()._make_inventory()
-        return GPUInventory("swarm", cache_seconds=self.gpu_inventory_cache_seconds,
-                            swarm_reader=lambda: read_swarm(self.client))
+        return GPUInventory(
+            "swarm",
+            cache_seconds=self.gpu_inventory_cache_seconds,
+            swarm_reader=lambda: read_swarm(self.client),
+        )
 
     def _node(self, snapshot: Snapshot, hostname: str):
-        """The node of that hostname that takes servers (a node that left and rejoined is listed twice)."""
+        """The node of that hostname that takes servers (a node that left and rejoined is listed
+        twice)."""
         return next((n for n in snapshot.nodes if n.hostname == hostname and n.offers), None)
 
     def _placeable_gpus(self, snapshot) -> tuple:
@@ -104,28 +122,37 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         nodes = {gpus[u].node for u in uuids if u in gpus}
         if len(nodes) == 1:
             return nodes.pop()
-        # CPU-only: the offering node (with the image) that has the most GPUs free, so GPU nodes fill last
+        # CPU-only: the offering node (with the image) that has the most GPUs free, so GPU nodes
+        # fill last
         free = {}
         for gpu in self._placeable_gpus(snapshot):
             if not self.allocator.holders_of(gpu.uuid):
                 free[gpu.node] = free.get(gpu.node, 0) + 1
-        offering = [n.hostname for n in snapshot.nodes if n.offers
-                    and (self._image_nodes is None or n.hostname in self._image_nodes)]
+        offering = [
+            n.hostname
+            for n in snapshot.nodes
+            if n.offers and (self._image_nodes is None or n.hostname in self._image_nodes)
+        ]
         if not offering:
             raise SpawnRefused(503, "No node of the cluster can take a server now; tell the admin.")
         return min(offering, key=lambda name: (-free.get(name, 0), name))
 
-    # ---- image: on the nodes, before anything is held -------------------------------------------------------
+    # ---- image: on the nodes, before anything is held --------------------------------------------
     async def _preflight_image(self, image):
-        """Which nodes have a usable ``image`` (asked of each node's engine in node_docker_hosts). Starts go only
-        to those; with none, the start is refused naming the nodes and the way to copy it there."""
+        """Which nodes have a usable ``image`` (asked of each node's engine in node_docker_hosts).
+        Starts go only to those; with none, the start is refused naming the nodes and the way to
+        copy it there."""
         self._image_nodes, self._image_lacking = None, set()
         if not self.node_docker_hosts or not self.require_node_image:
             return
         snapshot = await self.gpu_snapshot()
         offering = [n.hostname for n in snapshot.nodes if n.offers]
-        answers = await asyncio.gather(*(self._node_image(hostname, image) for hostname in offering))
-        checked: Dict[str, Optional[images.ImageReadiness]] = dict(zip(offering, answers))
+        answers = await asyncio.gather(
+            *(self._node_image(hostname, image) for hostname in offering)
+        )
+        checked: dict[str, images.ImageReadiness | None] = dict(
+            zip(offering, answers, strict=False)
+        )
         ready = {h for h, s in checked.items() if s is None or (s.present and s.ready)}
         self._image_nodes = ready
         lacking = sorted(h for h, s in checked.items() if s is not None and not s.present)
@@ -133,30 +160,42 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         if not ready:
             raise SpawnRefused(400, self._missing_image_text(image, lacking or offering))
         if lacking:
-            self.log.warning("Image %s is missing on node(s) %s: servers go to the others", image, ", ".join(lacking))
+            self.log.warning(
+                "Image %s is missing on node(s) %s: servers go to the others",
+                image,
+                ", ".join(lacking),
+            )
 
     def _refuse_gpus(self, error, reason: str = ""):
-        """No GPUs for this start; where free GPUs sit only on nodes without the image, say which and how to fix
-        it (an admin copies the image there)."""
+        """No GPUs for this start; where free GPUs sit only on nodes without the image, say which
+        and how to fix it (an admin copies the image there)."""
         lacking = sorted(self._image_lacking)
         if lacking:
             snapshot = self.inventory.last_snapshot()
-            free = [g for g in (snapshot.gpus if snapshot else ()) if g.node in lacking
-                    and not self.allocator.holders_of(g.uuid)]
+            free = [
+                g
+                for g in (snapshot.gpus if snapshot else ())
+                if g.node in lacking and not self.allocator.holders_of(g.uuid)
+            ]
             if free:
                 nodes = sorted({g.node for g in free})
-                error.message = (f"{error.message} {len(free)} more free on {', '.join(nodes)}, which "
-                                 f"{'lacks' if len(nodes) == 1 else 'lack'} the image: "
-                                 f"{self._missing_image_text(self.image, nodes)}")
+                error.message = (
+                    f"{error.message} {len(free)} more free on {', '.join(nodes)}, which "
+                    f"{'lacks' if len(nodes) == 1 else 'lack'} the image: "
+                    f"{self._missing_image_text(self.image, nodes)}"
+                )
         super()._refuse_gpus(error, reason)
 
     def _missing_image_text(self, image, nodes) -> str:
         where = ("node " if len(nodes) == 1 else "nodes ") + ", ".join(nodes)
-        return (f"Image {image} is not on {where}. An admin can copy it there without a registry: "
-                f"docker save {image} | ssh {nodes[0] if nodes else 'NODE'} docker load")
+        return (
+            f"Image {image} is not on {where}. An admin can copy it there without a registry: "
+            f"docker save {image} | ssh {nodes[0] if nodes else 'NODE'} docker load"
+        )
 
-    async def _node_image(self, hostname: str, image: str) -> Optional[images.ImageReadiness]:
-        """The image's readiness on a node, None when its engine is not configured or does not answer."""
+    async def _node_image(self, hostname: str, image: str) -> images.ImageReadiness | None:
+        """The image's readiness on a node, None when its engine is not configured or does not
+        answer."""
         url = self.node_docker_hosts.get(hostname)
         if not url:
             return None
@@ -174,8 +213,8 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
                 kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
             client = docker.APIClient(**kwargs)
             try:
-                # the default runtime must be nvidia for NVIDIA_VISIBLE_DEVICES to mount GPUs (services cannot
-                # carry device requests); only the node's engine can tell
+                # the default runtime must be nvidia for NVIDIA_VISIBLE_DEVICES to mount GPUs
+                # (services cannot carry device requests); only the node's engine can tell
                 self._shared.node_runtimes[hostname] = client.info().get("DefaultRuntime", "")
                 return images.inspect_readiness(client, image, self._shared.probed_images)
             finally:
@@ -185,34 +224,46 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             status = await self._blocking(check)
         except Exception as e:
             self.log.warning("Cannot ask node %s (%s) about image %s: %s", hostname, url, image, e)
-            status = None  # not asked again for image_check_seconds: a dead engine must not slow every start
+            # not asked again for image_check_seconds: a dead engine must not slow every start
+            status = None
         cache[(hostname, image)] = (status, now)
         return status
 
     async def _ensure_network(self):
         return  # checked with the service: Swarm refuses a service on a network it does not have
 
-    # ---- the service --------------------------------------------------------------------------------------------
+    # ---- the service -----------------------------------------------------------------------------
     async def create_object(self):
         node = self._node(await self.gpu_snapshot(), self._assignment.node)
         if node is None:
-            raise SpawnRefused(503, f"Node {self._assignment.node} takes no new servers now (down, drained or gone); "
-                               "try again.")
+            raise SpawnRefused(
+                503,
+                f"Node {self._assignment.node} takes no new servers now (down, drained or gone); "
+                "try again.",
+            )
         runtime = self._shared.node_runtimes.get(node.hostname)
         if self._assignment.gpus and runtime not in (None, "nvidia"):
-            warning = (f"{node.hostname} runs containers with the {runtime} runtime, not nvidia: the GPUs are not "
-                       "mounted in them (set default-runtime nvidia in that node's daemon.json)")
+            warning = (
+                f"{node.hostname} runs containers with the {runtime} runtime, not nvidia: the GPUs "
+                f"are not "
+                "mounted in them (set default-runtime nvidia in that node's daemon.json)"
+            )
             self.log.warning("%s: %s", self._log_name, warning)
             self._event(f"Warning: {warning}; tell the admin", 25)
         self._event(f"Creating service from {self.image} on {node.hostname}", 30)
         plan = self._plan
         known = self._shared.node_images.get((node.hostname, self.image))
         if known and known[0] is not None and known[0].image_id:
-            # by ID: a node tries to pull a named image before every task (a registry lookup an offline cluster
-            # waits on); an ID it has is used as it is. The env still names the image.
+            # by ID: a node tries to pull a named image before every task (a registry lookup an
+            # offline cluster waits on); an ID it has is used as it is. The env still names the
+            # image.
             plan = dataclasses.replace(plan, image=known[0].image_id)
         kwargs = swarm_service_kwargs(
-            plan, name=self.object_name, command=await self.get_command(), port=self.port, node_id=node.id,
+            plan,
+            name=self.object_name,
+            command=await self.get_command(),
+            port=self.port,
+            node_id=node.id,
             network=self.network_name if self.network_name not in ("", "host") else "",
             admin_container=await self._admin_value(self.extra_container_spec),
             admin_resources=await self._admin_value(self.extra_resources_spec),
@@ -220,8 +271,8 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             admin_task=await self._admin_value(self.extra_task_spec),
             admin_endpoint=await self._admin_value(self.extra_endpoint_spec),
         )
-        # shielded: a start cancelled now (start_timeout) must not leave a service created after its stop removed
-        # nothing; the stop waits for this create to settle (_settle_create)
+        # shielded: a start cancelled now (start_timeout) must not leave a service created after its
+        # stop removed nothing; the stop waits for this create to settle (_settle_create)
         self._creating = asyncio.ensure_future(self.docker("create_service", **kwargs))
         return await asyncio.shield(self._creating)
 
@@ -231,7 +282,8 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             await asyncio.wait([creating], timeout=60)
 
     async def start_object(self):
-        """Wait until the service's task runs (or ended without running: rejected for a missing image, failed)."""
+        """Wait until the service's task runs (or ended without running: rejected for a missing
+        image, failed)."""
         self._event(f"Starting on {self._assignment.node}", 60)
         delay, task, state = 0.1, None, ""
         unplaceable_since = None
@@ -246,22 +298,30 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
                 now = asyncio.get_running_loop().time()
                 unplaceable_since = unplaceable_since or now
                 if now - unplaceable_since > UNPLACEABLE_SECONDS:
-                    raise SpawnRefused(503, f"Node {self._assignment.node} takes no new servers now; try again.")
+                    raise SpawnRefused(
+                        503, f"Node {self._assignment.node} takes no new servers now; try again."
+                    )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)  # quick at first: a task on a node with the image runs in about 0.5 s
+            # quick at first: a task on a node with the image runs in about 0.5 s
+            delay = min(delay * 1.5, 1.0)
         if state != "running":
             tasks = [task] if task else []
             error = task_error(tasks) or state or "no task"
             if "No such image" in error:
-                raise SpawnRefused(400, self._missing_image_text(self.image, [self._assignment.node]))
-            raise SpawnRefused(500, f"Your server did not start on {self._assignment.node} ({error}). Try again; "
-                               "if it keeps happening, tell the admin the time of this attempt.")
+                raise SpawnRefused(
+                    400, self._missing_image_text(self.image, [self._assignment.node])
+                )
+            raise SpawnRefused(
+                500,
+                f"Your server did not start on {self._assignment.node} ({error}). Try again; "
+                "if it keeps happening, tell the admin the time of this attempt.",
+            )
         self._event("Container started; waiting for Jupyter to answer", 80)
 
     async def _object_status(self):
-        """None while the service's task may run; otherwise how it ended. A removed service has ended; a task
-        on a node that is down, which Swarm gave up, too (swarm.service_state); a manager that does not answer
-        proves nothing."""
+        """None while the service's task may run; otherwise how it ended. A removed service has
+        ended; a task on a node that is down, which Swarm gave up, too (swarm.service_state); a
+        manager that does not answer proves nothing."""
         ended = await self.docker_call(self.engine.ended, self.object_id or self.object_name)
         return None if ended is None else f"service {ended}"
 
@@ -269,8 +329,14 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         task = await self.get_task()
         status = (task or {}).get("Status") or {}
         ports = (status.get("PortStatus") or {}).get("Ports") or []
-        published = next((p.get("PublishedPort") for p in ports if p.get("TargetPort") == self.port), None)
-        node = self._node(await self.gpu_snapshot(), self._assignment.node) if self._assignment else None
+        published = next(
+            (p.get("PublishedPort") for p in ports if p.get("TargetPort") == self.port), None
+        )
+        node = (
+            self._node(await self.gpu_snapshot(), self._assignment.node)
+            if self._assignment
+            else None
+        )
         if node is None and task:
             data = await self.docker("inspect_node", task["NodeID"])
             addr = (data.get("Status") or {}).get("Addr")

@@ -1,24 +1,26 @@
-"""Where starts wait for GPUs: the async side of the GPU queue (queue.py holds the order, this awaits it).
+"""Where starts wait for GPUs: the async side of the GPU queue (queue.py holds the order, this
+awaits it).
 
-One dispatcher task per hub process runs while anyone waits: every ``poll`` seconds it offers the free GPUs to the
-queue in order (choose + reserve in one synchronous step, as every allocation), and hands each grant to the start
-that waits for it. Polling keeps every path that frees a GPU (stop, a crash the hub's poll noticed, the reconcile)
-free of callbacks, and costs one pass over the queue: the hand-off latency is at most ``poll`` plus a snapshot read
-(benchmarks/queue_handoff.py).
+One dispatcher task per hub process runs while anyone waits: every ``poll`` seconds it offers the
+free GPUs to the queue in order (choose + reserve in one synchronous step, as every allocation), and
+hands each grant to the start that waits for it. Polling keeps every path that frees a GPU (stop, a
+crash the hub's poll noticed, the reconcile) free of callbacks, and costs one pass over the queue:
+the hand-off latency is at most ``poll`` plus a snapshot read (benchmarks/queue_handoff.py).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Dict, Optional, Tuple
+from collections.abc import Awaitable, Callable
 
 from .allocation import AllocationError, GPUAllocator, GPURequest, NoGPUAvailable
 from .queue import GPUQueue
 
-
 log = logging.getLogger("jupyter_gpuspawn.waitroom")
 
-# One pool per hub: the allocator chooses among all of the host's GPUs (courses do not pick a model yet).
+# One pool per hub: the allocator chooses among all of the host's GPUs (courses do not pick a model
+# yet).
 POOL = "gpu"
 
 
@@ -32,7 +34,8 @@ def ordinal(n: int) -> str:
 
 
 def pool_label(gpus) -> str:
-    """What the queue waits for, in the student's words: the GPU model (or MIG slice) when the host has one."""
+    """What the queue waits for, in the student's words: the GPU model (or MIG slice) when the host
+    has one."""
     names = {gpu.label for gpu in gpus}
     return names.pop() if len(names) == 1 else "a GPU"
 
@@ -46,8 +49,8 @@ class WaitRoom:
         self.allocator = allocator
         self.queue = GPUQueue()
         self.poll = poll
-        self._grants: Dict[Tuple[str, str], asyncio.Future] = {}
-        self._dispatcher: Optional[asyncio.Future] = None
+        self._grants: dict[tuple[str, str], asyncio.Future] = {}
+        self._dispatcher: asyncio.Future | None = None
 
     def __len__(self):
         return len(self.queue)
@@ -56,14 +59,24 @@ class WaitRoom:
         """Whether ``user`` already has a start in line (another named server)."""
         return any(ticket.request.user == user for ticket in self.queue.waiting())
 
-    async def wait(self, request: GPURequest, *, holds_other: bool, timeout: float,
-                   gpus: Callable[[], Awaitable[tuple]], on_place: Callable[[int, int], None]) -> tuple:
-        """Wait until the queue grants ``request`` its GPUs (already reserved), or raise QueueTimeout, or the
-        AllocationError that ended its turn (a per-user limit reached meanwhile). ``gpus()`` returns the current
-        inventory; ``on_place(position, waiting)`` is called whenever the place in line changes."""
+    async def wait(
+        self,
+        request: GPURequest,
+        *,
+        holds_other: bool,
+        timeout: float,
+        gpus: Callable[[], Awaitable[tuple]],
+        on_place: Callable[[int, int], None],
+    ) -> tuple:
+        """Wait until the queue grants ``request`` its GPUs (already reserved), or raise
+        QueueTimeout, or the AllocationError that ended its turn (a per-user limit reached
+        meanwhile). ``gpus()`` returns the current inventory; ``on_place(position, waiting)`` is
+        called whenever the place in line changes."""
         loop = asyncio.get_running_loop()
         key = request.key
-        ticket = self.queue.join(request, pool=POOL, holds_other=holds_other, now=loop.time(), timeout=timeout)
+        ticket = self.queue.join(
+            request, pool=POOL, holds_other=holds_other, now=loop.time(), timeout=timeout
+        )
         granted = loop.create_future()
         self._grants[key] = granted
         if self._dispatcher is None or self._dispatcher.done():
@@ -86,14 +99,21 @@ class WaitRoom:
         finally:
             self.queue.leave(key)
             self._grants.pop(key, None)
-            if not taken and granted.done() and not granted.cancelled() and granted.exception() is None:
-                self.allocator.release(*key)  # granted at the last moment to a start that gave up (or was cancelled)
+            if (
+                not taken
+                and granted.done()
+                and not granted.cancelled()
+                and granted.exception() is None
+            ):
+                # granted at the last moment to a start that gave up (or was cancelled)
+                self.allocator.release(*key)
 
     async def _dispatch(self, gpus: Callable[[], Awaitable[tuple]]):
         while len(self.queue):
             try:
                 inventory = await gpus()
-            except Exception:  # the inventory is unreadable for a moment: the waiters keep their places
+            # the inventory is unreadable for a moment: the waiters keep their places
+            except Exception:
                 await asyncio.sleep(1)
                 continue
             try:
@@ -103,7 +123,8 @@ class WaitRoom:
             await asyncio.sleep(self.poll)
 
     def dispatch_once(self, inventory):
-        """Offer the free GPUs of ``inventory`` to the queue, in order; hand each grant to its waiter."""
+        """Offer the free GPUs of ``inventory`` to the queue, in order; hand each grant to its
+        waiter."""
 
         def try_allocate(ticket):
             try:
@@ -111,7 +132,8 @@ class WaitRoom:
             except NoGPUAvailable:
                 raise  # not yet: the head keeps its place, and its pool waits behind it
             except AllocationError as e:
-                return e  # this request can no longer be met as asked: its turn ends with the reason
+                # this request can no longer be met as asked: its turn ends with the reason
+                return e
             except Exception as e:  # never lose the grants made before it in this pass
                 log.exception("GPU queue: allocating for %s failed", ticket.key)
                 return e

@@ -1,14 +1,16 @@
-"""The instructors' pages ("My courses"): list, create, edit (form or YAML), preview, archive, enrol, watch and stop.
+"""The instructors' pages ("My courses"): list, create, edit (form or YAML), preview, archive,
+enrol, watch and stop.
 
-Who may do what is decided in desk.py (course files, ownership, caps) and here for what goes through the hub's API
-(enrolment only into the course's own group, stops only of servers running the course). Every action is a form
-POST with JupyterHub's usual XSRF protection; every page is rendered with autoescaping.
+Who may do what is decided in desk.py (course files, ownership, caps) and here for what goes through
+the hub's API (enrolment only into the course's own group, stops only of servers running the
+course). Every action is a form POST with JupyterHub's usual XSRF protection; every page is rendered
+with autoescaping.
 """
+
 from __future__ import annotations
 
 import re
 import time
-from typing import List
 
 from jupyterhub.utils import url_path_join
 from tornado import web
@@ -31,14 +33,20 @@ MAX_ENROL = 1000  # names in one pasted list
 
 
 class InstructorHandler(ServiceHandler):
-    """Admins, and users who manage at least one course; everyone else gets 403 on every page and action."""
+    """Admins, and users who manage at least one course; everyone else gets 403 on every page and
+    action."""
 
-    async def instructor(self) -> List[Entry]:
+    async def instructor(self) -> list[Entry]:
         if self.state.desk is None:
-            raise web.HTTPError(404, "this hub has no course directory (c.GPUDockerSpawner.courses_dir)")
+            raise web.HTTPError(
+                404, "this hub has no course directory (c.GPUDockerSpawner.courses_dir)"
+            )
         mine = await self.blocking(self.state.desk.mine, self.who)
-        if not self.state.desk.may_create(self.who, mine):  # nobody else may see or do anything here
-            raise web.HTTPError(403, "the course pages are for the instructors of a course and for admins")
+        # nobody else may see or do anything here
+        if not self.state.desk.may_create(self.who, mine):
+            raise web.HTTPError(
+                403, "the course pages are for the instructors of a course and for admins"
+            )
         return mine
 
     async def entry(self, course_id: str) -> Entry:
@@ -56,8 +64,15 @@ class CourseListHandler(InstructorHandler):
     @web.authenticated
     async def get(self):
         mine = await self.instructor()
-        self.render_page("gpuspawn_courses.html", courses=mine, limits=self.state.desk.limits.describe(),
-                         problems=[], new_id="", new_title="", template_id="")
+        self.render_page(
+            "gpuspawn_courses.html",
+            courses=mine,
+            limits=self.state.desk.limits.describe(),
+            problems=[],
+            new_id="",
+            new_title="",
+            template_id="",
+        )
 
     @web.authenticated
     async def post(self):
@@ -68,21 +83,44 @@ class CourseListHandler(InstructorHandler):
         try:
             group = f"{self.state.desk.limits.group_prefix}{course_id}"
             if await HubAPI().group(group) is not None:
-                # someone's group already: a new course must not show itself to, or enrol into, other people
-                raise Refused(400, [f"id: the hub group {group!r} exists already; choose another id, or ask an "
-                                    "admin to give an existing group a course"])
+                # someone's group already: a new course must not show itself to, or enrol into,
+                # other people
+                raise Refused(
+                    400,
+                    [
+                        f"id: the hub group {group!r} exists already; choose another id, or ask an "
+                        "admin to give an existing group a course"
+                    ],
+                )
             await self.blocking(self.state.desk.create, self.who, course_id, title, template)
         except HubAPIError as e:
-            self.redirect_with_note(self.course_url(), failed=f"Could not ask the hub about the group: {e}")
+            self.redirect_with_note(
+                self.course_url(), failed=f"Could not ask the hub about the group: {e}"
+            )
             return
         except Refused as e:
-            self.render_page("gpuspawn_courses.html", status=e.status, courses=mine,
-                             limits=self.state.desk.limits.describe(), problems=e.problems, new_id=course_id,
-                             new_title=title, template_id=template)
+            self.render_page(
+                "gpuspawn_courses.html",
+                status=e.status,
+                courses=mine,
+                limits=self.state.desk.limits.describe(),
+                problems=e.problems,
+                new_id=course_id,
+                new_title=title,
+                template_id=template,
+            )
             return
-        app_log.info("%s: created course %s%s", self.who.name, course_id, f" from {template}" if template else "")
-        self.redirect_with_note(self.course_url(course_id), done=f"Created {course_id}. Students see it once "
-                                "they are enrolled; it is not archived.")
+        app_log.info(
+            "%s: created course %s%s",
+            self.who.name,
+            course_id,
+            f" from {template}" if template else "",
+        )
+        self.redirect_with_note(
+            self.course_url(course_id),
+            done=f"Created {course_id}. Students see it once "
+            "they are enrolled; it is not archived.",
+        )
 
 
 class CourseHandler(InstructorHandler):
@@ -97,7 +135,10 @@ class CourseHandler(InstructorHandler):
         mode = self.get_body_argument("mode", "form")
         revision = self.get_body_argument("revision", "")
         text = None
-        form = {k: [v.decode("utf-8", "replace") for v in vs] for k, vs in self.request.body_arguments.items()}
+        form = {
+            k: [v.decode("utf-8", "replace") for v in vs]
+            for k, vs in self.request.body_arguments.items()
+        }
         if mode == "yaml":
             # checked as it will be written (the store writes Unix line ends)
             text = normalized_text(self.get_body_argument("yaml", ""))
@@ -115,27 +156,54 @@ class CourseHandler(InstructorHandler):
             try:
                 if mode == "preview":
                     course = await self.blocking(self.state.desk.check, entry, new, self.who)
-                    await self.render_course(entry, form=form, revision=revision, preview=course,
-                                             previewing=True)
+                    await self.render_course(
+                        entry, form=form, revision=revision, preview=course, previewing=True
+                    )
                     return
-                _, changes = await self.blocking(self.state.desk.save, course_id, self.who, new, revision, text)
+                _, changes = await self.blocking(
+                    self.state.desk.save, course_id, self.who, new, revision, text
+                )
             except Refused as e:
                 problems = e.problems
                 status = e.status
             else:
-                app_log.info("%s: edited course %s: %s", self.who.name, course_id, "; ".join(changes) or "nothing")
-                note = f"Saved {course_id}: " + ("; ".join(changes) if changes else "nothing changed")
+                app_log.info(
+                    "%s: edited course %s: %s",
+                    self.who.name,
+                    course_id,
+                    "; ".join(changes) or "nothing",
+                )
+                note = f"Saved {course_id}: " + (
+                    "; ".join(changes) if changes else "nothing changed"
+                )
                 self.redirect_with_note(self.course_url(course_id), done=note)
                 return
         else:
             status = 400
-        await self.render_course(entry, status=status, problems=problems, form=form if mode != "yaml" else None,
-                                 yaml_text=text, revision=revision, mode=mode)
+        await self.render_course(
+            entry,
+            status=status,
+            problems=problems,
+            form=form if mode != "yaml" else None,
+            yaml_text=text,
+            revision=revision,
+            mode=mode,
+        )
 
-    async def render_course(self, entry: Entry, status: int = 200, problems=(), form=None, yaml_text=None,
-                            revision=None, mode="form", preview=None, previewing=False):
-        """The course page. After a refused save it keeps what the instructor typed (and the revision they
-        started from, so saving again cannot overwrite someone else's change)."""
+    async def render_course(
+        self,
+        entry: Entry,
+        status: int = 200,
+        problems=(),
+        form=None,
+        yaml_text=None,
+        revision=None,
+        mode="form",
+        preview=None,
+        previewing=False,
+    ):
+        """The course page. After a refused save it keeps what the instructor typed (and the
+        revision they started from, so saving again cannot overwrite someone else's change)."""
         desk = self.state.desk
         now = time.time()
         fields = form_from_data(entry.data or {}) if form is None else view.form_values(form)
@@ -143,13 +211,23 @@ class CourseHandler(InstructorHandler):
         history = await self.blocking(desk.history, entry.id)
         preview_html = await self.blocking(self.preview, preview or entry.course, live["activity"])
         self.render_page(
-            "gpuspawn_course.html", status=status, entry=entry, fields=fields, problems=list(problems),
+            "gpuspawn_course.html",
+            status=status,
+            entry=entry,
+            fields=fields,
+            problems=list(problems),
             yaml_text=entry.stored.text if yaml_text is None else yaml_text,
-            revision=entry.stored.revision if revision is None else revision, mode=mode,
-            images=view.image_choices(desk.limits.images, entry.data or {}, fields), limits=desk.limits.describe(),
-            history=history, preview=preview_html, previewing=previewing, course_url=self.course_url(entry.id),
-            policies=("exclusive", "shared"), reclaims=view.reclaim_choices(desk.limits.allow_reclaim_never,
-                                                                           self.who.admin), **live,
+            revision=entry.stored.revision if revision is None else revision,
+            mode=mode,
+            images=view.image_choices(desk.limits.images, entry.data or {}, fields),
+            limits=desk.limits.describe(),
+            history=history,
+            preview=preview_html,
+            previewing=previewing,
+            course_url=self.course_url(entry.id),
+            policies=("exclusive", "shared"),
+            reclaims=view.reclaim_choices(desk.limits.allow_reclaim_never, self.who.admin),
+            **live,
         )
 
     def preview(self, course, activity) -> str:
@@ -158,9 +236,17 @@ class CourseHandler(InstructorHandler):
         return view.preview_card(self.state.form_templates, course, activity)
 
     async def live(self, entry: Entry, now: float) -> dict:
-        """Who runs the course now, the enrolment group and its members, this week's GPU-hours per student."""
-        live = {"students": [], "live_error": "", "group": "", "members": [], "enrol_error": "", "usage": [],
-                "activity": {}}
+        """Who runs the course now, the enrolment group and its members, this week's GPU-hours per
+        student."""
+        live = {
+            "students": [],
+            "live_error": "",
+            "group": "",
+            "members": [],
+            "enrol_error": "",
+            "usage": [],
+            "activity": {},
+        }
         activity, totals = await self.blocking(self.usage_and_activity, entry.id, now)
         live["activity"], live["usage"] = activity, totals
         hub = HubAPI()
@@ -184,7 +270,9 @@ class CourseHandler(InstructorHandler):
         try:
             db = UsageDB(self.state.usage_db_url, create=False)
             try:
-                totals = db.totals(week_start(now, self.state.week_start_spec), now, course=course_id)
+                totals = db.totals(
+                    week_start(now, self.state.week_start_spec), now, course=course_id
+                )
             finally:
                 db.dispose()
         except Exception as e:
@@ -199,21 +287,34 @@ class ArchiveHandler(InstructorHandler):
         await self.entry(course_id)
         archived = self.get_body_argument("archived", "") == "1"
         try:
-            await self.blocking(self.state.desk.set_archived, course_id, self.who, archived,
-                                self.get_body_argument("revision", ""))
+            await self.blocking(
+                self.state.desk.set_archived,
+                course_id,
+                self.who,
+                archived,
+                self.get_body_argument("revision", ""),
+            )
         except Refused as e:
             self.redirect_with_note(self.course_url(course_id), failed=" ".join(e.problems))
             return
-        app_log.info("%s: %s course %s", self.who.name, "archived" if archived else "restored", course_id)
-        self.redirect_with_note(self.course_url(course_id), done=(
-            f"Archived {course_id}: students no longer see it; running servers go on until they stop."
-            if archived else f"Restored {course_id}: enrolled students see it again."))
+        app_log.info(
+            "%s: %s course %s", self.who.name, "archived" if archived else "restored", course_id
+        )
+        self.redirect_with_note(
+            self.course_url(course_id),
+            done=(
+                f"Archived {course_id}: students no longer see it; running servers go on until "
+                f"they stop."
+                if archived
+                else f"Restored {course_id}: enrolled students see it again."
+            ),
+        )
 
 
-def parse_names(text: str, most: int = MAX_ENROL) -> List[str]:
-    """User names from a pasted list: one per line, or separated by commas, semicolons or spaces (a CSV column of
-    names works; quotes are dropped). Duplicates dropped, order kept; at most ``most`` + 1 (the caller refuses
-    a longer list without reading all of a huge one)."""
+def parse_names(text: str, most: int = MAX_ENROL) -> list[str]:
+    """User names from a pasted list: one per line, or separated by commas, semicolons or spaces (a
+    CSV column of names works; quotes are dropped). Duplicates dropped, order kept; at most ``most``
+    + 1 (the caller refuses a longer list without reading all of a huge one)."""
     names = {}
     for token in re.finditer(r"[^\s,;]+", text):
         name = token.group().strip("\"'")
@@ -231,20 +332,33 @@ class EnrolHandler(InstructorHandler):
         action = self.get_body_argument("action", "add")
         names = parse_names(self.get_body_argument("names", ""))
         if action not in ("add", "remove") or not names:
-            self.redirect_with_note(self.course_url(course_id), failed="Give at least one user name to enrol or remove.")
+            self.redirect_with_note(
+                self.course_url(course_id), failed="Give at least one user name to enrol or remove."
+            )
             return
         if len(names) > MAX_ENROL or any(len(n) > NAME_LIMIT for n in names):
-            self.redirect_with_note(self.course_url(course_id), failed=(
-                f"At most {MAX_ENROL} names at once, each at most {NAME_LIMIT} characters."))
+            self.redirect_with_note(
+                self.course_url(course_id),
+                failed=(
+                    f"At most {MAX_ENROL} names at once, each at most {NAME_LIMIT} characters."
+                ),
+            )
             return
         hub = HubAPI()
         try:
             group = await self.blocking(self.state.desk.enrolment_group, entry)
             model = await hub.group(group)
             if model is not None and model.get("roles"):
-                # members of a group with roles get those roles: enrolling would hand out permissions
-                raise Refused(400, [f"The group {group!r} carries hub roles ({', '.join(model['roles'])}); only an "
-                                    "admin changes its members."])
+                # members of a group with roles get those roles: enrolling would hand out
+                # permissions
+                raise Refused(
+                    400,
+                    [
+                        f"The group {group!r} carries hub roles ({', '.join(model['roles'])}); "
+                        f"only an "
+                        "admin changes its members."
+                    ],
+                )
             if action == "add":
                 known = await hub.existing_users(names)
                 unknown = [n for n in names if n not in known]
@@ -264,24 +378,39 @@ class EnrolHandler(InstructorHandler):
             self.redirect_with_note(self.course_url(course_id), failed=" ".join(e.problems))
             return
         except HubAPIError as e:
-            self.redirect_with_note(self.course_url(course_id), failed=f"The hub refused the change: {e}")
+            self.redirect_with_note(
+                self.course_url(course_id), failed=f"The hub refused the change: {e}"
+            )
             return
         if changed:
             await self.blocking(self.state.desk.record, course_id, self.who, verb, changed)
-            app_log.info("%s: %s %s in %s (group %s)", self.who.name, verb, ", ".join(changed), course_id, group)
+            app_log.info(
+                "%s: %s %s in %s (group %s)",
+                self.who.name,
+                verb,
+                ", ".join(changed),
+                course_id,
+                group,
+            )
         parts = []
         if changed:
             parts.append(f"{verb.capitalize()} {len(changed)}: {', '.join(changed)}.")
         if unknown and action == "add":
-            parts.append(f"Not enrolled (no such hub user yet: they log in once first): {', '.join(unknown)}.")
+            parts.append(
+                f"Not enrolled (no such hub user yet: they log in once first): "
+                f"{', '.join(unknown)}."
+            )
         elif unknown:
             parts.append(f"Not in the course: {', '.join(unknown)}.")
         note = " ".join(parts)
-        self.redirect_with_note(self.course_url(course_id), **({"done": note} if changed else {"failed": note}))
+        self.redirect_with_note(
+            self.course_url(course_id), **({"done": note} if changed else {"failed": note})
+        )
 
 
 class StudentStopHandler(InstructorHandler):
-    """Stop a server of this course (and only of this course: what the hub says it runs, not what the form says)."""
+    """Stop a server of this course (and only of this course: what the hub says it runs, not what
+    the form says)."""
 
     @web.authenticated
     async def post(self, course_id: str):
@@ -295,12 +424,16 @@ class StudentStopHandler(InstructorHandler):
         try:
             model = ((await hub.user(user) or {}).get("servers") or {}).get(server)
             if not model or (model.get("user_options") or {}).get("course") != course_id:
-                self.redirect_with_note(self.course_url(course_id),
-                                        failed=f"{name} does not run a server of {course_id} (any more).")
+                self.redirect_with_note(
+                    self.course_url(course_id),
+                    failed=f"{name} does not run a server of {course_id} (any more).",
+                )
                 return
             await hub.stop_server(user, server)
         except HubAPIError as e:
-            self.redirect_with_note(self.course_url(course_id), failed=f"Could not stop {name}: {e}")
+            self.redirect_with_note(
+                self.course_url(course_id), failed=f"Could not stop {name}: {e}"
+            )
             return
         app_log.info("%s: stopped %s (course %s)", self.who.name, name, course_id)
         self.redirect_with_note(self.course_url(course_id), done=f"Stopping {name}")

@@ -1,29 +1,39 @@
-"""The instructors' course desk: which course files a user may manage, and every change to them (blocking calls).
+"""The instructors' course desk: which course files a user may manage, and every change to them
+(blocking calls).
 
-A change goes live only when it is a valid course (the course schema, as `jupyter-gpuspawn validate` checks it)
-within the admin's caps (instructor_limits; admins are not capped), never changes who may use or manage the course
-(admins only), and was made on the version of the file the editor loaded: the store's compare-and-swap refuses the
-second of two concurrent saves, and the history says who made the first. Every change is recorded in the usage
-database. The web handlers (courses.py) run these calls in a worker thread.
+A change goes live only when it is a valid course (the course schema, as `jupyter-gpuspawn validate`
+checks it) within the admin's caps (instructor_limits; admins are not capped), never changes who may
+use or manage the course (admins only), and was made on the version of the file the editor loaded:
+the store's compare-and-swap refuses the second of two concurrent saves, and the history says who
+made the first. Every change is recorded in the usage database. The web handlers (courses.py) run
+these calls in a worker thread.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import logging
 import os
+import posixpath
 import re
 import time
-import posixpath
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..course_edit import changed_fields, new_course_data
 from ..course_limits import InstructorLimits, check_limits, owner_field_changes
-from ..course_yaml import merge_yaml, same_value
 from ..course_store import CourseConflict, CourseStore, StoredCourse
-from ..courses import COURSE_FILE_SUFFIXES, ID_PATTERN, Course, CourseError, course_files, parse_course
+from ..course_yaml import merge_yaml, same_value
+from ..courses import (
+    COURSE_FILE_SUFFIXES,
+    ID_PATTERN,
+    Course,
+    CourseError,
+    course_files,
+    parse_course,
+)
 from ..datafiles import DataFileError, parse_text
 from ..usage import UsageDB
 
@@ -33,13 +43,18 @@ log = logging.getLogger("jupyter_gpuspawn.admin")
 # sections whose values an instructor may keep as an admin set them, even past a cap
 KEPT_SECTIONS = ("gpus", "resources", "idle")
 # capped fields a course may leave out, so that the hub's default applies -> the cap on them
-DEFAULTED = {"gpus.weekly_hours": "max_weekly_hours", "resources.mem_limit": "max_mem_limit",
-             "resources.cpu_limit": "max_cpu_limit", "resources.shm_size": "max_shm_size",
-             "idle.minutes": "max_idle_minutes"}
+DEFAULTED = {
+    "gpus.weekly_hours": "max_weekly_hours",
+    "resources.mem_limit": "max_mem_limit",
+    "resources.cpu_limit": "max_cpu_limit",
+    "resources.shm_size": "max_shm_size",
+    "idle.minutes": "max_idle_minutes",
+}
 
 
 class Refused(Exception):
-    """A request the desk will not carry out; ``problems`` say what to fix, ``status`` is the HTTP status."""
+    """A request the desk will not carry out; ``problems`` say what to fix, ``status`` is the HTTP
+    status."""
 
     def __init__(self, status: int, problems: Sequence[str]):
         super().__init__("; ".join(problems))
@@ -52,19 +67,20 @@ class Who:
     """The signed-in user, as the hub's OAuth says."""
 
     name: str
-    groups: Tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
     admin: bool = False
 
 
 @dataclass
 class Entry:
-    """One course file: its text, its data if it parses, the course if it is valid, and what is wrong if not."""
+    """One course file: its text, its data if it parses, the course if it is valid, and what is
+    wrong if not."""
 
     id: str
     stored: StoredCourse
-    data: Optional[dict]
-    course: Optional[Course]
-    problems: List[str] = field(default_factory=list)
+    data: dict | None
+    course: Course | None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -79,76 +95,99 @@ class Entry:
         return bool((self.data or {}).get("archived"))
 
     def owned_by(self, who: Who) -> bool:
-        """Admins own every course; instructors the files naming them (read from the data even when the file is
-        invalid, so an instructor can repair their own course)."""
+        """Admins own every course; instructors the files naming them (read from the data even when
+        the file is invalid, so an instructor can repair their own course)."""
         if who.admin:
             return True
         data = self.data or {}
         names = data.get("instructors") if isinstance(data.get("instructors"), list) else []
-        groups = data.get("instructor_groups") if isinstance(data.get("instructor_groups"), list) else []
+        groups = (
+            data.get("instructor_groups") if isinstance(data.get("instructor_groups"), list) else []
+        )
         return who.name in names or bool(set(who.groups) & set(groups))
 
     @property
-    def groups(self) -> List[str]:
+    def groups(self) -> list[str]:
         groups = (self.data or {}).get("groups")
         return [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
 
 
 class CourseDesk:
-    def __init__(self, courses_dir: str, data_roots: Sequence[str], limits: InstructorLimits, usage_db_url: str,
-                 creator_groups: Sequence[str] = (), defaults: Optional[Mapping[str, object]] = None):
+    def __init__(
+        self,
+        courses_dir: str,
+        data_roots: Sequence[str],
+        limits: InstructorLimits,
+        usage_db_url: str,
+        creator_groups: Sequence[str] = (),
+        defaults: Mapping[str, object] | None = None,
+    ):
         self.store = CourseStore(courses_dir)
         self.creator_groups = frozenset(creator_groups)
-        # what the hub applies to a course that leaves a capped field out ("resources.mem_limit": "4G", None: no
-        # limit): removing the field must not lift the cap
+        # what the hub applies to a course that leaves a capped field out ("resources.mem_limit":
+        # "4G", None: no limit): removing the field must not lift the cap
         self.defaults = dict(defaults or {})
         self.data_roots = tuple(data_roots)
         self.limits = limits
         self.usage_db_url = usage_db_url
 
-    # ---- reading ------------------------------------------------------------------------------------------------
-    def entries(self) -> List[Entry]:
+    # ---- reading ---------------------------------------------------------------------------------
+    def entries(self) -> list[Entry]:
         entries = []
         for stored in self.store.files():
             name = os.path.basename(stored.path)
             data, course, problems = None, None, []
             try:
-                data = parse_text(stored.text, as_json=stored.path.endswith(".json"), kind="course files")
+                data = parse_text(
+                    stored.text, as_json=stored.path.endswith(".json"), kind="course files"
+                )
                 if not isinstance(data, dict):
-                    raise DataFileError("expected a mapping of keys (id, title, images, …) at the top level")
+                    raise DataFileError(
+                        "expected a mapping of keys (id, title, images, …) at the top level"
+                    )
                 course = parse_course(data, stored.path, self.data_roots)
             except DataFileError as e:
                 data, problems = None, [f"{name}: {e}"]
             except CourseError as e:
                 problems = e.problems
-            course_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else ""
-            entries.append(Entry(course_id or posixpath.splitext(name)[0], stored, data, course, problems))
+            course_id = (
+                data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else ""
+            )
+            entries.append(
+                Entry(course_id or posixpath.splitext(name)[0], stored, data, course, problems)
+            )
         return sorted(entries, key=lambda e: (e.archived, e.title.lower(), e.id))
 
-    def mine(self, who: Who) -> List[Entry]:
+    def mine(self, who: Who) -> list[Entry]:
         return [e for e in self.entries() if e.owned_by(who)]
 
     def may_create(self, who: Who, mine: Sequence[Entry]) -> bool:
-        """Admins, members of course_creator_groups, and instructors of a course may create courses."""
+        """Admins, members of course_creator_groups, and instructors of a course may create
+        courses."""
         return who.admin or bool(self.creator_groups & set(who.groups)) or bool(mine)
 
     def entry(self, course_id: str, who: Who) -> Entry:
-        """The course ``course_id`` if ``who`` manages it: 404 when there is none, 403 when it is someone else's."""
+        """The course ``course_id`` if ``who`` manages it: 404 when there is none, 403 when it is
+        someone else's."""
         matches = [e for e in self.entries() if e.id == course_id]
         if matches and matches[0].owned_by(who):
             return matches[0]
         if not matches and who.admin:
             raise Refused(404, [f"There is no course {course_id!r}."])
         # the same answer whether it exists or not: instructors learn nothing about others' courses
-        raise Refused(403, [f"You do not manage a course {course_id!r}; its instructors and the admins do."])
+        raise Refused(
+            403, [f"You do not manage a course {course_id!r}; its instructors and the admins do."]
+        )
 
-    # ---- changing -----------------------------------------------------------------------------------------------
+    # ---- changing --------------------------------------------------------------------------------
     def check(self, entry: Entry, new: dict, who: Who) -> Course:
-        """The course ``new`` describes, if it may replace ``entry`` for ``who``; Refused(400) listing every
-        problem otherwise."""
+        """The course ``new`` describes, if it may replace ``entry`` for ``who``; Refused(400)
+        listing every problem otherwise."""
         problems = []
         if new.get("id") != entry.id:
-            problems.append(f"{entry.name}: id: a course keeps its id ({entry.id}); copy it to make a new one")
+            problems.append(
+                f"{entry.name}: id: a course keeps its id ({entry.id}); copy it to make a new one"
+            )
         if not who.admin:
             problems += owner_field_changes(entry.data or {}, new, entry.name)
         try:
@@ -161,10 +200,11 @@ class CourseDesk:
             raise Refused(400, problems)
         return course
 
-    def over_caps(self, old: dict, new: dict, name: str) -> List[str]:
-        """What ``new`` sets past the caps that ``old`` did not already hold. A value an admin set past a cap may
-        stay exactly as it is (an instructor can still edit the title); any change to it, and anything new, is
-        checked. A capped field left out gets the hub's default, which must be within the cap too."""
+    def over_caps(self, old: dict, new: dict, name: str) -> list[str]:
+        """What ``new`` sets past the caps that ``old`` did not already hold. A value an admin set
+        past a cap may stay exactly as it is (an instructor can still edit the title); any change to
+        it, and anything new, is checked. A capped field left out gets the hub's default, which must
+        be within the cap too."""
         delta = copy.deepcopy(new)
         problems = []
         for section in KEPT_SECTIONS + ("env",):
@@ -175,23 +215,40 @@ class CourseDesk:
         for path, cap in DEFAULTED.items():
             section, key = path.split(".")
             before = old.get(section) if isinstance(old.get(section), dict) else {}
-            if key in before and key not in (new.get(section) or {}) \
-                    and getattr(self.limits, cap) is not None:
+            if (
+                key in before
+                and key not in (new.get(section) or {})
+                and getattr(self.limits, cap) is not None
+            ):
                 default = self.defaults.get(path)
                 if default is None:
-                    problems.append(f"{name}: {path}: leaving it out lifts the limit (the hub sets none); keep a "
-                                    "value within the cap")
+                    problems.append(
+                        f"{name}: {path}: leaving it out lifts the limit (the hub sets none); keep "
+                        f"a "
+                        "value within the cap"
+                    )
                 else:
                     delta.setdefault(section, {})[key] = default
         for key in ("images", "mounts"):
-            delta[key] = [item for item in delta.get(key) or []
-                          if not any(same_value(item, kept) for kept in _list(old.get(key)))]
+            delta[key] = [
+                item
+                for item in delta.get(key) or []
+                if not any(same_value(item, kept) for kept in _list(old.get(key)))
+            ]
         return problems + check_limits(delta, self.limits, name)
 
-    def save(self, course_id: str, who: Who, new: dict, revision: str, text: Optional[str] = None,
-             action: str = "edited") -> Tuple[Entry, List[str]]:
-        """Write ``new`` (``text``: as typed in the YAML view; otherwise the old file with only the changed values
-        replaced, comments kept) if it was made on ``revision``. Returns the new entry and what changed."""
+    def save(
+        self,
+        course_id: str,
+        who: Who,
+        new: dict,
+        revision: str,
+        text: str | None = None,
+        action: str = "edited",
+    ) -> tuple[Entry, list[str]]:
+        """Write ``new`` (``text``: as typed in the YAML view; otherwise the old file with only the
+        changed values replaced, comments kept) if it was made on ``revision``. Returns the new
+        entry and what changed."""
         entry = self.entry(course_id, who)
         self.check(entry, new, who)
         changes = changed_fields(entry.data or {}, new)
@@ -214,30 +271,63 @@ class CourseDesk:
         course_id, title = course_id.strip(), title.strip()
         mine = self.mine(who)
         if not self.may_create(who, mine):
-            raise Refused(403, ["Creating courses is for admins, instructors and the course_creator_groups."])
-        if not who.admin and sum(who.name in ((e.data or {}).get("instructors") or []) for e in mine) \
-                >= self.limits.max_courses:
-            raise Refused(400, [f"You manage {self.limits.max_courses} courses already, the most an admin allows; "
-                                "archive one or ask an admin."])
+            raise Refused(
+                403, ["Creating courses is for admins, instructors and the course_creator_groups."]
+            )
+        if (
+            not who.admin
+            and sum(who.name in ((e.data or {}).get("instructors") or []) for e in mine)
+            >= self.limits.max_courses
+        ):
+            raise Refused(
+                400,
+                [
+                    f"You manage {self.limits.max_courses} courses already, the most an admin "
+                    f"allows; "
+                    "archive one or ask an admin."
+                ],
+            )
         if not re.match(ID_PATTERN, course_id):
-            raise Refused(400, [f"id: {course_id[:64]!r} must be lower-case letters, digits, - or _ (at most 64), "
-                                "starting with a letter or digit"])
+            raise Refused(
+                400,
+                [
+                    f"id: {course_id[:64]!r} must be lower-case letters, digits, - or _ (at most "
+                    f"64), "
+                    "starting with a letter or digit"
+                ],
+            )
         if not title:
             raise Refused(400, ["title: a course needs a title"])
         entries = self.entries()
-        taken = [os.path.join(self.store.directory, course_id + suffix) for suffix in COURSE_FILE_SUFFIXES]
+        taken = [
+            os.path.join(self.store.directory, course_id + suffix)
+            for suffix in COURSE_FILE_SUFFIXES
+        ]
         if any(e.id == course_id for e in entries) or any(os.path.lexists(p) for p in taken):
             raise Refused(400, [f"id: a course {course_id!r} exists already; choose another id"])
         template = None
         if template_id:
             template = self.entry(template_id, who).data  # only a course one manages is a template
             if template is None:
-                raise Refused(400, [f"The course {template_id!r} cannot be read; fix it before copying it."])
+                raise Refused(
+                    400, [f"The course {template_id!r} cannot be read; fix it before copying it."]
+                )
         if not self.limits.images and template is None:
-            raise Refused(400, ["No image is open to instructors yet: ask an admin to set "
-                                "c.GPUDockerSpawner.instructor_limits['images']."])
-        data = new_course_data(course_id, title, template=template, creator=who.name, creator_is_admin=who.admin,
-                               limits=self.limits)
+            raise Refused(
+                400,
+                [
+                    "No image is open to instructors yet: ask an admin to set "
+                    "c.GPUDockerSpawner.instructor_limits['images']."
+                ],
+            )
+        data = new_course_data(
+            course_id,
+            title,
+            template=template,
+            creator=who.name,
+            creator_is_admin=who.admin,
+            limits=self.limits,
+        )
         path = self.store.path_for(course_id)
         name = os.path.basename(path)
         try:
@@ -247,7 +337,10 @@ class CourseDesk:
         if not who.admin:
             problems = check_limits(data, self.limits, name)
             if problems:
-                raise Refused(400, problems + ["Copy a course within the caps, or start from the blank template."])
+                raise Refused(
+                    400,
+                    problems + ["Copy a course within the caps, or start from the blank template."],
+                )
         try:
             stored = self.store.create(name, merge_yaml("", data))
         except FileExistsError:
@@ -265,25 +358,37 @@ class CourseDesk:
             new["archived"] = True
         else:
             new.pop("archived", None)
-        entry, _ = self.save(course_id, who, new, revision, action="archived" if archived else "restored")
+        entry, _ = self.save(
+            course_id, who, new, revision, action="archived" if archived else "restored"
+        )
         return entry
 
-    # ---- history --------------------------------------------------------------------------------------------
-    def record(self, course_id: str, who: Who, action: str, summary: Sequence[str], revision: str = "") -> bool:
-        """Add a change to the history; False (logged) when the usage database cannot take it: the change itself
-        stands, the page says the history missed it."""
+    # ---- history ---------------------------------------------------------------------------------
+    def record(
+        self, course_id: str, who: Who, action: str, summary: Sequence[str], revision: str = ""
+    ) -> bool:
+        """Add a change to the history; False (logged) when the usage database cannot take it: the
+        change itself stands, the page says the history missed it."""
         try:
             db = UsageDB(self.usage_db_url)
             try:
-                db.record_course_change(course_id, who.name, action, list(summary), revision, now=time.time())
+                db.record_course_change(
+                    course_id, who.name, action, list(summary), revision, now=time.time()
+                )
             finally:
                 db.dispose()
             return True
         except Exception as e:
-            log.error("course %s: %s by %s not recorded in the history: %s", course_id, action, who.name, e)
+            log.error(
+                "course %s: %s by %s not recorded in the history: %s",
+                course_id,
+                action,
+                who.name,
+                e,
+            )
             return False
 
-    def history(self, course_id: str, limit: int = 20) -> Optional[List[dict]]:
+    def history(self, course_id: str, limit: int = 20) -> list[dict] | None:
         """Newest first; None when the usage database cannot be read."""
         try:
             db = UsageDB(self.usage_db_url)
@@ -295,7 +400,7 @@ class CourseDesk:
             log.warning("course history unavailable: %s", e)
             return None
 
-    def conflict_message(self, course_id: str, current: Optional[StoredCourse]) -> str:
+    def conflict_message(self, course_id: str, current: StoredCourse | None) -> str:
         if current is None:
             return "This course file was removed meanwhile; your edit was not saved."
         change = None
@@ -311,29 +416,61 @@ class CourseDesk:
             who, when = change["user"], change["at"]
         else:
             who, when = "someone editing the file on the hub host", current.mtime
-        return (f"Changed by {who} at {datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M:%S')} after you "
-                "opened it; reload the page and make your edit again (nothing was saved).")
+        return (
+            f"Changed by {who} at {datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M:%S')} "
+            f"after you "
+            "opened it; reload the page and make your edit again (nothing was saved)."
+        )
 
     def enrolment_group(self, entry: Entry) -> str:
-        """The hub group students of this course join: its first group, if no other course file uses it."""
+        """The hub group students of this course join: its first group, if no other course file uses
+        it."""
         if not entry.groups:
-            raise Refused(400, ["This course is open to everyone (it names no group); an admin sets its group in "
-                                "the course file before students can be enrolled."])
+            raise Refused(
+                400,
+                [
+                    "This course is open to everyone (it names no group); an admin sets its group "
+                    "in "
+                    "the course file before students can be enrolled."
+                ],
+            )
         group = entry.groups[0]
-        if group in self.creator_groups or group in ((entry.data or {}).get("instructor_groups") or []):
-            raise Refused(400, [f"The group {group!r} makes its members instructors; only an admin changes who is "
-                                "in it."])
+        if group in self.creator_groups or group in (
+            (entry.data or {}).get("instructor_groups") or []
+        ):
+            raise Refused(
+                400,
+                [
+                    f"The group {group!r} makes its members instructors; only an admin changes who "
+                    f"is "
+                    "in it."
+                ],
+            )
         entries = self.entries()
         listed = {e.stored.path for e in entries if e.data is not None}
         unreadable = [p for p in course_files(self.store.directory) if p not in listed]
         if unreadable:  # the hub may still serve its last good version: its groups are unknown
-            raise Refused(400, [f"{os.path.basename(unreadable[0])} cannot be read, so it is unknown whether it "
-                                f"uses the group {group!r} too; enrolment waits until an admin fixes that file."])
+            raise Refused(
+                400,
+                [
+                    f"{os.path.basename(unreadable[0])} cannot be read, so it is unknown whether "
+                    f"it "
+                    f"uses the group {group!r} too; enrolment waits until an admin fixes that file."
+                ],
+            )
         for other in entries:
-            if other.id != entry.id and (group in other.groups or group in _list(
-                    other.data.get("instructor_groups"))):
-                raise Refused(400, [f"The group {group!r} is also used by the course {other.id!r}: enrolling here "
-                                    "would change that course too. Ask an admin to give this course its own group."])
+            if other.id != entry.id and (
+                group in other.groups or group in _list(other.data.get("instructor_groups"))
+            ):
+                raise Refused(
+                    400,
+                    [
+                        f"The group {group!r} is also used by the course {other.id!r}: enrolling "
+                        f"here "
+                        "would change that course too. Ask an admin to give this course its own "
+                        "group."
+                    ],
+                )
         return group
 
 

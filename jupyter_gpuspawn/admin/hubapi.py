@@ -1,10 +1,12 @@
-"""The hub's REST API as the service calls it, with the service's own token (scopes: see admin_service)."""
+"""The hub's REST API as the service calls it, with the service's own token (scopes: see
+admin_service)."""
+
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-from typing import Dict, Iterable, List, Optional
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from jupyterhub.utils import url_path_join
@@ -18,18 +20,22 @@ class HubAPIError(Exception):
 
 
 def server_path(user: str, server: str) -> str:
-    return f"users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}" if server else "server")
+    return f"users/{quote(user, safe='')}/" + (
+        f"servers/{quote(server, safe='')}" if server else "server"
+    )
 
 
 class HubAPI:
-    def __init__(self, url: Optional[str] = None, token: Optional[str] = None):
+    def __init__(self, url: str | None = None, token: str | None = None):
         self.url = url or os.environ["JUPYTERHUB_API_URL"]
         self.token = token or os.environ["JUPYTERHUB_API_TOKEN"]
 
     async def request(self, method: str, path: str, body=None, not_found_ok: bool = False):
         """The decoded JSON answer (None for an empty one, or for a 404 when ``not_found_ok``)."""
         request = HTTPRequest(
-            url_path_join(self.url, path), method=method, headers={"Authorization": f"token {self.token}"},
+            url_path_join(self.url, path),
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
             body=None if body is None else json.dumps(body),
             allow_nonstandard_methods=True,  # DELETE with a body (group members)
         )
@@ -43,10 +49,10 @@ class HubAPI:
             raise HubAPIError(f"the hub's API does not answer ({e})") from None
         return json.loads(response.body) if response.body else None
 
-    async def user(self, name: str) -> Optional[dict]:
+    async def user(self, name: str) -> dict | None:
         return await self.request("GET", f"users/{quote(name, safe='')}", not_found_ok=True)
 
-    async def existing_users(self, names: Iterable[str]) -> List[str]:
+    async def existing_users(self, names: Iterable[str]) -> list[str]:
         """Those of ``names`` the hub knows, in the order given (a few lookups at a time)."""
         names = list(names)
         gate = asyncio.Semaphore(8)
@@ -56,9 +62,9 @@ class HubAPI:
                 return await self.user(name) is not None
 
         found = await asyncio.gather(*(known(n) for n in names))
-        return [n for n, ok in zip(names, found) if ok]
+        return [n for n, ok in zip(names, found, strict=False) if ok]
 
-    async def active_users(self) -> List[dict]:
+    async def active_users(self) -> list[dict]:
         """Every user with a running or pending server, their servers included."""
         users, offset = [], 0
         while True:
@@ -69,16 +75,16 @@ class HubAPI:
                 return users
             offset += PAGE
 
-    async def group(self, name: str) -> Optional[dict]:
+    async def group(self, name: str) -> dict | None:
         return await self.request("GET", f"groups/{quote(name, safe='')}", not_found_ok=True)
 
     async def create_group(self, name: str) -> dict:
         return await self.request("POST", f"groups/{quote(name, safe='')}", body={})
 
-    async def add_members(self, group: str, users: List[str]) -> None:
+    async def add_members(self, group: str, users: list[str]) -> None:
         await self.request("POST", f"groups/{quote(group, safe='')}/users", body={"users": users})
 
-    async def remove_members(self, group: str, users: List[str]) -> None:
+    async def remove_members(self, group: str, users: list[str]) -> None:
         await self.request("DELETE", f"groups/{quote(group, safe='')}/users", body={"users": users})
 
     async def stop_server(self, user: str, server: str) -> None:
@@ -92,6 +98,10 @@ def _message(error: HTTPClientError) -> str:
         return str(error)
 
 
-def servers_of(users: List[dict]) -> Dict[tuple, dict]:
+def servers_of(users: list[dict]) -> dict[tuple, dict]:
     """{(user, server name): server model} from active_users()."""
-    return {(u.get("name", ""), name): model for u in users for name, model in (u.get("servers") or {}).items()}
+    return {
+        (u.get("name", ""), name): model
+        for u in users
+        for name, model in (u.get("servers") or {}).items()
+    }

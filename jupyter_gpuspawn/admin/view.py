@@ -1,13 +1,13 @@
-"""What the admin page shows, built from the hub's activity file and the usage records (pure; no I/O)."""
-from __future__ import annotations
+"""What the admin page shows, built from the hub's activity file and the usage records (pure; no
+I/O)."""
 
-from typing import List, Optional
+from __future__ import annotations
 
 # activity older than this is not the hub's current view: the page says so
 STALE_SECONDS = 120
 
 
-def duration(seconds: Optional[float]) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = max(0, int(seconds))
@@ -23,52 +23,79 @@ def _name(user: str, server: str) -> str:
     return f"{user}/{server}" if server else user
 
 
-def gpu_rows(activity: dict, now: float) -> List[dict]:
-    """One row per GPU, each with its holders (user, server, course, since, idle for, reclaim deadline)."""
+def gpu_rows(activity: dict, now: float) -> list[dict]:
+    """One row per GPU, each with its holders (user, server, course, since, idle for, reclaim
+    deadline)."""
     devices = activity.get("devices") or {}
     holders = {}
     for entry in (activity.get("servers") or {}).values():
         for uuid in entry.get("gpus") or ():
-            holders.setdefault(uuid, []).append({
-                "user": entry.get("user", ""), "server": entry.get("server", ""),
-                "name": _name(entry.get("user", ""), entry.get("server", "")), "course": entry.get("course") or "-",
-                "since": duration(now - entry["started"]) if entry.get("started") else "-",
-                "idle": duration(now - entry["idle_since"]) if entry.get("idle_since") else "-",
-                "deadline": (f"{entry.get('deadline_reason') or 'reclaim'} in {duration(entry['deadline'] - now)}"
-                             if entry.get("deadline") else ""),
-            })
+            holders.setdefault(uuid, []).append(
+                {
+                    "user": entry.get("user", ""),
+                    "server": entry.get("server", ""),
+                    "name": _name(entry.get("user", ""), entry.get("server", "")),
+                    "course": entry.get("course") or "-",
+                    "since": duration(now - entry["started"]) if entry.get("started") else "-",
+                    "idle": duration(now - entry["idle_since"]) if entry.get("idle_since") else "-",
+                    "deadline": (
+                        f"{entry.get('deadline_reason') or 'reclaim'} in "
+                        f"{duration(entry['deadline'] - now)}"
+                        if entry.get("deadline")
+                        else ""
+                    ),
+                }
+            )
     rows = []
-    for uuid in sorted(set(devices) | set(holders), key=lambda u: (devices.get(u, {}).get("index", 1 << 30), u)):
+    for uuid in sorted(
+        set(devices) | set(holders), key=lambda u: (devices.get(u, {}).get("index", 1 << 30), u)
+    ):
         device = devices.get(uuid, {})
         util = device.get("utilization_pct")
         used, total = device.get("memory_used"), device.get("memory_total")
-        rows.append({
-            "uuid": uuid, "index": device.get("index", "?"), "name": device.get("name", "?"),
-            "utilization": "?" if util is None else f"{util} %",
-            "memory": f"{used / 2**30:.1f} / {total / 2**30:.0f} GiB" if used is not None and total else "?",
-            "holders": holders.get(uuid, []),
-        })
+        rows.append(
+            {
+                "uuid": uuid,
+                "index": device.get("index", "?"),
+                "name": device.get("name", "?"),
+                "utilization": "?" if util is None else f"{util} %",
+                "memory": f"{used / 2**30:.1f} / {total / 2**30:.0f} GiB"
+                if used is not None and total
+                else "?",
+                "holders": holders.get(uuid, []),
+            }
+        )
     return rows
 
 
-def queue_rows(activity: dict, now: float) -> List[dict]:
-    return [{
-        "position": q.get("position"), "user": q.get("user", ""), "server": q.get("server", ""),
-        "name": _name(q.get("user", ""), q.get("server", "")), "gpus": q.get("gpus"), "pool": q.get("pool"),
-        "waiting": duration(now - q["waiting_since"]) if q.get("waiting_since") else "-",
-    } for q in activity.get("queue") or ()]
+def queue_rows(activity: dict, now: float) -> list[dict]:
+    return [
+        {
+            "position": q.get("position"),
+            "user": q.get("user", ""),
+            "server": q.get("server", ""),
+            "name": _name(q.get("user", ""), q.get("server", "")),
+            "gpus": q.get("gpus"),
+            "pool": q.get("pool"),
+            "waiting": duration(now - q["waiting_since"]) if q.get("waiting_since") else "-",
+        }
+        for q in activity.get("queue") or ()
+    ]
 
 
-def course_rows(totals: List[dict]) -> List[dict]:
+def course_rows(totals: list[dict]) -> list[dict]:
     """GPU-hours per course this week, from UsageDB.totals (per user and course)."""
     courses = {}
     for row in totals:
-        entry = courses.setdefault(row["course"], {"course": row["course"] or "(no course)", "hours": 0.0,
-                                                   "students": 0})
+        entry = courses.setdefault(
+            row["course"], {"course": row["course"] or "(no course)", "hours": 0.0, "students": 0}
+        )
         entry["hours"] += row["gpu_hours"]
         entry["students"] += 1
-    return sorted(({**c, "hours": f"{c['hours']:.2f}"} for c in courses.values()),
-                  key=lambda c: -float(c["hours"]))
+    return sorted(
+        ({**c, "hours": f"{c['hours']:.2f}"} for c in courses.values()),
+        key=lambda c: -float(c["hours"]),
+    )
 
 
 def freshness(activity: dict, now: float) -> str:
@@ -80,8 +107,8 @@ def freshness(activity: dict, now: float) -> str:
     return ""
 
 
-# ---- the instructors' course pages ----------------------------------------------------------------------------------
-def _epoch(iso: Optional[str]) -> Optional[float]:
+# ---- the instructors' course pages ---------------------------------------------------------------
+def _epoch(iso: str | None) -> float | None:
     from datetime import datetime
 
     try:
@@ -90,9 +117,9 @@ def _epoch(iso: Optional[str]) -> Optional[float]:
         return None
 
 
-def student_rows(course_id: str, servers: dict, activity: dict, now: float) -> List[dict]:
-    """The servers running (or starting) ``course_id``, from the hub's server models (their user_options name the
-    course) and what the hub last reported of their GPUs."""
+def student_rows(course_id: str, servers: dict, activity: dict, now: float) -> list[dict]:
+    """The servers running (or starting) ``course_id``, from the hub's server models (their
+    user_options name the course) and what the hub last reported of their GPUs."""
     devices = activity.get("devices") or {}
     held = activity.get("servers") or {}
     rows = []
@@ -103,58 +130,95 @@ def student_rows(course_id: str, servers: dict, activity: dict, now: float) -> L
         uuids = gpu.get("gpus") or []
         started = _epoch(model.get("started")) if model.get("started") else None
         if model.get("pending"):
-            state = "waiting for a GPU" if model.get("pending") == "spawn" and not model.get("ready") else "starting"
+            state = (
+                "waiting for a GPU"
+                if model.get("pending") == "spawn" and not model.get("ready")
+                else "starting"
+            )
         elif not uuids and (model.get("user_options") or {}).get("gpus"):
-            state = "running (its GPUs show at the hub's next report)"  # gpu-activity.json lags a few seconds
+            # gpu-activity.json lags a few seconds
+            state = "running (its GPUs show at the hub's next report)"
         elif not uuids:
             state = "running (CPU only)"
         elif gpu.get("idle_since"):
             state = f"GPU idle for {duration(now - gpu['idle_since'])}"
         else:
             state = "GPU busy"
-        rows.append({
-            "user": user, "server": server, "name": _name(user, server), "state": state,
-            "gpus": [f"{devices.get(u, {}).get('index', '?')}: {devices.get(u, {}).get('name', '?')} ({u[:12]}…)"
-                     for u in uuids],
-            "since": duration(now - started) if started else "-",
-        })
+        rows.append(
+            {
+                "user": user,
+                "server": server,
+                "name": _name(user, server),
+                "state": state,
+                "gpus": [
+                    f"{devices.get(u, {}).get('index', '?')}: "
+                    f"{devices.get(u, {}).get('name', '?')} ({u[:12]}…)"
+                    for u in uuids
+                ],
+                "since": duration(now - started) if started else "-",
+            }
+        )
     return rows
 
 
-def usage_rows(totals: Optional[List[dict]]) -> Optional[List[dict]]:
-    """This week's GPU-hours per student of one course (UsageDB.totals with course=...); None: unavailable."""
+def usage_rows(totals: list[dict] | None) -> list[dict] | None:
+    """This week's GPU-hours per student of one course (UsageDB.totals with course=...); None:
+    unavailable."""
     if totals is None:
         return None
     return [{"user": row["user"], "hours": f"{row['gpu_hours']:.2f}"} for row in totals]
 
 
 def form_values(form: dict) -> dict:
-    """What the instructor typed (tornado's body arguments, decoded) as the page's form fields, to show it again
-    after a refused save."""
+    """What the instructor typed (tornado's body arguments, decoded) as the page's form fields, to
+    show it again after a refused save."""
+
     def one(name):
         values = form.get(name) or [""]
         return values[0]
 
-    names = ("title", "description", "gpus_default", "gpus_max", "gpus_policy", "gpus_max_users_per_gpu",
-             "gpus_queue", "gpus_queue_timeout_minutes", "gpus_weekly_hours", "idle_minutes", "idle_warn_minutes",
-             "idle_reclaim", "mem_limit", "cpu_limit", "shm_size", "env", "mounts")
+    names = (
+        "title",
+        "description",
+        "gpus_default",
+        "gpus_max",
+        "gpus_policy",
+        "gpus_max_users_per_gpu",
+        "gpus_queue",
+        "gpus_queue_timeout_minutes",
+        "gpus_weekly_hours",
+        "idle_minutes",
+        "idle_warn_minutes",
+        "idle_reclaim",
+        "mem_limit",
+        "cpu_limit",
+        "shm_size",
+        "env",
+        "mounts",
+    )
     fields = {name: one(name) for name in names}
-    fields["images"] = [(i, l) for i, l in zip(form.get("image") or [], form.get("image_label") or []) if i]
+    fields["images"] = [
+        (i, label)
+        for i, label in zip(form.get("image") or [], form.get("image_label") or [], strict=False)
+        if i
+    ]
     return fields
 
 
-def image_choices(allowed, data: dict, fields: dict) -> List[str]:
-    """The images the form offers: the admin's list for instructors, plus those the course already names (an admin
-    may have set one outside that list: it stays selectable so saving the form does not drop it)."""
+def image_choices(allowed, data: dict, fields: dict) -> list[str]:
+    """The images the form offers: the admin's list for instructors, plus those the course already
+    names (an admin may have set one outside that list: it stays selectable so saving the form does
+    not drop it)."""
     choices = list(allowed)
-    for image in [i.get("image") for i in data.get("images") or [] if isinstance(i, dict)] + \
-            [i for i, _ in fields.get("images") or []]:
+    for image in [i.get("image") for i in data.get("images") or [] if isinstance(i, dict)] + [
+        i for i, _ in fields.get("images") or []
+    ]:
         if isinstance(image, str) and image and image not in choices:
             choices.append(image)
     return choices
 
 
-def reclaim_choices(allow_never: bool, is_admin: bool) -> List[tuple]:
+def reclaim_choices(allow_never: bool, is_admin: bool) -> list[tuple]:
     choices = [("", "hub default"), ("when_queued", "when someone waits"), ("always", "always")]
     if allow_never or is_admin:
         choices.append(("never", "never"))
@@ -162,7 +226,8 @@ def reclaim_choices(allow_never: bool, is_admin: bool) -> List[tuple]:
 
 
 class _Device:
-    """A GPU as the hub's activity file describes it; the form reads only its label ("NVIDIA A100", a MIG slice)."""
+    """A GPU as the hub's activity file describes it; the form reads only its label ("NVIDIA A100",
+    a MIG slice)."""
 
     def __init__(self, label: str):
         self.label = label
@@ -181,8 +246,8 @@ class _Free:
 
 
 def preview_card(templates, course, activity: dict) -> str:
-    """The course's card in the students' spawn form template (the site's override, if any), with the GPUs the hub
-    last reported."""
+    """The course's card in the students' spawn form template (the site's override, if any), with
+    the GPUs the hub last reported."""
     from ..form import course_cards, gpu_models
 
     devices = activity.get("devices") or {}
@@ -194,6 +259,12 @@ def preview_card(templates, course, activity: dict) -> str:
         free = _Free(len(gpus))
     cards = course_cards([course], {}, gpus, free)
     return templates.get_template("gpuspawn_form.html").render(
-        cards=cards, simulated=False, gpu_total=len(gpus), gpu_free=free.free,
-        gpu_models=gpu_models(gpus) if gpus else "", admin_errors=[], inventory_errors=[], notice="",
+        cards=cards,
+        simulated=False,
+        gpu_total=len(gpus),
+        gpu_free=free.free,
+        gpu_models=gpu_models(gpus) if gpus else "",
+        admin_errors=[],
+        inventory_errors=[],
+        notice="",
     )

@@ -1,10 +1,12 @@
 """GPU work counts as activity: a training run with every browser tab closed keeps its server.
 
-jupyterhub-singleuser reports ``web_app.last_activity()`` to the hub, and jupyter_server counts every setting whose
-name ends in ``_last_activity`` (its documented hook for extensions). While this container's GPUs are busy, that
-setting is kept at "now", so the hub's idle culler (``jupyterhub-idle-culler --timeout``) sees a busy server as
-active and culls it only once it is idle in every sense.
+jupyterhub-singleuser reports ``web_app.last_activity()`` to the hub, and jupyter_server counts
+every setting whose name ends in ``_last_activity`` (its documented hook for extensions). While this
+container's GPUs are busy, that setting is kept at "now", so the hub's idle culler
+(``jupyterhub-idle-culler --timeout``) sees a busy server as active and culls it only once it is
+idle in every sense.
 """
+
 from __future__ import annotations
 
 from jupyter_server._tz import utcnow
@@ -16,20 +18,32 @@ SETTING = "gpuspawn_gpu_last_activity"
 
 
 def gpus_busy(gpus, utilization_pct: float) -> bool:
-    """Whether any of this container's GPUs works: utilization at or above the threshold, or a process of ours."""
-    return any((gpu.get("utilization_pct") or 0) >= utilization_pct or gpu.get("processes") for gpu in gpus)
+    """Whether any of this container's GPUs works: utilization at or above the threshold, or a
+    process of ours."""
+    return any(
+        (gpu.get("utilization_pct") or 0) >= utilization_pct or gpu.get("processes") for gpu in gpus
+    )
 
 
 class GPUActivity(LoggingConfigurable):
-    """Settings: ``c.GPUActivity.…`` in the server's config (or ``--GPUActivity.…`` in Spawner.args)."""
+    """Settings: ``c.GPUActivity.…`` in the server's config (or ``--GPUActivity.…`` in
+    Spawner.args)."""
 
     interval = Float(
-        30, config=True,
-        help="Seconds between looks at this container's GPUs (0: GPU work does not count as activity).",
+        30,
+        config=True,
+        help=(
+            "Seconds between looks at this container's GPUs (0: GPU work does not count as "
+            "activity)."
+        ),
     )
     busy_utilization = Float(
-        5, config=True,
-        help="A GPU at or above this utilization (percent), or running a process of this container, is busy.",
+        5,
+        config=True,
+        help=(
+            "A GPU at or above this utilization (percent), or running a process of this "
+            "container, is busy."
+        ),
     )
 
     def __init__(self, collector, settings: dict, **kwargs):
@@ -46,7 +60,8 @@ class GPUActivity(LoggingConfigurable):
     async def check(self):
         try:
             status = await self.collector.status()
-        except Exception as e:  # a failed look changes nothing; the status endpoint reports the error
+        # a failed look changes nothing; the status endpoint reports the error
+        except Exception as e:
             self.log.debug("GPU activity: cannot read GPUs: %s", e)
             return
         if gpus_busy(status.get("gpus") or [], self.busy_utilization):

@@ -1,11 +1,12 @@
-"""One status document for this container and its GPUs, collected off the event loop and shared by all tabs."""
+"""One status document for this container and its GPUs, collected off the event loop and shared by
+all tabs."""
+
 from __future__ import annotations
 
 import json
 import os
 import socket
 import time
-from typing import Optional
 
 from traitlets import CaselessStrEnum, Float, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -16,8 +17,9 @@ from . import container
 from .notice import read_reclaim
 
 
-def assigned_gpus(env) -> Optional[list]:
-    """UUIDs this container was given; [] for CPU-only; None when unknown (NVIDIA_VISIBLE_DEVICES=all)."""
+def assigned_gpus(env) -> list | None:
+    """UUIDs this container was given; [] for CPU-only; None when unknown
+    (NVIDIA_VISIBLE_DEVICES=all)."""
     ours = env.get("JUPYTER_GPUSPAWN_GPUS")
     if ours is not None:
         return [u for u in ours.split(",") if u]
@@ -29,7 +31,7 @@ def assigned_gpus(env) -> Optional[list]:
     return [u for u in visible.split(",") if u]
 
 
-def _env_size(value) -> Optional[int]:
+def _env_size(value) -> int | None:
     try:
         return int(float(value)) if value else None
     except ValueError:
@@ -37,32 +39,47 @@ def _env_size(value) -> Optional[int]:
 
 
 class StatusCollector(LoggingConfigurable):
-    """Settings: ``c.StatusCollector.…`` in the server's config (defaults fit a jupyter-gpuspawn container)."""
+    """Settings: ``c.StatusCollector.…`` in the server's config (defaults fit a jupyter-gpuspawn
+    container)."""
 
     gpu_source = CaselessStrEnum(
-        ["auto", "nvml", "simulated", "none"], default_value="auto", config=True,
-        help="auto: NVML when a driver answers, else the simulated GPUs the spawner described, else none.",
+        ["auto", "nvml", "simulated", "none"],
+        default_value="auto",
+        config=True,
+        help=(
+            "auto: NVML when a driver answers, else the simulated GPUs the spawner described, "
+            "else none."
+        ),
     )
-    cgroup_root = Unicode("/sys/fs/cgroup", config=True, help="Where this container's cgroup is mounted.")
+    cgroup_root = Unicode(
+        "/sys/fs/cgroup", config=True, help="Where this container's cgroup is mounted."
+    )
     proc_root = Unicode("/proc", config=True, help="procfs of this container.")
     shm_path = Unicode("/dev/shm", config=True, help="Shared memory mount to report.")
-    cache_seconds = Float(1.0, config=True, help="How long one collection is shared by all requests.")
-    simulated_gpus = Unicode(config=True, help="JSON list of simulated GPUs (default: JUPYTER_GPUSPAWN_SIMULATED_GPUS).")
+    cache_seconds = Float(
+        1.0, config=True, help="How long one collection is shared by all requests."
+    )
+    simulated_gpus = Unicode(
+        config=True, help="JSON list of simulated GPUs (default: JUPYTER_GPUSPAWN_SIMULATED_GPUS)."
+    )
 
     simulated_file = Unicode(
         config=True,
-        help="""The hub's simulated-GPU file, mounted read-only by the spawner in demo mode (default:
-        JUPYTER_GPUSPAWN_SIMULATED_FILE). Read at every collection, so an edited file shows live; preferred over
-        simulated_gpus, the description taken at start.""",
+        help="""The hub's simulated-GPU file, mounted read-only by the spawner in demo mode
+        (default:
+        JUPYTER_GPUSPAWN_SIMULATED_FILE). Read at every collection, so an edited file shows live;
+        preferred over simulated_gpus, the description taken at start.""",
     )
 
     notice_file = Unicode(
         config=True,
-        help="""The hub's notice file for this server, a small JSON file in a directory the spawner mounts read-only
-        (default: JUPYTER_GPUSPAWN_NOTICE_FILE; empty: none). Its ``reclaim`` object (deadline, reason, message,
-        idle_since, waiting) is the hub's warning that it will stop this server, e.g. because its GPUs stayed idle
-        while others wait; the status document carries it as ``reclaim`` with ``seconds_left``. Read at every
-        collection, so a notice the hub replaces shows at once; a missing or broken file means no warning.""",
+        help="""The hub's notice file for this server, a small JSON file in a directory the spawner
+        mounts read-only
+        (default: JUPYTER_GPUSPAWN_NOTICE_FILE; empty: none). Its ``reclaim`` object (deadline,
+        reason, message, idle_since, waiting) is the hub's warning that it will stop this server,
+        e.g. because its GPUs stayed idle while others wait; the status document carries it as
+        ``reclaim`` with ``seconds_left``. Read at every collection, so a notice the hub replaces
+        shows at once; a missing or broken file means no warning.""",
     )
 
     @default("simulated_gpus")
@@ -87,7 +104,7 @@ class StatusCollector(LoggingConfigurable):
     async def status(self) -> dict:
         return await self._cached.get()
 
-    # ---- one collection (blocking) ---------------------------------------------------------------------------
+    # ---- one collection (blocking) ---------------------------------------------------------------
     def collect(self) -> dict:
         errors = []
         info = self._container()
@@ -95,7 +112,13 @@ class StatusCollector(LoggingConfigurable):
         errors += gpu_errors
         now = time.time()
         reclaim = read_reclaim(self.notice_file, now, self.log)
-        return {"container": info, "gpus": gpus, "reclaim": reclaim, "errors": errors, "collected_at": now}
+        return {
+            "container": info,
+            "gpus": gpus,
+            "reclaim": reclaim,
+            "errors": errors,
+            "collected_at": now,
+        }
 
     def _container(self) -> dict:
         cg = container.read_cgroup(self.cgroup_root)
@@ -153,7 +176,8 @@ class StatusCollector(LoggingConfigurable):
             return [], []
         devices, source, errors = self._device_snapshot()
         found = {gpu.uuid: gpu for gpu in devices}
-        if wanted is None:  # NVIDIA_VISIBLE_DEVICES=all: every device this container can see is its own
+        # NVIDIA_VISIBLE_DEVICES=all: every device this container can see is its own
+        if wanted is None:
             wanted = list(found)
         out = []
         missing = []
@@ -162,35 +186,64 @@ class StatusCollector(LoggingConfigurable):
             gpu = found.get(uuid)
             if gpu is None:
                 missing.append(uuid)
-                out.append({"uuid": uuid, "index": None, "name": None, "utilization_pct": None,
-                            "memory_used": None, "memory_total": None, "temperature_c": None, "power_w": None,
-                            "compute_capability": None, "mig_profile": None, "parent_uuid": None,
-                            "processes": [], "simulated": source == "simulated"})
+                out.append(
+                    {
+                        "uuid": uuid,
+                        "index": None,
+                        "name": None,
+                        "utilization_pct": None,
+                        "memory_used": None,
+                        "memory_total": None,
+                        "temperature_c": None,
+                        "power_w": None,
+                        "compute_capability": None,
+                        "mig_profile": None,
+                        "parent_uuid": None,
+                        "processes": [],
+                        "simulated": source == "simulated",
+                    }
+                )
                 continue
             out.append(self._gpu_entry(gpu, my_cgroup, source))
         if missing and not errors:
-            errors.append(f"No metrics for {', '.join(missing)}: the GPU is not visible to this container.")
+            errors.append(
+                f"No metrics for {', '.join(missing)}: the GPU is not visible to this container."
+            )
         elif missing:
-            errors = [f"GPU metrics are unavailable ({e}). Your GPUs are still assigned: {', '.join(missing)}."
-                      for e in errors]
+            errors = [
+                f"GPU metrics are unavailable ({e}). Your GPUs are still assigned: "
+                f"{', '.join(missing)}."
+                for e in errors
+            ]
         return out, errors
 
     def _gpu_entry(self, gpu: GPU, my_cgroup, source) -> dict:
         processes, unattributed = [], 0
         for pid, used in gpu.processes:
-            # NVML reports host PIDs; a process counts as ours only if it resolves in our /proc *and* sits in
-            # our cgroup. Anything else is never shown: on a shared GPU it may be another student's.
+            # NVML reports host PIDs; a process counts as ours only if it resolves in our /proc
+            # *and* sits in our cgroup. Anything else is never shown: on a shared GPU it may be
+            # another student's.
             cg = container.own_cgroup(self.proc_root, pid)
             if cg is not None and cg == my_cgroup:
                 comm = container._read(os.path.join(self.proc_root, str(pid), "comm"))
                 processes.append({"pid": pid, "used_memory": used, "command": comm})
             else:
                 unattributed += 1
-        # A MIG device: name is "1g.10gb slice of …"; utilisation and power stay null (NVML has none per slice).
+        # A MIG device: name is "1g.10gb slice of …"; utilisation and power stay null (NVML has none
+        # per slice).
         return {
-            "uuid": gpu.uuid, "index": gpu.index, "name": gpu.label, "utilization_pct": gpu.utilization_pct,
-            "memory_used": gpu.memory_used, "memory_total": gpu.memory_total, "temperature_c": gpu.temperature_c,
-            "power_w": gpu.power_w, "compute_capability": gpu.compute_capability, "mig_profile": gpu.mig_profile,
-            "parent_uuid": gpu.parent_uuid, "processes": processes, "other_processes": unattributed,
+            "uuid": gpu.uuid,
+            "index": gpu.index,
+            "name": gpu.label,
+            "utilization_pct": gpu.utilization_pct,
+            "memory_used": gpu.memory_used,
+            "memory_total": gpu.memory_total,
+            "temperature_c": gpu.temperature_c,
+            "power_w": gpu.power_w,
+            "compute_capability": gpu.compute_capability,
+            "mig_profile": gpu.mig_profile,
+            "parent_uuid": gpu.parent_uuid,
+            "processes": processes,
+            "other_processes": unattributed,
             "simulated": source == "simulated",
         }

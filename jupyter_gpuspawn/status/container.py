@@ -1,19 +1,19 @@
 """What this container is and uses: cgroup v2 or v1 limits and usage, /dev/shm, uptime, identity.
 
-Every reader takes a root directory so tests can lay out cgroup and proc trees; nothing here raises for a
-missing file: unknown values are None.
+Every reader takes a root directory so tests can lay out cgroup and proc trees; nothing here raises
+for a missing file: unknown values are None.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import time
-from typing import Optional
 
 UNLIMITED_V1 = 1 << 60  # cgroup v1 reports "no limit" as a huge number near 2**63
 
 
-def _read(path) -> Optional[str]:
+def _read(path) -> str | None:
     try:
         with open(path, encoding="ascii", errors="replace") as f:
             return f.read().strip()
@@ -21,14 +21,14 @@ def _read(path) -> Optional[str]:
         return None
 
 
-def _int(text) -> Optional[int]:
+def _int(text) -> int | None:
     try:
         return int(text)
     except (TypeError, ValueError):
         return None
 
 
-def cgroup_version(root: str) -> Optional[int]:
+def cgroup_version(root: str) -> int | None:
     if os.path.exists(os.path.join(root, "cgroup.controllers")):
         return 2
     if os.path.isdir(os.path.join(root, "memory")):
@@ -39,8 +39,15 @@ def cgroup_version(root: str) -> Optional[int]:
 def read_cgroup(root: str) -> dict:
     """Limits and counters of the cgroup mounted at ``root`` (the container's own)."""
     version = cgroup_version(root)
-    out = {"cgroup_version": version, "memory_limit": None, "memory_used": None, "cpu_limit": None,
-           "cpu_usage_seconds": None, "pids": None, "pids_limit": None}
+    out = {
+        "cgroup_version": version,
+        "memory_limit": None,
+        "memory_used": None,
+        "cpu_limit": None,
+        "cpu_usage_seconds": None,
+        "pids": None,
+        "pids_limit": None,
+    }
     if version == 2:
         limit = _read(os.path.join(root, "memory.max"))
         out["memory_limit"] = None if limit in (None, "max") else _int(limit)
@@ -58,10 +65,13 @@ def read_cgroup(root: str) -> dict:
         limit = _int(_read(os.path.join(root, "memory", "memory.limit_in_bytes")))
         out["memory_limit"] = limit if limit is not None and limit < UNLIMITED_V1 else None
         usage = _int(_read(os.path.join(root, "memory", "memory.usage_in_bytes")))
-        # usage_in_bytes counts page cache; what the OOM killer weighs is closer to usage - inactive_file
+        # usage_in_bytes counts page cache; what the OOM killer weighs is closer to usage -
+        # inactive_file
         stat = _read(os.path.join(root, "memory", "memory.stat")) or ""
         match = re.search(r"^total_inactive_file (\d+)", stat, re.M)
-        out["memory_used"] = None if usage is None else max(0, usage - (int(match.group(1)) if match else 0))
+        out["memory_used"] = (
+            None if usage is None else max(0, usage - (int(match.group(1)) if match else 0))
+        )
         quota = _int(_read(os.path.join(root, "cpu", "cpu.cfs_quota_us")))
         period = _int(_read(os.path.join(root, "cpu", "cpu.cfs_period_us")))
         if quota and quota > 0 and period:
@@ -79,10 +89,13 @@ def shm_usage(path="/dev/shm") -> dict:
         st = os.statvfs(path)
     except OSError:
         return {"shm_size": None, "shm_used": None}
-    return {"shm_size": st.f_blocks * st.f_frsize, "shm_used": (st.f_blocks - st.f_bfree) * st.f_frsize}
+    return {
+        "shm_size": st.f_blocks * st.f_frsize,
+        "shm_used": (st.f_blocks - st.f_bfree) * st.f_frsize,
+    }
 
 
-def uptime_seconds(proc_root="/proc") -> Optional[float]:
+def uptime_seconds(proc_root="/proc") -> float | None:
     """Seconds since this container's first process started."""
     uptime = _read(os.path.join(proc_root, "uptime"))
     stat = _read(os.path.join(proc_root, "1", "stat"))
@@ -95,15 +108,16 @@ def uptime_seconds(proc_root="/proc") -> Optional[float]:
         return None
 
 
-def container_id(proc_root="/proc") -> Optional[str]:
+def container_id(proc_root="/proc") -> str | None:
     """Docker's container id, from the mounts Docker makes (works in host network mode too)."""
     text = _read(os.path.join(proc_root, "self", "mountinfo")) or ""
     match = re.search(r"/containers/([0-9a-f]{64})/", text)
     return match.group(1) if match else None
 
 
-def own_cgroup(proc_root="/proc", pid="self") -> Optional[str]:
-    """The cgroup path of a process as this container sees it (to tell our processes from others')."""
+def own_cgroup(proc_root="/proc", pid="self") -> str | None:
+    """The cgroup path of a process as this container sees it (to tell our processes from
+    others')."""
     text = _read(os.path.join(proc_root, str(pid), "cgroup"))
     if text is None:
         return None
@@ -122,7 +136,7 @@ class CPUMeter:
     def __init__(self):
         self._last = None
 
-    def sample(self, usage_seconds: Optional[float]) -> Optional[float]:
+    def sample(self, usage_seconds: float | None) -> float | None:
         now = time.monotonic()
         if usage_seconds is None:
             return None

@@ -1,4 +1,6 @@
-"""GET {base_url}gpuspawn/status: this container and its GPUs, as JSON. Authenticated like every server API."""
+"""GET {base_url}gpuspawn/status: this container and its GPUs, as JSON. Authenticated like every
+server API."""
+
 from __future__ import annotations
 
 import json
@@ -17,6 +19,11 @@ class StatusHandler(APIHandler):
             status = await self.collector.status()
         except Exception as e:  # degrade, never 500: the panel shows the error in plain words
             self.log.exception("gpuspawn status collection failed")
-            status = {"container": {}, "gpus": [], "reclaim": None, "errors": [f"Status collection failed: {e}"]}
+            status = {
+                "container": {},
+                "gpus": [],
+                "reclaim": None,
+                "errors": [f"Status collection failed: {e}"],
+            }
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(status))

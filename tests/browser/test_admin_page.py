@@ -1,5 +1,6 @@
-"""The GPU admin page, a hub-managed service, in a real browser: holders and the queue of a live scenario, its stop
-and remove actions through the hub's API, and a 403 for anyone but an admin."""
+"""The GPU admin page, a hub-managed service, in a real browser: holders and the queue of a live
+scenario, its stop and remove actions through the hub's API, and a 403 for anyone but an admin."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,11 @@ _service, _role = admin_service(__file__, port={port})
 c.JupyterHub.services += [_service]
 c.JupyterHub.load_roles += [_role]
 c.Authenticator.admin_users = {{"boss"}}
-# some hubs give students access to every service (for other services): the page still needs an admin
-c.JupyterHub.load_roles += [{{"name": "services-for-ben", "users": ["ben"], "scopes": ["access:services"]}}]
+# some hubs give students access to every service (for other services): the page still needs an
+# admin
+c.JupyterHub.load_roles += [
+    {{"name": "services-for-ben", "users": ["ben"], "scopes": ["access:services"]}}
+]
 c.GPUDockerSpawner.gpu_idle_check_seconds = 1
 c.GPUDockerSpawner.gpu_queue_timeout = 300
 c.Spawner.start_timeout = 420
@@ -28,13 +32,17 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 
 
 def reload_until(page, url, selector, count, timeout=30):
-    """The page is plain HTML, rendered from what the hub last reported (every second here): load it again until
+    """The page is plain HTML, rendered from what the hub last reported (every second here): load it
+    again until
     ``selector`` matches ``count`` elements."""
+
     def shown():
         page.goto(url)
         return page.locator(selector).count() == count
 
-    wait_until(shown, timeout, f"{selector} never matched {count} element(s):\n{page.content()[:3000]}")
+    wait_until(
+        shown, timeout, f"{selector} never matched {count} element(s):\n{page.content()[:3000]}"
+    )
 
 
 def test_admins_see_holders_and_queue_and_act_others_get_403(make_hub, page):
@@ -76,13 +84,19 @@ def test_admins_see_holders_and_queue_and_act_others_get_403(make_hub, page):
     assert page.locator("#courses").inner_text().count("GPU-hours") == 1
     screenshot(page, "admin-after-actions.png")
 
-    # a student: 403, from the hub's OAuth (no access:services) or from the page (access, but not an admin)
+    # a student: 403, from the hub's OAuth (no access:services) or from the page (access, but not an
+    # admin)
     for student in ("dee", "ben"):
         page.context.clear_cookies()
         login(page, hub, student)
         response = page.goto(url)
         assert response.status == 403, (student, response.status)
-    assert "for JupyterHub admins" in page.content()  # ben got past OAuth; the page itself refused him
-    r = requests.post(url + "stop", data={"user": "cid", "server": "", "action": "stop"}, timeout=10,
-                      allow_redirects=False)
+    # ben got past OAuth; the page itself refused him
+    assert "for JupyterHub admins" in page.content()
+    r = requests.post(
+        url + "stop",
+        data={"user": "cid", "server": "", "action": "stop"},
+        timeout=10,
+        allow_redirects=False,
+    )
     assert r.status_code in (302, 403) and hub.server("cid") is not None

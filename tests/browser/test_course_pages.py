@@ -1,7 +1,8 @@
-"""An instructor runs a course from the browser (issue 13's walk-through), with a student in another browser:
-create from the template, enrol by a pasted list, the student's form follows each edit within seconds and the
-server starts with the course's limits, an over-cap edit is refused, other people are kept out, the history
-shows the edits. Screenshots: test-artifacts/course-*.png."""
+"""An instructor runs a course from the browser (issue 13's walk-through), with a student in another
+browser: create from the template, enrol by a pasted list, the student's form follows each edit
+within seconds and the server starts with the course's limits, an over-cap edit is refused, other
+people are kept out, the history shows the edits. Screenshots: test-artifacts/course-*.png."""
+
 from __future__ import annotations
 
 import os
@@ -21,20 +22,27 @@ c.JupyterHub.services += [_service]
 c.JupyterHub.load_roles += [_role, instructor_access_role()]
 c.JupyterHub.load_groups = {{"teachers": {{"users": []}}}}
 c.GPUDockerSpawner.courses_dir = {courses!r}
-c.GPUDockerSpawner.instructor_limits = {{"max_gpus": 2, "max_mem_limit": "2G", "images": [{image!r}]}}
+c.GPUDockerSpawner.instructor_limits = {{
+    "max_gpus": 2, "max_mem_limit": "2G", "images": [{image!r}]
+}}
 c.GPUDockerSpawner.course_creator_groups = ["teachers"]
 """
 
 
 def form_gpu_choices(page, course_id):
-    return page.locator(f'select[name="gpus:{course_id}"] option').evaluate_all("els => els.map(e => e.value)")
+    return page.locator(f'select[name="gpus:{course_id}"] option').evaluate_all(
+        "els => els.map(e => e.value)"
+    )
 
 
 def test_an_instructor_creates_enrols_edits_and_students_follow(make_hub, browser, tmp_path):
     courses = tmp_path / "courses"
     courses.mkdir()
     os.chmod(tmp_path, 0o755)
-    hub = make_hub(n_gpus=2, extra_config=CONFIG.format(port=free_port(), courses=str(courses), image=TEST_IMAGE))
+    hub = make_hub(
+        n_gpus=2,
+        extra_config=CONFIG.format(port=free_port(), courses=str(courses), image=TEST_IMAGE),
+    )
     hub.create_users("prof", "prof2", "ana", "ben")
     r = hub.session.post(f"{hub.api}/groups/teachers/users", json={"users": ["prof", "prof2"]})
     assert r.status_code == 200, r.text
@@ -67,13 +75,17 @@ def test_an_instructor_creates_enrols_edits_and_students_follow(make_hub, browse
     prof.click("#save")
     prof.locator(".note.ok").wait_for()
     assert "gpus.max: 1 → 2" in prof.locator(".note.ok").inner_text()
-    assert form_gpu_choices(prof.locator("#preview"), "ml101") == ["0", "1", "2"]  # the preview follows
+    # the preview follows
+    assert form_gpu_choices(prof.locator("#preview"), "ml101") == ["0", "1", "2"]
     screenshot(prof, "course-edit.png")
 
     # the student sees it in the spawn form and starts it with the course's limits
     login(ana, hub, "ana")
     ana.wait_for_selector('.gpuspawn-course[data-course="ml101"]', timeout=30_000)
-    assert ana.locator('.gpuspawn-course[data-course="ml101"] .gpuspawn-title').inner_text() == "Machine Learning 101"
+    assert (
+        ana.locator('.gpuspawn-course[data-course="ml101"] .gpuspawn-title').inner_text()
+        == "Machine Learning 101"
+    )
     assert form_gpu_choices(ana, "ml101") == ["0", "1", "2"]
     screenshot(ana, "course-student-form.png")
     ana.check('input[name="course"][value="ml101"]')
@@ -105,7 +117,9 @@ def test_an_instructor_creates_enrols_edits_and_students_follow(make_hub, browse
     prof.fill('input[name="gpus_max"]', "3")
     prof.click("#save")
     prof.locator("#problems").wait_for()
-    assert "gpus.max: 3 is more than instructors may set (2)" in prof.locator("#problems").inner_text()
+    assert (
+        "gpus.max: 3 is more than instructors may set (2)" in prof.locator("#problems").inner_text()
+    )
     assert (courses / "ml101.yaml").read_text() == before
     screenshot(prof, "course-over-cap.png")
 

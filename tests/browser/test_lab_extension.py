@@ -1,4 +1,6 @@
-"""The JupyterLab extension inside a real hub-spawned container: status bar and "My container" panel."""
+"""The JupyterLab extension inside a real hub-spawned container: status bar and "My container"
+panel."""
+
 from __future__ import annotations
 
 import json
@@ -34,7 +36,9 @@ def test_status_bar_and_panel_show_this_containers_gpu_and_limits(make_hub, page
     item = page.locator(".jp-gpuspawn-statusbar")
     item.wait_for(timeout=90_000)
     page.wait_for_function(
-        "() => document.querySelector('.jp-gpuspawn-statusbar').textContent.includes('RAM')", timeout=30_000)
+        "() => document.querySelector('.jp-gpuspawn-statusbar').textContent.includes('RAM')",
+        timeout=30_000,
+    )
     text = item.inner_text()
     assert f"GPU {gpu['index']}:" in text and "/80 GB" in text and "/1.0 GB" in text, text
     screenshot(page, "lab-status-bar.png")
@@ -54,8 +58,10 @@ def test_status_bar_and_panel_show_this_containers_gpu_and_limits(make_hub, page
     light_background = panel.evaluate("e => getComputedStyle(e).backgroundColor")
 
     # dark theme: the panel follows JupyterLab's theme variables
-    r = hub.session.put(hub.user_url("lab") + "lab/api/settings/@jupyterlab/apputils-extension:themes",
-                        json={"raw": '{"theme": "JupyterLab Dark"}'})
+    r = hub.session.put(
+        hub.user_url("lab") + "lab/api/settings/@jupyterlab/apputils-extension:themes",
+        json={"raw": '{"theme": "JupyterLab Dark"}'},
+    )
     assert r.status_code == 204, r.text
     page.reload()
     page.locator(".jp-gpuspawn-statusbar").click(timeout=90_000)
@@ -63,7 +69,7 @@ def test_status_bar_and_panel_show_this_containers_gpu_and_limits(make_hub, page
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
     dark_background = panel.evaluate("e => getComputedStyle(e).backgroundColor")
     assert dark_background != light_background
-    channels = [int(c) for c in dark_background[dark_background.index("(") + 1:-1].split(",")[:3]]
+    channels = [int(c) for c in dark_background[dark_background.index("(") + 1 : -1].split(",")[:3]]
     assert sum(channels) / 3 < 100, dark_background  # actually dark
     screenshot(page, "lab-my-container-panel-dark.png")
 
@@ -73,7 +79,10 @@ def open_lab_until_status_bar_says(page, hub, user, text):
     page.goto(hub.user_url(user) + "lab")
     page.wait_for_function(
         "text => { const e = document.querySelector('.jp-gpuspawn-statusbar');"
-        " return e && e.textContent.includes(text); }", arg=text, timeout=90_000)
+        " return e && e.textContent.includes(text); }",
+        arg=text,
+        timeout=90_000,
+    )
 
 
 def test_cpu_only_server_says_so(make_hub, page):
@@ -85,14 +94,17 @@ def test_cpu_only_server_says_so(make_hub, page):
 
 
 def test_the_status_bar_and_panel_warn_before_an_idle_gpu_is_reclaimed(make_hub, page):
-    # reclaimed after 3 idle minutes whether anyone waits or not, warned 2.9 minutes ahead: the warning shows
-    # about 6 s after the start, long enough for a browser on a busy machine to see it
-    hub = make_hub(n_gpus=1, extra_config="""
+    # reclaimed after 3 idle minutes whether anyone waits or not, warned 2.9 minutes ahead: the
+    # warning shows about 6 s after the start, long enough for a browser on a busy machine to see it
+    hub = make_hub(
+        n_gpus=1,
+        extra_config="""
 c.GPUDockerSpawner.gpu_idle_reclaim = "always"
 c.GPUDockerSpawner.gpu_idle_minutes = 3
 c.GPUDockerSpawner.gpu_idle_warn_minutes = 2.9
 c.GPUDockerSpawner.gpu_idle_check_seconds = 1
-""")
+""",
+    )
     hub.gpus[0]["utilization"] = 0
     with open(hub.gpus_file, "w") as f:
         json.dump(hub.gpus, f)
@@ -119,18 +131,30 @@ c.GPUDockerSpawner.gpu_idle_check_seconds = 1
 
 def test_a_mig_slice_reads_as_a_slice_without_a_made_up_utilisation(make_hub, page):
     parent = "GPU-a100a100-5eed-4a11-9b00-000000000000"
-    slice_ = {"uuid": "MIG-00000001-5eed-4a11-9b00-000000000000", "name": "NVIDIA A100 80GB PCIe", "index": 0,
-              "mig_profile": "1g.10gb", "parent_uuid": parent, "memory_total": "10GiB", "memory_used": "512MiB"}
+    slice_ = {
+        "uuid": "MIG-00000001-5eed-4a11-9b00-000000000000",
+        "name": "NVIDIA A100 80GB PCIe",
+        "index": 0,
+        "mig_profile": "1g.10gb",
+        "parent_uuid": parent,
+        "memory_total": "10GiB",
+        "memory_used": "512MiB",
+    }
     hub = make_hub(gpus=[slice_])
     hub.create_users("slice")
     hub.spawn_ready("slice", {"gpus": 1})
     open_lab_until_status_bar_says(page, hub, "slice", "MIG")
-    assert page.locator(".jp-gpuspawn-statusbar").inner_text().startswith("GPU 0 MIG 1g.10gb: 0.5/10 GB")
+    assert (
+        page.locator(".jp-gpuspawn-statusbar")
+        .inner_text()
+        .startswith("GPU 0 MIG 1g.10gb: 0.5/10 GB")
+    )
     page.locator(".jp-gpuspawn-statusbar").click()
     card = page.locator(f'.jp-gpuspawn-gpu[data-uuid="{slice_["uuid"]}"]')
     card.wait_for(timeout=30_000)
     assert "1g.10gb slice of NVIDIA A100 80GB PCIe (10 GiB)" in card.locator("h3").inner_text()
     assert card.locator('dd[data-key="utilization"]').inner_text() == "n/a (MIG)"
     assert card.locator('dd[data-key="mig"]').inner_text() == f"1g.10gb of {parent[:12]}"
-    assert card.locator("svg").count() == 1  # the memory sparkline only: no flat line for a figure NVML lacks
+    # the memory sparkline only: no flat line for a figure NVML lacks
+    assert card.locator("svg").count() == 1
     screenshot(page, "lab-mig-slice-panel.png")

@@ -1,4 +1,5 @@
 """The spawn form in a real browser against a real hub and real containers."""
+
 from __future__ import annotations
 
 import os
@@ -15,11 +16,25 @@ pytestmark = pytest.mark.integration
 
 def write_courses(directory):
     courses = [
-        {"id": "dl", "title": "Deep Learning (GPU)", "description": "Exclusive GPUs.", "groups": ["dl"],
-         "gpus": {"default": 1, "max": 2}},
-        {"id": "cpu", "title": "Data Science (CPU)", "description": "No GPU needed.", "gpus": {"max": 0}},
+        {
+            "id": "dl",
+            "title": "Deep Learning (GPU)",
+            "description": "Exclusive GPUs.",
+            "groups": ["dl"],
+            "gpus": {"default": 1, "max": 2},
+        },
+        {
+            "id": "cpu",
+            "title": "Data Science (CPU)",
+            "description": "No GPU needed.",
+            "gpus": {"max": 0},
+        },
         {"id": "other", "title": "Someone Else's Course", "groups": ["other"]},
-        {"id": "xss", "title": "<script>alert(1)</script>", "description": "<img src=x onerror=alert(2)>"},
+        {
+            "id": "xss",
+            "title": "<script>alert(1)</script>",
+            "description": "<img src=x onerror=alert(2)>",
+        },
     ]
     os.makedirs(directory)
     for data in courses:
@@ -29,10 +44,14 @@ def write_courses(directory):
 
 
 def hub_with_a_busy_gpu(make_hub, tmp_path, n_gpus, student, other, extra_config=""):
-    """A hub with the example courses, ``student`` and ``other`` in the dl group, ``other`` holding one GPU."""
+    """A hub with the example courses, ``student`` and ``other`` in the dl group, ``other`` holding
+    one GPU."""
     courses_dir = str(tmp_path / "courses")
     write_courses(courses_dir)
-    hub = make_hub(n_gpus=n_gpus, extra_config=f"c.GPUDockerSpawner.courses_dir = {courses_dir!r}\n" + extra_config)
+    hub = make_hub(
+        n_gpus=n_gpus,
+        extra_config=f"c.GPUDockerSpawner.courses_dir = {courses_dir!r}\n" + extra_config,
+    )
     hub.create_users(student, other)
     r = hub.session.post(f"{hub.api}/groups/dl", json={"users": [student, other]})
     assert r.status_code == 201, r.text
@@ -40,13 +59,17 @@ def hub_with_a_busy_gpu(make_hub, tmp_path, n_gpus, student, other, extra_config
     return hub
 
 
-def test_student_sees_their_courses_with_live_gpus_and_lands_in_jupyterlab(make_hub, page, tmp_path):
+def test_student_sees_their_courses_with_live_gpus_and_lands_in_jupyterlab(
+    make_hub, page, tmp_path
+):
     hub = hub_with_a_busy_gpu(make_hub, tmp_path, 4, "stu", "busy")
 
     login(page, hub, "stu")
     page.wait_for_selector(".gpuspawn-form", timeout=30_000)
     titles = page.locator(".gpuspawn-title").all_inner_texts()
-    assert sorted(titles) == sorted(["Deep Learning (GPU)", "Data Science (CPU)", "<script>alert(1)</script>"])
+    assert sorted(titles) == sorted(
+        ["Deep Learning (GPU)", "Data Science (CPU)", "<script>alert(1)</script>"]
+    )
     assert "Someone Else's Course" not in page.content()
     card = page.locator('.gpuspawn-course[data-course="dl"]')
     assert "3 of 4 GPUs free" in card.locator(".gpuspawn-availability").inner_text()
@@ -74,7 +97,9 @@ def test_form_errors_are_shown_as_messages_not_tracebacks(make_hub, page, tmp_pa
 
     login(page, hub, "stu2")
     page.wait_for_selector(".gpuspawn-form", timeout=30_000)
-    assert "The only GPU is in use" in page.locator('.gpuspawn-course[data-course="dl"]').inner_text()
+    assert (
+        "The only GPU is in use" in page.locator('.gpuspawn-course[data-course="dl"]').inner_text()
+    )
     page.check('input[name="course"][value="dl"]')
     page.select_option('select[name="gpus:dl"]', "1")
     page.click('form#spawn_form [type="submit"]')
@@ -86,10 +111,17 @@ def test_form_errors_are_shown_as_messages_not_tracebacks(make_hub, page, tmp_pa
 
 
 def test_a_student_waits_in_line_on_the_spawn_page_and_lands_in_lab(make_hub, page, tmp_path):
-    hub = hub_with_a_busy_gpu(make_hub, tmp_path, 1, "stu3", "hog3", extra_config="""
+    hub = hub_with_a_busy_gpu(
+        make_hub,
+        tmp_path,
+        1,
+        "stu3",
+        "hog3",
+        extra_config="""
 c.GPUDockerSpawner.gpu_queue_timeout = 120
 c.Spawner.start_timeout = 300
-""")
+""",
+    )
     login(page, hub, "stu3")
     page.wait_for_selector(".gpuspawn-form", timeout=30_000)
     card = page.locator('.gpuspawn-course[data-course="dl"]').inner_text()
@@ -106,4 +138,3 @@ c.Spawner.start_timeout = 300
     page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
     [container] = labelled("stu3")
     assert container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] == hub.gpus[0]["uuid"]
-

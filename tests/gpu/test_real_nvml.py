@@ -2,6 +2,7 @@
 
 Skipped as a whole where no driver answers (CI has none); nothing else in the suite may skip.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,7 +23,9 @@ from jupyter_gpuspawn.status.collector import StatusCollector
 pytestmark = pytest.mark.gpu
 
 if not NVMLReader().available():
-    pytest.skip("no NVIDIA driver on this machine (gpu tier runs on a GPU host)", allow_module_level=True)
+    pytest.skip(
+        "no NVIDIA driver on this machine (gpu tier runs on a GPU host)", allow_module_level=True
+    )
 
 import pynvml  # noqa: E402  (importable: the reader just initialised it)
 
@@ -40,9 +43,12 @@ def test_inventory_reads_real_devices():
     for gpu in snapshot.gpus:
         assert gpu.uuid.startswith(("GPU-", "MIG-")) and gpu.memory_total > 0 and gpu.name
         assert 0 <= gpu.memory_used <= gpu.memory_total
-        print(f"GPU {gpu.index}: {gpu.label} {gpu.uuid} {gpu.memory_used / GiB:.1f}/{gpu.memory_total / GiB:.1f} "
-              f"GiB util={gpu.utilization_pct}% temp={gpu.temperature_c}C power={gpu.power_w}W "
-              f"cc={gpu.compute_capability} procs={gpu.process_count} mig={gpu.mig_profile}")
+        print(
+            f"GPU {gpu.index}: {gpu.label} {gpu.uuid} "
+            f"{gpu.memory_used / GiB:.1f}/{gpu.memory_total / GiB:.1f} "
+            f"GiB util={gpu.utilization_pct}% temp={gpu.temperature_c}C power={gpu.power_w}W "
+            f"cc={gpu.compute_capability} procs={gpu.process_count} mig={gpu.mig_profile}"
+        )
 
 
 def test_each_gpu_is_offered_whole_or_as_its_mig_devices_as_its_mig_mode_says():
@@ -62,24 +68,35 @@ def test_each_gpu_is_offered_whole_or_as_its_mig_devices_as_its_mig_mode_says():
         if current == pynvml.NVML_DEVICE_MIG_ENABLE:
             assert not whole, "a GPU in MIG mode must be offered only as its MIG devices"
             for gpu in slices:
-                assert gpu.uuid.startswith("MIG-") and gpu.mig_profile and gpu.utilization_pct is None
-                assert gpu.power_w is None and 0 < gpu.memory_total < pynvml.nvmlDeviceGetMemoryInfo(handle).total
+                assert (
+                    gpu.uuid.startswith("MIG-") and gpu.mig_profile and gpu.utilization_pct is None
+                )
+                assert (
+                    gpu.power_w is None
+                    and 0 < gpu.memory_total < pynvml.nvmlDeviceGetMemoryInfo(handle).total
+                )
                 print(f"  MIG device {gpu.uuid}: {gpu.label}")
         else:
             assert whole and not slices and whole[0].mig_profile is None
 
 
 def test_the_drivers_mig_profiles_read_as_the_reader_names_slices():
-    """The profile table the reader falls back on when a MIG device's name carries no profile. NVML describes the
-    profiles whether or not MIG mode is on, so this runs on any MIG-capable GPU."""
+    """The profile table the reader falls back on when a MIG device's name carries no profile. NVML
+    describes the profiles whether or not MIG mode is on, so this runs on any MIG-capable GPU."""
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
     profiles = instance_profiles(pynvml, handle)
     for name, slices, memory_mb in profiles:
         print(f"profile {name}: {slices} slice(s), {memory_mb} MB")
     if not profiles:
-        pytest.skip(f"{pynvml.nvmlDeviceGetName(handle)} describes no MIG profiles (no MIG on this GPU)")
-    assert all(re.fullmatch(r"\d+g\.\d+gb(\+\w+)?", name) and name.startswith(f"{slices}g.") and memory_mb > 0
-               for name, slices, memory_mb in profiles), profiles
+        pytest.skip(
+            f"{pynvml.nvmlDeviceGetName(handle)} describes no MIG profiles (no MIG on this GPU)"
+        )
+    assert all(
+        re.fullmatch(r"\d+g\.\d+gb(\+\w+)?", name)
+        and name.startswith(f"{slices}g.")
+        and memory_mb > 0
+        for name, slices, memory_mb in profiles
+    ), profiles
 
 
 def test_one_inventory_sweep_is_cheap_and_the_cache_shares_it():
@@ -90,9 +107,13 @@ def test_one_inventory_sweep_is_cheap_and_the_cache_shares_it():
         started = time.perf_counter()
         reader.read()
         times.append(time.perf_counter() - started)
-    print(f"NVML sweep of {len(read().gpus)} device(s): median {statistics.median(times) * 1000:.2f} ms, "
-          f"max {max(times) * 1000:.2f} ms over 20 reads")
-    assert statistics.median(times) < 0.5  # generous: a spawn burst shares one sweep per second anyway
+    print(
+        f"NVML sweep of {len(read().gpus)} device(s): median {statistics.median(times) * 1000:.2f} "
+        f"ms, "
+        f"max {max(times) * 1000:.2f} ms over 20 reads"
+    )
+    # generous: a spawn burst shares one sweep per second anyway
+    assert statistics.median(times) < 0.5
 
 
 def test_status_collector_reports_real_metrics_for_the_assigned_gpu_only():
@@ -108,7 +129,8 @@ def test_status_collector_reports_real_metrics_for_the_assigned_gpu_only():
     if gpu["mig_profile"] is None:
         assert gpu["utilization_pct"] is not None
     else:
-        assert gpu["utilization_pct"] is None  # NVML has none per MIG device: null, never a wrong number
+        # NVML has none per MIG device: null, never a wrong number
+        assert gpu["utilization_pct"] is None
     print(status["gpus"])
 
 
@@ -138,7 +160,9 @@ def cuda_worker():
         pytest.importorskip("cupy", reason="the workload needs torch or cupy on the GPU host")
     visible = read().gpus[0]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=visible.uuid)
-    proc = subprocess.Popen([sys.executable, "-c", WORKLOAD, "60"], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKLOAD, "60"], stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready", "the CUDA workload did not start"
         yield proc, visible.uuid
@@ -165,7 +189,10 @@ def test_a_real_cuda_process_is_seen_and_keeps_students_off_the_gpu(cuda_worker)
 
     gpu = _until(busy_gpu)
     assert gpu is not None, f"NVML never showed the workload on {uuid}: {read().by_uuid()[uuid]}"
-    print(f"busy: util={gpu.utilization_pct}% mem={gpu.memory_used / GiB:.1f} GiB procs={gpu.processes}")
+    print(
+        f"busy: util={gpu.utilization_pct}% mem={gpu.memory_used / GiB:.1f} GiB "
+        f"procs={gpu.processes}"
+    )
     assert gpu.memory_used >= 2 * GiB
     pids = [pid for pid, _ in gpu.processes]
     print(f"worker pid {proc.pid}, NVML pids {pids}")

@@ -1,4 +1,6 @@
-"""Integration fixtures: a real Docker engine and a real JupyterHub. In CI a missing engine is a failure."""
+"""Integration fixtures: a real Docker engine and a real JupyterHub. In CI a missing engine is a
+failure."""
+
 from __future__ import annotations
 
 import os
@@ -21,14 +23,23 @@ def docker_engine():
         _docker("info")
         _docker("image", "inspect", TEST_IMAGE)
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        # Never a silent skip: CI must have run scripts/setup, which starts dockerd and builds the image.
-        pytest.fail(f"Docker engine or {TEST_IMAGE} missing ({e}); run scripts/setup first", pytrace=False)
+        # Never a silent skip: CI must have run scripts/setup, which starts dockerd and builds the
+        # image.
+        pytest.fail(
+            f"Docker engine or {TEST_IMAGE} missing ({e}); run scripts/setup first", pytrace=False
+        )
     return True
 
 
 def gpuspawn_containers(all_states=True) -> list:
-    out = _docker("ps", "-a" if all_states else "", "--filter", f"name=^{CONTAINER_PREFIX}-",
-                  "--format", "{{.ID}}")
+    out = _docker(
+        "ps",
+        "-a" if all_states else "",
+        "--filter",
+        f"name=^{CONTAINER_PREFIX}-",
+        "--format",
+        "{{.ID}}",
+    )
     return out.split()
 
 
@@ -50,7 +61,10 @@ def labelled(user, server="") -> list:
     for cid in gpuspawn_containers():
         data = inspect(cid)
         labels = data["Config"]["Labels"] or {}
-        if labels.get("org.jupyter.gpuspawn.user") == user and labels.get("org.jupyter.gpuspawn.server") == server:
+        if (
+            labels.get("org.jupyter.gpuspawn.user") == user
+            and labels.get("org.jupyter.gpuspawn.server") == server
+        ):
             found.append(data)
     return found
 
@@ -64,7 +78,9 @@ def make_hub(docker_engine, tmp_path):
         workdir = tmp_path / f"hub{len(hubs)}"
         workdir.mkdir()
         os.chmod(tmp_path, 0o755)
-        hub = Hub(workdir, gpus if gpus is not None else simulated_gpus(n_gpus), extra_config, **kwargs)
+        hub = Hub(
+            workdir, gpus if gpus is not None else simulated_gpus(n_gpus), extra_config, **kwargs
+        )
         hubs.append(hub)
         return hub.start()
 

@@ -1,4 +1,6 @@
-"""A real JupyterHub (subprocess) with a real configurable-http-proxy and GPUDockerSpawner, driven by its REST API."""
+"""A real JupyterHub (subprocess) with a real configurable-http-proxy and GPUDockerSpawner, driven
+by its REST API."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Optional
 
 import requests
 
@@ -27,7 +28,8 @@ def free_port() -> int:
 
 
 def wait_until(check, timeout, what):
-    """Poll ``check()`` until it returns something true (returned), or fail after ``timeout`` seconds with ``what``."""
+    """Poll ``check()`` until it returns something true (returned), or fail after ``timeout``
+    seconds with ``what``."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -39,13 +41,18 @@ def wait_until(check, timeout, what):
 
 def simulated_gpus(n: int, name="NVIDIA A100 80GB PCIe (simulated)") -> list:
     return [
-        {"uuid": f"GPU-{i:08x}-5eed-4a11-9b00-{secrets.token_hex(6)}", "name": name, "memory_total": "80GiB"}
+        {
+            "uuid": f"GPU-{i:08x}-5eed-4a11-9b00-{secrets.token_hex(6)}",
+            "name": name,
+            "memory_total": "80GiB",
+        }
         for i in range(n)
     ]
 
 
 class Hub:
-    """One hub: its own directory (db, config, homes), ports, proxy token; can be killed and restarted."""
+    """One hub: its own directory (db, config, homes), ports, proxy token; can be killed and
+    restarted."""
 
     def __init__(self, workdir, gpus: list, extra_config: str = "", spawner_class="gpudocker"):
         self.dir = str(workdir)
@@ -59,7 +66,7 @@ class Hub:
         self.uid_map = os.path.join(self.dir, "uids.json")
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"{self.url}/hub/api"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
         os.makedirs(self.home_root, mode=0o755, exist_ok=True)
@@ -76,8 +83,11 @@ class Hub:
 c = get_config()  # noqa
 from jupyter_gpuspawn.network import hub_address
 c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}"
-# the hub's API on the user network's gateway: reachable from the containers, from nothing off this host
-c.JupyterHub.hub_bind_url = "http://" + hub_address({TEST_NETWORK!r}, internal=True) + ":{self.hub_port}"
+# the hub's API on the user network's gateway: reachable from the containers, from nothing off
+# this host
+c.JupyterHub.hub_bind_url = (
+    "http://" + hub_address({TEST_NETWORK!r}, internal=True) + ":{self.hub_port}"
+)
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{chp!r}]
 c.JupyterHub.db_url = "sqlite:///{self.dir}/jupyterhub.sqlite"
@@ -89,7 +99,8 @@ c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
 c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]
 c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
-    "scopes": ["admin:users", "admin:servers", "admin:groups", "access:servers", "read:users", "list:users"]}}]
+    "scopes": ["admin:users", "admin:servers", "admin:groups", "access:servers", "read:users",
+               "list:users"]}}]
 c.JupyterHub.spawner_class = {spawner_class!r}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
@@ -114,13 +125,17 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
 
         return f"http://{hub_address(TEST_NETWORK, internal=True)}:{self.hub_port}/hub/api"
 
-    # ---- process ---------------------------------------------------------------------------------------------
+    # ---- process ---------------------------------------------------------------------------------
     def start(self, timeout=60):
         env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN=self.proxy_token, PYTHONUNBUFFERED="1")
         self.log = open(os.path.join(self.dir, "hub.log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", self.config_file],
-            cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.dir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -135,7 +150,8 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
         raise RuntimeError(f"hub did not answer in {timeout}s:\n{self.log_tail()}")
 
     def kill9(self):
-        """SIGKILL the hub only; its proxy and the user containers keep running, as after a crash."""
+        """SIGKILL the hub only; its proxy and the user containers keep running, as after a
+        crash."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
@@ -157,14 +173,18 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
         with open(os.path.join(self.dir, "hub.log"), "rb") as f:
             return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
 
-    # ---- REST API --------------------------------------------------------------------------------------------
+    # ---- REST API --------------------------------------------------------------------------------
     def create_users(self, *names):
         r = self.session.post(f"{self.api}/users", json={"usernames": list(names)})
         assert r.status_code in (201, 409), r.text
 
     def spawn(self, user, options=None, server="", raw_body=None):
         """POST the spawn request; returns the response (201 started, 202 pending, 4xx refused)."""
-        url = f"{self.api}/users/{user}/servers/{server}" if server else f"{self.api}/users/{user}/server"
+        url = (
+            f"{self.api}/users/{user}/servers/{server}"
+            if server
+            else f"{self.api}/users/{user}/server"
+        )
         body = raw_body if raw_body is not None else {"user_options": options or {}}
         return self.session.post(url, data=json.dumps(body), timeout=120)
 
@@ -180,7 +200,9 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
             if info and info.get("ready"):
                 return info
             if info is None:
-                raise AssertionError(f"{user}/{server} is not running (spawn failed?):\n{self.log_tail()}")
+                raise AssertionError(
+                    f"{user}/{server} is not running (spawn failed?):\n{self.log_tail()}"
+                )
             time.sleep(0.3)
         raise AssertionError(f"{user}/{server} not ready in {timeout}s:\n{self.log_tail()}")
 
@@ -190,7 +212,11 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
         return self.wait_ready(user, server)
 
     def stop_server(self, user, server="", timeout=60):
-        url = f"{self.api}/users/{user}/servers/{server}" if server else f"{self.api}/users/{user}/server"
+        url = (
+            f"{self.api}/users/{user}/servers/{server}"
+            if server
+            else f"{self.api}/users/{user}/server"
+        )
         r = self.session.delete(url)
         assert r.status_code in (202, 204), r.text
         deadline = time.monotonic() + timeout
@@ -200,9 +226,14 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
             time.sleep(0.3)
 
     def progress_events(self, user, server="", timeout=120) -> list:
-        """Events of the hub's progress stream (server-sent events) until the spawn ends, as the spawn page sees
-        them: one request per spawn, where polling the REST API would cost the hub a token check per poll."""
-        base = f"{self.api}/users/{user}/servers/{server}" if server else f"{self.api}/users/{user}/server"
+        """Events of the hub's progress stream (server-sent events) until the spawn ends, as the
+        spawn page sees them: one request per spawn, where polling the REST API would cost the hub a
+        token check per poll."""
+        base = (
+            f"{self.api}/users/{user}/servers/{server}"
+            if server
+            else f"{self.api}/users/{user}/server"
+        )
         events = []
         with self.session.get(f"{base}/progress", stream=True, timeout=timeout) as r:
             r.raise_for_status()

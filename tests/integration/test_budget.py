@@ -1,6 +1,7 @@
-"""Weekly GPU-hour budgets through a real hub (budgets of seconds): the form says what is left, a running server
-that spends its budget is warned in Lab and stopped, the next GPU start is refused with the reason, CPU-only still
-starts, an admin's grant opens it again, admins are exempt."""
+"""Weekly GPU-hour budgets through a real hub (budgets of seconds): the form says what is left, a
+running server that spends its budget is warned in Lab and stopped, the next GPU start is refused
+with the reason, CPU-only still starts, an admin's grant opens it again, admins are exempt."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from .test_courses_hub import course, write_course
 from .hub import wait_until
+from .test_courses_hub import course, write_course
 from .test_reclaim import reclaim_notice, spawn_page
 
 BUDGET = """
@@ -36,31 +37,51 @@ def test_a_spent_budget_warns_stops_refuses_and_a_grant_reopens_it(make_hub, tmp
 
     hub.spawn_ready("student", {"course": "dl", "gpus": 1})
     started = time.time()
-    notice = wait_until(lambda: reclaim_notice(hub, "student"), 40, f"no budget warning\n{hub.log_tail()}")
-    assert notice["reason"] == "budget" and "nearly used your 0.01 GPU-hours" in notice["message"], notice
+    notice = wait_until(
+        lambda: reclaim_notice(hub, "student"), 40, f"no budget warning\n{hub.log_tail()}"
+    )
+    assert (
+        notice["reason"] == "budget" and "nearly used your 0.01 GPU-hours" in notice["message"]
+    ), notice
     assert started + 30 <= notice["deadline"] <= started + 40, (notice, started)
     wait_until(lambda: hub.server("student") is None, 40, f"never stopped\n{hub.log_tail()}")
     assert time.time() >= started + 33
     db = os.path.join(hub.dir, "jupyter_gpuspawn_usage.sqlite")
     with sqlite3.connect(db) as conn:
-        [(reason, used)] = conn.execute("SELECT end_reason, end - start FROM gpuspawn_gpu_usage").fetchall()
+        [(reason, used)] = conn.execute(
+            "SELECT end_reason, end - start FROM gpuspawn_gpu_usage"
+        ).fetchall()
     assert reason == "budget" and 34 <= used <= 40, (reason, used)
     assert "Stopping student: its GPU-hour budget is spent" in hub.log_tail(400)
 
     # spent: a GPU start is refused and says why; nothing is created or held; CPU-only still starts
     r = hub.spawn("student", {"course": "dl", "gpus": 1})
     assert r.status_code == 403, r.text
-    assert "You have used your 0.01 GPU-hours for this week in Course DL; they reset Monday 00:00" in r.text
+    assert (
+        "You have used your 0.01 GPU-hours for this week in Course DL; they reset Monday 00:00"
+        in r.text
+    )
     assert hub.server("student") is None
     page = spawn_page(hub, "student")
-    assert "used up your 0.01 GPU-hours for this week in Course DL" in page  # what happened to the last one
+    # what happened to the last one
+    assert "used up your 0.01 GPU-hours for this week in Course DL" in page
     assert "0 of 0.01 GPU-hours left this week" in page
     hub.spawn_ready("student", {"course": "dl", "gpus": 0})
     hub.stop_server("student")
 
     # the admin grants 0.01 more for this week: GPUs again
-    cli = [os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn"), "grant", "student", "0.01",
-           "--course", "dl", "-f", hub.config_file, "--by", "prof"]
+    cli = [
+        os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn"),
+        "grant",
+        "student",
+        "0.01",
+        "--course",
+        "dl",
+        "-f",
+        hub.config_file,
+        "--by",
+        "prof",
+    ]
     out = subprocess.run(cli, check=True, capture_output=True, text=True).stdout
     assert "student: 0.01 extra GPU-hours in course dl this week" in out, out
     hub.spawn_ready("student", {"course": "dl", "gpus": 1})

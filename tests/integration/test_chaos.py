@@ -1,8 +1,10 @@
-"""Chaos: a class of 30 logs in at 9:00 while the hub is killed, Docker restarts and an admin deletes a container.
+"""Chaos: a class of 30 logs in at 9:00 while the hub is killed, Docker restarts and an admin
+deletes a container.
 
-Bounded in time, loopback only. Afterwards: no GPU held beyond its policy, running containers and hub records
-agree, failed spawns left nothing behind, and every user can spawn again.
+Bounded in time, loopback only. Afterwards: no GPU held beyond its policy, running containers and
+hub records agree, failed spawns left nothing behind, and every user can spawn again.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,30 +24,43 @@ from .hub import TEST_IMAGE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COURSES = [
-    {"id": "excl", "title": "Exclusive GPUs", "gpus": {"default": 1, "max": 2, "policy": "exclusive"}},
-    {"id": "shared", "title": "Shared GPUs",
-     "gpus": {"default": 1, "max": 1, "policy": "shared", "max_users_per_gpu": 2}},
+    {
+        "id": "excl",
+        "title": "Exclusive GPUs",
+        "gpus": {"default": 1, "max": 2, "policy": "exclusive"},
+    },
+    {
+        "id": "shared",
+        "title": "Shared GPUs",
+        "gpus": {"default": 1, "max": 1, "policy": "shared", "max_users_per_gpu": 2},
+    },
     {"id": "cpu", "title": "CPU only", "gpus": {"max": 0}},
 ]
 REQUESTS = [("excl", 1), ("excl", 2), ("shared", 1), ("cpu", 0), ("excl", 0), ("shared", 0)]
 
 
 def restart_dockerd():
-    live_restore = subprocess.run(["docker", "info", "--format", "{{.LiveRestoreEnabled}}"], capture_output=True,
-                                  text=True).stdout.strip()
-    assert live_restore == "true", "dockerd runs without --live-restore: restarting it would stop every container"
+    live_restore = subprocess.run(
+        ["docker", "info", "--format", "{{.LiveRestoreEnabled}}"], capture_output=True, text=True
+    ).stdout.strip()
+    assert live_restore == "true", (
+        "dockerd runs without --live-restore: restarting it would stop every container"
+    )
     subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=False)
     deadline = time.monotonic() + 60
     # the socket closes before the daemon has exited; a new one started then finds the old pid file
     while subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "dockerd did not stop"
         time.sleep(0.5)
-    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup"), "docker"], capture_output=True, text=True)
+    r = subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "setup"), "docker"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def running(cid):
-    """Inspect data if the container still exists and runs; containers come and go during the chaos."""
+    """Inspect data if the container still exists and runs; containers come and go during the
+    chaos."""
     try:
         data = inspect(cid)
     except subprocess.CalledProcessError:
@@ -59,15 +74,21 @@ def running_assignments():
         data = running(cid)
         if data:
             labels = data["Config"]["Labels"]
-            found.append((labels["org.jupyter.gpuspawn.user"], labels["org.jupyter.gpuspawn.server"],
-                          [u for u in labels["org.jupyter.gpuspawn.gpus"].split(",") if u],
-                          labels["org.jupyter.gpuspawn.gpu-policy"], int(labels["org.jupyter.gpuspawn.max-users-per-gpu"])))
+            found.append(
+                (
+                    labels["org.jupyter.gpuspawn.user"],
+                    labels["org.jupyter.gpuspawn.server"],
+                    [u for u in labels["org.jupyter.gpuspawn.gpus"].split(",") if u],
+                    labels["org.jupyter.gpuspawn.gpu-policy"],
+                    int(labels["org.jupyter.gpuspawn.max-users-per-gpu"]),
+                )
+            )
     return found
 
 
 def assert_no_overbooking(assignments):
     holders = defaultdict(list)
-    for user, server, gpus, policy, max_users in assignments:
+    for user, _server, gpus, policy, max_users in assignments:
         for uuid in gpus:
             holders[uuid].append((user, policy, max_users))
     for uuid, held in holders.items():
@@ -75,7 +96,9 @@ def assert_no_overbooking(assignments):
         if "exclusive" in policies:
             assert len(held) == 1, f"{uuid} held exclusively by several: {held}"
         else:
-            assert len(held) <= min(m for _, _, m in held), f"{uuid} shared beyond its limit: {held}"
+            assert len(held) <= min(m for _, _, m in held), (
+                f"{uuid} shared beyond its limit: {held}"
+            )
 
 
 def settle(hub, users, timeout=180):
@@ -85,8 +108,12 @@ def settle(hub, users, timeout=180):
     while time.monotonic() < deadline:
         r = hub.session.get(f"{hub.api}/users", params={"state": "active"})
         if r.ok:
-            pending = {(u["name"], n): s.get("pending") for u in r.json() for n, s in u.get("servers", {}).items()
-                       if s.get("pending")}
+            pending = {
+                (u["name"], n): s.get("pending")
+                for u in r.json()
+                for n, s in u.get("servers", {}).items()
+                if s.get("pending")
+            }
             if not pending:
                 return
         time.sleep(1)
@@ -99,7 +126,9 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
     for course in COURSES:
         course["images"] = [{"key": "default", "image": TEST_IMAGE}]
         (courses_dir / f"{course['id']}.yaml").write_text(yaml.safe_dump(course))
-    hub = make_hub(n_gpus=8, extra_config=f"c.GPUDockerSpawner.courses_dir = {str(courses_dir)!r}\n")
+    hub = make_hub(
+        n_gpus=8, extra_config=f"c.GPUDockerSpawner.courses_dir = {str(courses_dir)!r}\n"
+    )
     users = [f"s{i:02d}" for i in range(30)]
     hub.create_users(*users)
     rng = random.Random(9)
@@ -112,8 +141,13 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
         time.sleep(rng.random() * 2)
         try:
             r = hub.spawn(user, {"course": course, "gpus": gpus})
-            kind = ("accepted" if r.status_code in (201, 202) else
-                    "refused" if r.status_code < 500 and r.json().get("message") else "failed")
+            kind = (
+                "accepted"
+                if r.status_code in (201, 202)
+                else "refused"
+                if r.status_code < 500 and r.json().get("message")
+                else "failed"
+            )
         except requests.RequestException:
             kind = "failed"  # the hub was down
         with lock:
@@ -130,8 +164,12 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
 
     def ready_servers():
         users_now = hub.session.get(f"{hub.api}/users", params={"state": "ready"}, timeout=5).json()
-        return {(u["name"], name) for u in users_now for name, srv in u.get("servers", {}).items()
-                if srv.get("ready")}
+        return {
+            (u["name"], name)
+            for u in users_now
+            for name, srv in u.get("servers", {}).items()
+            if srv.get("ready")
+        }
 
     def owner(data):
         labels = data["Config"]["Labels"]
@@ -139,8 +177,12 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
 
     def ready_count():
         try:
-            users_now = hub.session.get(f"{hub.api}/users", params={"state": "ready"}, timeout=5).json()
-            return sum(1 for u in users_now for srv in u.get("servers", {}).values() if srv.get("ready"))
+            users_now = hub.session.get(
+                f"{hub.api}/users", params={"state": "ready"}, timeout=5
+            ).json()
+            return sum(
+                1 for u in users_now for srv in u.get("servers", {}).values() if srv.get("ready")
+            )
         except (requests.RequestException, ValueError):
             return 0
 
@@ -158,18 +200,22 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
         ready_before = ready_servers()
         assert ready_before, f"no server was ready 90 s into the burst\n{hub.log_tail(80)}"
         hub.kill9()
-        # survivors are checked among servers the hub knew as ready: one still starting is stopped by the
-        # restarted hub, as it should be
-        alive = [c for c in gpuspawn_containers() if (data := running(c)) and owner(data) in ready_before]
+        # survivors are checked among servers the hub knew as ready: one still starting is stopped
+        # by the restarted hub, as it should be
+        alive = [
+            c for c in gpuspawn_containers() if (data := running(c)) and owner(data) in ready_before
+        ]
         if alive:
             deleted = rng.choice(alive)
             subprocess.run(["docker", "rm", "-f", deleted], capture_output=True)
             alive.remove(deleted)
         restart_dockerd()
-        # dockerd runs with --live-restore: the servers outlive it, so the over-booking checks below have
-        # holders to check against
+        # dockerd runs with --live-restore: the servers outlive it, so the over-booking checks below
+        # have holders to check against
         survivors.extend(c for c in alive if running(c))
-        assert survivors, f"no user container survived the dockerd restart (alive before: {len(alive)})"
+        assert survivors, (
+            f"no user container survived the dockerd restart (alive before: {len(alive)})"
+        )
         hub.start()
 
     started = time.monotonic()
@@ -192,9 +238,14 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
         for name, s in u.get("servers", {}).items():
             hub_servers[(u["name"], name)] = s
     containers = {(user, server) for user, server, *_ in assignments}
-    assert containers == {k for k, s in hub_servers.items() if s.get("ready")}, (containers, hub_servers)
+    assert containers == {k for k, s in hub_servers.items() if s.get("ready")}, (
+        containers,
+        hub_servers,
+    )
     ready = len(containers)
-    assert any(running(c) for c in survivors), "every server that outlived the dockerd restart was lost"
+    assert any(running(c) for c in survivors), (
+        "every server that outlived the dockerd restart was lost"
+    )
 
     # every user can spawn again: nothing is left reserved
     with ThreadPoolExecutor(10) as pool:
@@ -202,9 +253,17 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
     assert [c for c in gpuspawn_containers() if running(c)] == []
     gpu_users, cpu_users = users[:8], users[8:]
     with ThreadPoolExecutor(12) as pool:
-        responses = list(pool.map(lambda u: hub.spawn(u, {"course": "excl", "gpus": 1} if u in gpu_users
-                                                      else {"course": "cpu"}), users))
-    assert all(r.status_code in (201, 202) for r in responses), [r.text for r in responses if r.status_code >= 300]
+        responses = list(
+            pool.map(
+                lambda u: hub.spawn(
+                    u, {"course": "excl", "gpus": 1} if u in gpu_users else {"course": "cpu"}
+                ),
+                users,
+            )
+        )
+    assert all(r.status_code in (201, 202) for r in responses), [
+        r.text for r in responses if r.status_code >= 300
+    ]
     for user in users:
         hub.wait_ready(user, timeout=240)
     final = running_assignments()
@@ -214,10 +273,22 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
     tried = len(users)
     print(f"\nchaos summary ({time.monotonic() - started:.0f} s)")
     print(f"  containers that outlived the dockerd restart: {len(survivors)}")
-    print(f"  spawns tried {tried} | accepted {outcome['accepted']} (ready after the chaos: {ready}) | "
-          f"refused with a clear message {outcome['refused']} | failed (hub down) {outcome['failed']}")
-    print(f"  then every user spawned again: {len(gpu_users)} with a GPU each (all 8 GPUs), "
-          f"{len(cpu_users)} CPU-only")
+    print(
+        f"  spawns tried {tried} | accepted {outcome['accepted']} (ready after the chaos: {ready}) "
+        f"| "
+        f"refused with a clear message {outcome['refused']} | failed (hub down) {outcome['failed']}"
+    )
+    print(
+        f"  then every user spawned again: {len(gpu_users)} with a GPU each (all 8 GPUs), "
+        f"{len(cpu_users)} CPU-only"
+    )
     with open(os.path.join(ROOT, "test-artifacts", "chaos-summary.json"), "w") as f:
-        json.dump({"tried": tried, **outcome, "ready_after_chaos": ready, "survived_dockerd_restart": len(survivors)},
-                  f)
+        json.dump(
+            {
+                "tried": tried,
+                **outcome,
+                "ready_after_chaos": ready,
+                "survived_dockerd_restart": len(survivors),
+            },
+            f,
+        )

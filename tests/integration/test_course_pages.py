@@ -1,6 +1,8 @@
-"""The instructors' course pages through a real hub, its OAuth and its REST API, as an attacker would try them:
-students, other instructors, edits past the admin's caps, forged forms, two editors at once, enrolment into groups
-that are not the course's, stopping servers of other courses. Plain HTTP (the browser tier walks the happy path)."""
+"""The instructors' course pages through a real hub, its OAuth and its REST API, as an attacker
+would try them: students, other instructors, edits past the admin's caps, forged forms, two editors
+at once, enrolment into groups that are not the course's, stopping servers of other courses. Plain
+HTTP (the browser tier walks the happy path)."""
+
 from __future__ import annotations
 
 import os
@@ -47,20 +49,32 @@ groups: [vision-students]
 images: [{{key: base, image: "{TEST_IMAGE}"}}]
 """
 # prof's other courses: one borrowing the vision group, one whose group carries hub roles
-BORROWED = VISION.replace("id: vision", "id: borrowed").replace("prof2", "prof").replace("Vision", "Borrowed")
-TA_ROOM = VISION.replace("id: vision", "id: ta-room").replace("prof2", "prof").replace("vision-students", "tas")
+BORROWED = (
+    VISION.replace("id: vision", "id: borrowed")
+    .replace("prof2", "prof")
+    .replace("Vision", "Borrowed")
+)
+TA_ROOM = (
+    VISION.replace("id: vision", "id: ta-room")
+    .replace("prof2", "prof")
+    .replace("vision-students", "tas")
+)
 
 
 class Client(requests.Session):
-    """A user's browser without JavaScript: logged in through the hub's form, through the service's OAuth."""
+    """A user's browser without JavaScript: logged in through the hub's form, through the service's
+    OAuth."""
 
     def __init__(self, hub, user):
         super().__init__()
         self.hub = hub
         self.base = f"{hub.url}/services/gpu-admin/"
         self.get(f"{hub.url}/hub/login", timeout=30)
-        r = self.post(f"{hub.url}/hub/login", timeout=30, data={
-            "username": user, "password": "pw", "_xsrf": self.cookies.get("_xsrf", "")})
+        r = self.post(
+            f"{hub.url}/hub/login",
+            timeout=30,
+            data={"username": user, "password": "pw", "_xsrf": self.cookies.get("_xsrf", "")},
+        )
         assert r.status_code == 200, r.text[:300]
 
     def page(self, path="courses/", status=200) -> str:
@@ -69,13 +83,15 @@ class Client(requests.Session):
         return r.text
 
     def xsrf(self) -> str:
-        """The token a page's forms carry; for someone every page refuses, the one the service set as a cookie
-        (what a forged form would have to guess)."""
+        """The token a page's forms carry; for someone every page refuses, the one the service set
+        as a cookie (what a forged form would have to guess)."""
         r = self.get(self.base + "courses/", timeout=60)
         found = re.search(r'name="_xsrf" value="([^"]+)"', r.text)
         if found:
             return found.group(1)
-        return next(c.value for c in self.cookies if c.name == "_xsrf" and c.path.startswith("/services/"))
+        return next(
+            c.value for c in self.cookies if c.name == "_xsrf" and c.path.startswith("/services/")
+        )
 
     def submit(self, path, data, status=None, xsrf=True) -> requests.Response:
         data = dict(data, **({"_xsrf": self.xsrf()} if xsrf else {}))
@@ -90,10 +106,15 @@ def revision(html: str) -> str:
 
 
 def form_of(html: str) -> dict:
-    """The course form's fields as the page filled them (what a browser would send back unchanged)."""
-    form = re.search(r'<form method="post" action="[^"]*" id="course-form">(.*?)</form>', html, re.S).group(1)
+    """The course form's fields as the page filled them (what a browser would send back
+    unchanged)."""
+    form = re.search(
+        r'<form method="post" action="[^"]*" id="course-form">(.*?)</form>', html, re.S
+    ).group(1)
     data = {}
-    for name, value in re.findall(r'<input type="(?:text|number|hidden)"[^>]* name="([^"]+)" value="([^"]*)"', form):
+    for name, value in re.findall(
+        r'<input type="(?:text|number|hidden)"[^>]* name="([^"]+)" value="([^"]*)"', form
+    ):
         data.setdefault(name, []).append(_unescape(value))
     for name, value in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
         data[name] = [_unescape(value)]
@@ -124,11 +145,23 @@ def course_hub(make_hub, tmp_path):
     (data_root / "exam").mkdir()
     courses.mkdir()
     os.chmod(tmp_path, 0o755)
-    for name, text in (("dl", DL), ("vision", VISION), ("borrowed", BORROWED), ("ta-room", TA_ROOM)):
+    for name, text in (
+        ("dl", DL),
+        ("vision", VISION),
+        ("borrowed", BORROWED),
+        ("ta-room", TA_ROOM),
+    ):
         (courses / f"{name}.yaml").write_text(text)
-    hub = make_hub(n_gpus=2, extra_config=SERVICE.format(
-        port=free_port(), courses=str(courses), data_root=str(data_root), image=TEST_IMAGE,
-        instructor_root=str(instructor_root)))
+    hub = make_hub(
+        n_gpus=2,
+        extra_config=SERVICE.format(
+            port=free_port(),
+            courses=str(courses),
+            data_root=str(data_root),
+            image=TEST_IMAGE,
+            instructor_root=str(instructor_root),
+        ),
+    )
     hub.create_users("boss", "prof", "prof2", "ana", "ben", "stu")
     hub.courses = courses
     hub.data_root = data_root
@@ -141,17 +174,29 @@ def test_students_and_other_instructors_are_refused_and_change_nothing(course_hu
     stu = Client(hub, "stu")
     for path in ("courses/", "courses/dl/", "courses/nope/", ""):
         stu.page(path, status=403)
-    # every action, with a valid XSRF token of their own session: refused by the pages, not by the token check
-    for path, data in (("courses/", {"id": "mine", "title": "Mine"}), ("courses/dl/", {"mode": "yaml", "yaml": DL}),
-                       ("courses/dl/archive", {"archived": "1"}), ("courses/dl/enrol", {"names": "stu"}),
-                       ("courses/dl/stop", {"user": "ana", "server": ""})):
+    # every action, with a valid XSRF token of their own session: refused by the pages, not by the
+    # token check
+    for path, data in (
+        ("courses/", {"id": "mine", "title": "Mine"}),
+        ("courses/dl/", {"mode": "yaml", "yaml": DL}),
+        ("courses/dl/archive", {"archived": "1"}),
+        ("courses/dl/enrol", {"names": "stu"}),
+        ("courses/dl/stop", {"user": "ana", "server": ""}),
+    ):
         r = stu.submit(path, data)
-        assert r.status_code == 403 and "for the instructors of a course" in r.text, (path, r.status_code, r.text)
+        assert r.status_code == 403 and "for the instructors of a course" in r.text, (
+            path,
+            r.status_code,
+            r.text,
+        )
 
     prof2 = Client(hub, "prof2")
-    assert "Vision" in prof2.page() and "Deep Learning" not in prof2.page()  # only their own courses listed
+    # only their own courses listed
+    assert "Vision" in prof2.page() and "Deep Learning" not in prof2.page()
     prof2.page("courses/dl/", status=403)
-    r = prof2.submit("courses/dl/", {"mode": "yaml", "yaml": DL.replace("Deep Learning", "Mine now")})
+    r = prof2.submit(
+        "courses/dl/", {"mode": "yaml", "yaml": DL.replace("Deep Learning", "Mine now")}
+    )
     assert r.status_code == 403
     r = prof2.submit("courses/dl/enrol", {"names": "prof2"})
     assert r.status_code == 403
@@ -160,11 +205,15 @@ def test_students_and_other_instructors_are_refused_and_change_nothing(course_hu
 
     # a form without the XSRF token is refused by the service itself (prof owns dl)
     prof = Client(hub, "prof")
-    r = prof.submit("courses/dl/", {"mode": "yaml", "yaml": DL.replace("Deep Learning", "Forged")}, xsrf=False)
+    r = prof.submit(
+        "courses/dl/", {"mode": "yaml", "yaml": DL.replace("Deep Learning", "Forged")}, xsrf=False
+    )
     assert r.status_code == 403 and "_xsrf" in r.text
     assert (hub.courses / "dl.yaml").read_text() == DL
     # a crafted link cannot make the page say something: notes are signed by the service
-    assert "Call 555" not in prof.page("courses/dl/?done=Call+555+to+keep+your+course&failed=Call+555")
+    assert "Call 555" not in prof.page(
+        "courses/dl/?done=Call+555+to+keep+your+course&failed=Call+555"
+    )
 
 
 def test_edits_within_the_caps_go_live_keep_comments_and_are_recorded(course_hub):
@@ -178,7 +227,10 @@ def test_edits_within_the_caps_go_live_keep_comments_and_are_recorded(course_hub
         "gpus_max": ("3", "gpus.max: 3 is more than instructors may set (1)"),
         "mem_limit": ("8G", "resources.mem_limit"),
         "gpus_weekly_hours": ("50", "gpus.weekly_hours"),
-        "mounts": (f"{hub.data_root}/exam -> /data/exam", "outside the data roots instructors may use"),
+        "mounts": (
+            f"{hub.data_root}/exam -> /data/exam",
+            "outside the data roots instructors may use",
+        ),
         "env": ("JUPYTERHUB_API_TOKEN=stolen", "env.JUPYTERHUB_API_TOKEN: reserved"),
     }
     for field, (value, message) in refusals.items():
@@ -186,10 +238,14 @@ def test_edits_within_the_caps_go_live_keep_comments_and_are_recorded(course_hub
         assert message in _unescape(r.text), (field, r.text[:3000])
         assert "Not saved" in r.text
     # an image outside the admin's list, and who may use the course, through the YAML view
-    for change, message in ((DL.replace(f'"{TEST_IMAGE}"', '"evil/miner:latest"'), "evil/miner:latest"),
-                            (DL.replace("groups: [course-dl]", "groups: [course-dl, tas]"), "groups: set by an admin"),
-                            (DL.replace("instructors: [prof]", "instructors: [prof, stu]"), "instructors: set by an")):
-        r = prof.submit("courses/dl/", {"mode": "yaml", "yaml": change, "revision": revision(html)}, status=400)
+    for change, message in (
+        (DL.replace(f'"{TEST_IMAGE}"', '"evil/miner:latest"'), "evil/miner:latest"),
+        (DL.replace("groups: [course-dl]", "groups: [course-dl, tas]"), "groups: set by an admin"),
+        (DL.replace("instructors: [prof]", "instructors: [prof, stu]"), "instructors: set by an"),
+    ):
+        r = prof.submit(
+            "courses/dl/", {"mode": "yaml", "yaml": change, "revision": revision(html)}, status=400
+        )
         assert message in _unescape(r.text), r.text[:3000]
     assert (hub.courses / "dl.yaml").read_text() == DL
 
@@ -200,7 +256,9 @@ def test_edits_within_the_caps_go_live_keep_comments_and_are_recorded(course_hub
     assert r.status_code == 200 and "Saved dl" in r.text, r.text[:3000]
     assert "<script>alert" not in r.text and "&lt;script&gt;alert" in r.text
     text = (hub.courses / "dl.yaml").read_text()
-    assert "# Deep learning: the instructors keep this comment" in text and "# the lab image" in text
+    assert (
+        "# Deep learning: the instructors keep this comment" in text and "# the lab image" in text
+    )
     assert "/data/mnist" in text
     history = prof.page("courses/dl/")
     assert re.search(r'<tr data-action="edited"><td>[^<]+</td><td>prof</td>', history)
@@ -209,10 +267,15 @@ def test_edits_within_the_caps_go_live_keep_comments_and_are_recorded(course_hub
     # two editors on the same version: the second save is refused and names the first
     boss = Client(hub, "boss")
     stale = revision(boss.page("courses/dl/"))
-    r = prof.submit("courses/dl/", dict(form_of(prof.page("courses/dl/")), description=["by prof"], mode="form"))
+    r = prof.submit(
+        "courses/dl/", dict(form_of(prof.page("courses/dl/")), description=["by prof"], mode="form")
+    )
     assert "Saved dl" in r.text
-    r = boss.submit("courses/dl/", dict(form_of(history), description=["by boss"], revision=[stale], mode="form"),
-                    status=409)
+    r = boss.submit(
+        "courses/dl/",
+        dict(form_of(history), description=["by boss"], revision=[stale], mode="form"),
+        status=409,
+    )
     assert re.search(r"Changed by prof at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", r.text), r.text[:3000]
     assert "by prof" in (hub.courses / "dl.yaml").read_text()
 
@@ -220,8 +283,14 @@ def test_edits_within_the_caps_go_live_keep_comments_and_are_recorded(course_hub
 def test_enrolment_and_stops_reach_only_the_course_s_own_group_and_servers(course_hub):
     hub = course_hub
     prof = Client(hub, "prof")
-    r = prof.submit("courses/dl/enrol", {"names": "ana, ben\nnobody-here", "action": "add"}, status=200)
-    assert "Enrolled 2: ana, ben" in _unescape(r.text) and "no such hub user yet" in _unescape(r.text) and "nobody-here" in _unescape(r.text)
+    r = prof.submit(
+        "courses/dl/enrol", {"names": "ana, ben\nnobody-here", "action": "add"}, status=200
+    )
+    assert (
+        "Enrolled 2: ana, ben" in _unescape(r.text)
+        and "no such hub user yet" in _unescape(r.text)
+        and "nobody-here" in _unescape(r.text)
+    )
     assert sorted(members(hub, "course-dl")) == ["ana", "ben"]
     # the note was signed for prof: the same link shows nothing to anyone else
     link = r.history[0].headers["Location"]
@@ -237,7 +306,8 @@ def test_enrolment_and_stops_reach_only_the_course_s_own_group_and_servers(cours
     assert "carries hub roles" in _unescape(r.text)
     assert members(hub, "vision-students") == [] and members(hub, "tas") == []
 
-    # ana starts dl, stu starts vision (an admin opened it to everyone): prof sees and may stop only ana
+    # ana starts dl, stu starts vision (an admin opened it to everyone): prof sees and may stop only
+    # ana
     (hub.courses / "vision.yaml").write_text(VISION.replace("groups: [vision-students]\n", ""))
     hub.spawn_ready("ana", {"course": "dl"})
     hub.spawn_ready("stu", {"course": "vision"})

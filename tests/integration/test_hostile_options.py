@@ -1,4 +1,5 @@
 """Hostile user_options through the REST API: always 400, never a container, never a held GPU."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,7 +40,11 @@ def test_hostile_user_options_are_refused(make_hub):
     hub.create_users("mallory", "honest")
     for options in HOSTILE:
         r = hub.spawn("mallory", options)
-        assert r.status_code == 400, (options if len(repr(options)) < 200 else "long", r.status_code, r.text[:300])
+        assert r.status_code == 400, (
+            options if len(repr(options)) < 200 else "long",
+            r.status_code,
+            r.text[:300],
+        )
         message = r.json()["message"]
         assert message and "Traceback" not in message and len(message) < 500
         assert hub.server("mallory") is None

@@ -1,8 +1,10 @@
-"""Students cannot reach each other: not on the container address, not on loopback, not through the gateway.
+"""Students cannot reach each other: not on the container address, not on loopback, not through the
+gateway.
 
-A user name is not proof of a host account: a non-PAM login named like a host account gets a range uid, and a home
-that belongs to someone else is never mounted.
+A user name is not proof of a host account: a non-PAM login named like a host account gets a range
+uid, and a home that belongs to someone else is never mounted.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +20,11 @@ PROBE_PORT = 9000
 
 
 def exec_in(container, script, user=None) -> subprocess.CompletedProcess:
-    args = ["docker", "exec"] + (["-u", user] if user else []) + [container["Id"], "python3", "-c", script]
+    args = (
+        ["docker", "exec"]
+        + (["-u", user] if user else [])
+        + [container["Id"], "python3", "-c", script]
+    )
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
@@ -43,8 +49,11 @@ def address_on(container, network) -> str:
 
 
 def gateway_of(network) -> str:
-    data = json.loads(subprocess.run(["docker", "network", "inspect", network], check=True, capture_output=True,
-                                     text=True).stdout)[0]
+    data = json.loads(
+        subprocess.run(
+            ["docker", "network", "inspect", network], check=True, capture_output=True, text=True
+        ).stdout
+    )[0]
     return data["IPAM"]["Config"][0]["Gateway"]
 
 
@@ -54,14 +63,28 @@ def test_students_cannot_reach_each_others_ports(make_hub):
     hub.spawn_ready("amy", {"gpus": 1})
     hub.spawn_ready("bo", {"gpus": 1})
     amy, bo = labelled("amy")[0], labelled("bo")[0]
-    # bo runs a service of their own (TensorBoard, a Dask scheduler, http.server) on every address of the container
-    subprocess.run(["docker", "exec", "-d", bo["Id"], "python3", "-m", "http.server", str(PROBE_PORT)], check=True)
-    assert _eventually(lambda: connects(bo, "127.0.0.1", PROBE_PORT)), "bo's own service did not come up"
+    # bo runs a service of their own (TensorBoard, a Dask scheduler, http.server) on every address
+    # of the container
+    subprocess.run(
+        ["docker", "exec", "-d", bo["Id"], "python3", "-m", "http.server", str(PROBE_PORT)],
+        check=True,
+    )
+    assert _eventually(lambda: connects(bo, "127.0.0.1", PROBE_PORT)), (
+        "bo's own service did not come up"
+    )
     bo_ip, gateway = address_on(bo, TEST_NETWORK), gateway_of(TEST_NETWORK)
-    for host, port in [(bo_ip, PROBE_PORT), (bo_ip, 8888), ("127.0.0.1", PROBE_PORT), (gateway, PROBE_PORT)]:
+    for host, port in [
+        (bo_ip, PROBE_PORT),
+        (bo_ip, 8888),
+        ("127.0.0.1", PROBE_PORT),
+        (gateway, PROBE_PORT),
+    ]:
         assert not connects(amy, host, port), f"amy reached {host}:{port}"
     # nor the other way round
-    subprocess.run(["docker", "exec", "-d", amy["Id"], "python3", "-m", "http.server", str(PROBE_PORT)], check=True)
+    subprocess.run(
+        ["docker", "exec", "-d", amy["Id"], "python3", "-m", "http.server", str(PROBE_PORT)],
+        check=True,
+    )
     assert _eventually(lambda: connects(amy, "127.0.0.1", PROBE_PORT))
     assert not connects(bo, address_on(amy, TEST_NETWORK), PROBE_PORT)
     assert not connects(bo, address_on(amy, TEST_NETWORK), 8888)
@@ -90,9 +113,12 @@ OPEN_NETWORK = "gpuspawn-test-open"
 @pytest.fixture
 def open_network():
     subprocess.run(["docker", "network", "rm", OPEN_NETWORK], capture_output=True)
-    subprocess.run(["docker", "network", "create", "--internal", OPEN_NETWORK], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "network", "create", "--internal", OPEN_NETWORK], check=True, capture_output=True
+    )
     yield OPEN_NETWORK
-    remove_test_containers()  # before make_hub's teardown: a network with containers attached cannot go
+    # before make_hub's teardown: a network with containers attached cannot go
+    remove_test_containers()
     subprocess.run(["docker", "network", "rm", OPEN_NETWORK], capture_output=True)
 
 
@@ -107,9 +133,16 @@ def test_a_network_where_containers_reach_each_other_is_refused(make_hub, open_n
     # nothing held: once the admin fixes the network, the GPU is there
     subprocess.run(["docker", "network", "rm", open_network], check=True, capture_output=True)
     hub.spawn_ready("di", {"gpus": 1})
-    options = json.loads(subprocess.run(["docker", "network", "inspect", open_network], check=True,
-                                        capture_output=True, text=True).stdout)[0]["Options"]
-    assert options["com.docker.network.bridge.enable_icc"] == "false"  # re-created isolated by the spawner
+    options = json.loads(
+        subprocess.run(
+            ["docker", "network", "inspect", open_network],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )[0]["Options"]
+    # re-created isolated by the spawner
+    assert options["com.docker.network.bridge.enable_icc"] == "false"
 
 
 HOST_ACCOUNT, HOST_UID = "gsacct", 61500
@@ -118,13 +151,16 @@ HOST_ACCOUNT, HOST_UID = "gsacct", 61500
 @pytest.fixture
 def host_account():
     subprocess.run(["userdel", HOST_ACCOUNT], capture_output=True)
-    subprocess.run(["useradd", "--no-create-home", "--uid", str(HOST_UID), HOST_ACCOUNT], check=True)
+    subprocess.run(
+        ["useradd", "--no-create-home", "--uid", str(HOST_UID), HOST_ACCOUNT], check=True
+    )
     yield HOST_ACCOUNT
     subprocess.run(["userdel", HOST_ACCOUNT], capture_output=True)
 
 
 def test_a_login_named_like_a_host_account_does_not_get_that_account(make_hub, host_account):
-    # the default user_id_source ("auto") with a dummy login, as with shared-password or OAuth logins
+    # the default user_id_source ("auto") with a dummy login, as with shared-password or OAuth
+    # logins
     hub = make_hub(n_gpus=1, extra_config='c.GPUDockerSpawner.user_id_source = "auto"\n')
     hub.create_users(host_account)
     hub.spawn_ready(host_account, {"gpus": 0})
@@ -136,7 +172,8 @@ def test_a_login_named_like_a_host_account_does_not_get_that_account(make_hub, h
 def test_a_home_owned_by_another_uid_is_never_mounted(make_hub, host_account):
     hub = make_hub(n_gpus=1, extra_config='c.GPUDockerSpawner.user_id_source = "auto"\n')
     home = f"{hub.home_root}/{host_account}"
-    subprocess.run(["install", "-d", "-o", str(HOST_UID), "-m", "700", home], check=True)  # the account's home
+    # the account's home
+    subprocess.run(["install", "-d", "-o", str(HOST_UID), "-m", "700", home], check=True)
     hub.create_users(host_account)
     r = hub.spawn(host_account, {"gpus": 1})
     assert r.status_code == 500, r.text
@@ -147,7 +184,9 @@ def test_a_home_owned_by_another_uid_is_never_mounted(make_hub, host_account):
     hub.spawn_ready("other", {"gpus": 1})  # the refused spawn held no GPU
 
 
-def test_the_network_keeps_its_subnet_and_networks_that_let_containers_talk_are_refused(docker_engine):
+def test_the_network_keeps_its_subnet_and_networks_that_let_containers_talk_are_refused(
+    docker_engine,
+):
     import docker
 
     from jupyter_gpuspawn.network import NetworkError, ensure_network
@@ -157,10 +196,17 @@ def test_the_network_keeps_its_subnet_and_networks_that_let_containers_talk_are_
     subprocess.run(["docker", "network", "rm", name], capture_output=True)
     try:
         network = ensure_network(client, name, internal=True, subnet="10.213.250.0/24")
-        assert (network.gateway, network.subnet, network.isolated, network.internal) == \
-            ("10.213.250.1", "10.213.250.0/24", True, True)
-        assert ensure_network(client, name, internal=True, subnet="10.213.250.0/24") == network  # used as is
-        with pytest.raises(NetworkError, match="exists with subnet 10.213.250.0/24, not the configured"):
+        assert (network.gateway, network.subnet, network.isolated, network.internal) == (
+            "10.213.250.1",
+            "10.213.250.0/24",
+            True,
+            True,
+        )
+        # used as is
+        assert ensure_network(client, name, internal=True, subnet="10.213.250.0/24") == network
+        with pytest.raises(
+            NetworkError, match="exists with subnet 10.213.250.0/24, not the configured"
+        ):
             ensure_network(client, name, internal=True, subnet="10.213.251.0/24")
     finally:
         client.remove_network(name)

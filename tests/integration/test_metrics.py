@@ -1,5 +1,7 @@
-"""Prometheus metrics on the hub's own /hub/metrics, scraped by a real Prometheus (Debian's) on loopback and asked
-with PromQL: GPUs by state, holders, the queue, waits, refusals, after a burst of real spawns."""
+"""Prometheus metrics on the hub's own /hub/metrics, scraped by a real Prometheus (Debian's) on
+loopback and asked with PromQL: GPUs by state, holders, the queue, waits, refusals, after a burst of
+real spawns."""
+
 from __future__ import annotations
 
 import secrets
@@ -22,13 +24,16 @@ c.Spawner.start_timeout = 240
 c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.GPUDockerSpawner.max_gpus_per_user = 2
 c.JupyterHub.services += [{{"name": "prometheus", "api_token": "{token}"}}]
-c.JupyterHub.load_roles += [{{"name": "prometheus", "services": ["prometheus"], "scopes": ["read:metrics"]}}]
+c.JupyterHub.load_roles += [
+    {{"name": "prometheus", "services": ["prometheus"], "scopes": ["read:metrics"]}}
+]
 """
 
 
 @pytest.fixture
 def prometheus(tmp_path):
-    """Start Prometheus on loopback scraping one target every second; yields a PromQL query function."""
+    """Start Prometheus on loopback scraping one target every second; yields a PromQL query
+    function."""
     procs = []
 
     def start(target: str, token: str):
@@ -44,8 +49,15 @@ scrape_configs:
 """)
         log = open(tmp_path / "prometheus.log", "wb")
         proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
 
@@ -62,8 +74,10 @@ scrape_configs:
             except requests.RequestException:
                 pass
             assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "Prometheus never scraped the hub:\n" + \
-                (tmp_path / "prometheus.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                "Prometheus never scraped the hub:\n"
+                + (tmp_path / "prometheus.log").read_text()[-3000:]
+            )
             time.sleep(0.5)
 
     yield start
@@ -98,8 +112,10 @@ def test_a_real_prometheus_sees_gpus_holders_queue_and_refusals(make_hub, promet
     users = ["ann", "bob", "cat", "dan", "eve"]
     hub.create_users(*users)
     # a burst: three 1-GPU servers and a CPU-only one at once
-    threads = [threading.Thread(target=hub.spawn_ready, args=(u, {"gpus": g})) for u, g in
-               (("ann", 1), ("bob", 1), ("cat", 1), ("dan", 0))]
+    threads = [
+        threading.Thread(target=hub.spawn_ready, args=(u, {"gpus": g}))
+        for u, g in (("ann", 1), ("bob", 1), ("cat", 1), ("dan", 0))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -109,8 +125,11 @@ def test_a_real_prometheus_sees_gpus_holders_queue_and_refusals(make_hub, promet
     # the hub's own endpoint needs the read:metrics scope
     assert requests.get(f"{hub.url}/hub/metrics", timeout=10).status_code in (401, 403)
     query = prometheus(f"127.0.0.1:{hub.port}", token)
-    held_by_labels = sum(len(c["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(","))
-                         for u in ("ann", "bob", "cat") for c in labelled(u))
+    held_by_labels = sum(
+        len(c["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(","))
+        for u in ("ann", "bob", "cat")
+        for c in labelled(u)
+    )
 
     def after_burst():
         assert value(query, 'gpuspawn_gpus{state="held"}') == held_by_labels == 3
@@ -119,7 +138,8 @@ def test_a_real_prometheus_sees_gpus_holders_queue_and_refusals(make_hub, promet
         assert value(query, 'gpuspawn_queue_length{pool="gpu"}') == 1
         ann_gpu = labelled("ann")[0]["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
         [info] = query('gpuspawn_gpu_holder_info{user="ann"}')
-        assert info["metric"]["gpu_uuid"] == ann_gpu and "server" not in info["metric"]  # "" is no label
+        # "" is no label
+        assert info["metric"]["gpu_uuid"] == ann_gpu and "server" not in info["metric"]
         assert query('gpuspawn_gpu_holder_info{user="dan"}') == []  # CPU-only holds nothing
 
     eventually(after_burst)
@@ -129,7 +149,9 @@ def test_a_real_prometheus_sees_gpus_holders_queue_and_refusals(make_hub, promet
     # eve holds 2 = max_gpus_per_user: a second server of hers is refused, and counted
     r = hub.spawn("eve", {"gpus": 1}, server="more")
     assert r.status_code in (202, 409), r.text  # 202: the refusal comes a moment later
-    wait_until(lambda: hub.server("eve", "more") is None, 30, "eve's second server is still pending")
+    wait_until(
+        lambda: hub.server("eve", "more") is None, 30, "eve's second server is still pending"
+    )
     assert "the limit is 2 per user" in r.text + hub.log_tail(300)
 
     def after_handoff():

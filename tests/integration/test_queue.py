@@ -1,4 +1,6 @@
-"""The GPU queue through a real hub: places in line on the progress stream, hand-off, cancel, time-out, restart."""
+"""The GPU queue through a real hub: places in line on the progress stream, hand-off, cancel,
+time-out, restart."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +28,9 @@ class ProgressWatcher:
 
     def _follow(self, hub, user):
         try:
-            with hub.session.get(f"{hub.api}/users/{user}/server/progress", stream=True, timeout=300) as r:
+            with hub.session.get(
+                f"{hub.api}/users/{user}/server/progress", stream=True, timeout=300
+            ) as r:
                 for line in r.iter_lines(decode_unicode=True):
                     if line and line.startswith("data:"):
                         event = json.loads(line[5:])
@@ -64,13 +68,20 @@ def test_students_wait_in_line_and_the_freed_gpu_goes_to_the_first(make_hub):
     assert hub.spawn("cyd", {"gpus": 1}).status_code == 202
     cyd = ProgressWatcher(hub, "cyd")
     cyd.wait_for("you are 2nd in line (2 waiting for")
-    assert pending(hub, "bea") and pending(hub, "cyd") and labelled("bea") == [] and labelled("cyd") == []
+    assert (
+        pending(hub, "bea")
+        and pending(hub, "cyd")
+        and labelled("bea") == []
+        and labelled("cyd") == []
+    )
 
     hub.stop_server("ada")
     t0 = time.monotonic()
     assert bea.done()["ready"]
     assert time.monotonic() - t0 < 30  # a hand-off, then a container start on a busy 2-core machine
-    assert labelled("bea")[0]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [hub.gpus[0]["uuid"]]
+    assert labelled("bea")[0]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [
+        hub.gpus[0]["uuid"]
+    ]
     cyd.wait_for("you are 1st in line (1 waiting for")  # moved up
 
     # cyd gives up: the spawn page's cancel (DELETE of the pending server) leaves the queue at once
@@ -99,14 +110,17 @@ def test_a_queue_timeout_says_so_and_holds_nothing(make_hub):
 
 
 def test_a_small_start_timeout_shortens_the_wait_instead_of_cutting_the_student_off(make_hub):
-    # the admin set start_timeout below gpu_queue_timeout + http_timeout: the queue gives up first, with its
-    # own message, never the hub's generic timeout
-    hub = make_hub(n_gpus=1, extra_config="""
+    # the admin set start_timeout below gpu_queue_timeout + http_timeout: the queue gives up first,
+    # with its own message, never the hub's generic timeout
+    hub = make_hub(
+        n_gpus=1,
+        extra_config="""
 c.GPUDockerSpawner.gpu_queue_timeout = 600
 c.Spawner.start_timeout = 36
 c.Spawner.http_timeout = 3
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
-""")
+""",
+    )
     hub.create_users("gil", "hal")
     hub.spawn_ready("gil", {"gpus": 1})
     assert hub.spawn("hal", {"gpus": 1}).status_code == 202
@@ -123,7 +137,8 @@ def test_a_hub_restart_forgets_queued_starts_and_holds_nothing_for_them(make_hub
     ProgressWatcher(hub, "jon").wait_for("1st in line")
     hub.kill9()
     hub.start()
-    # JupyterHub does not restore pending spawns: jon's is gone, and he starts again from the spawn page
+    # JupyterHub does not restore pending spawns: jon's is gone, and he starts again from the spawn
+    # page
     assert not pending(hub, "jon") and hub.server("jon") is None
     hub.stop_server("ida")
     hub.spawn_ready("kai", {"gpus": 1})  # nothing was held for jon's forgotten request
@@ -147,9 +162,9 @@ def test_nobody_gets_around_the_line_and_a_two_gpu_request_is_not_starved(make_h
     assert labelled("ora") == [] and pending(hub, "ora")
     hub.stop_server("mo")
     assert ned.done()["ready"]
-    assert sorted(labelled("ned")[0]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]) == \
-        sorted(g["uuid"] for g in hub.gpus)
+    assert sorted(labelled("ned")[0]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]) == sorted(
+        g["uuid"] for g in hub.gpus
+    )
     ora.wait_for("you are 1st in line (1 waiting")
     r = hub.session.delete(f"{hub.api}/users/ora/server")
     assert r.status_code in (202, 204), r.text
-

@@ -1,9 +1,10 @@
 """A GPU comes back however a server stops, and never while its container may still run.
 
-Each test runs a 1-GPU host with a second student waiting for that GPU. JupyterHub calls ``Spawner.stop()`` only
-for servers its poll finds running; a server that stopped by itself gets ``clear_state()`` alone, and a periodic
-reconcile catches what the hub has not noticed yet.
+Each test runs a 1-GPU host with a second student waiting for that GPU. JupyterHub calls
+``Spawner.stop()`` only for servers its poll finds running; a server that stopped by itself gets
+``clear_state()`` alone, and a periodic reconcile catches what the hub has not noticed yet.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,9 @@ def spawn_when_free(hub, user, timeout=30):
 def wait_hub_forgets(hub, user, timeout=30):
     deadline = time.monotonic() + timeout
     while hub.server(user) is not None:
-        assert time.monotonic() < deadline, f"the hub never noticed {user}'s server stopped\n{hub.log_tail()}"
+        assert time.monotonic() < deadline, (
+            f"the hub never noticed {user}'s server stopped\n{hub.log_tail()}"
+        )
         time.sleep(0.3)
 
 
@@ -59,7 +62,9 @@ def test_shut_down_from_jupyterlab_gives_the_gpu_back(make_hub):
     assert r.status_code in (200, 202, 204), r.text
     wait_hub_forgets(hub, "ann")
     spawn_when_free(hub, "ben", timeout=10)
-    assert container_of("ben")["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [hub.gpus[0]["uuid"]]
+    assert container_of("ben")["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [
+        hub.gpus[0]["uuid"]
+    ]
 
 
 def test_docker_kill_gives_the_gpu_back_when_the_hub_notices(make_hub):
@@ -77,13 +82,18 @@ def test_docker_rm_gives_the_gpu_back_before_the_hub_notices(make_hub):
     hub.create_users("eli", "fay")
     hub.spawn_ready("eli", {"gpus": 1})
     refused_as_in_use(hub, "fay")
-    subprocess.run(["docker", "rm", "-f", container_of("eli")["Id"]], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "rm", "-f", container_of("eli")["Id"]], check=True, capture_output=True
+    )
     spawn_when_free(hub, "fay", timeout=15)
     assert "freed" in hub.log_tail(200) and "its container no longer runs" in hub.log_tail(200)
 
 
 def test_dockerd_restart_while_the_hub_runs_keeps_running_servers_and_books_nothing_twice(make_hub):
-    hub = make_hub(n_gpus=1, extra_config="c.Spawner.poll_interval = 1\nc.GPUDockerSpawner.reconcile_interval = 1\n")
+    hub = make_hub(
+        n_gpus=1,
+        extra_config="c.Spawner.poll_interval = 1\nc.GPUDockerSpawner.reconcile_interval = 1\n",
+    )
     hub.create_users("gus", "hal", "ivy")
     hub.spawn_ready("gus", {"gpus": 1})
     hub.spawn_ready("ivy", {"gpus": 0})
@@ -91,7 +101,9 @@ def test_dockerd_restart_while_the_hub_runs_keeps_running_servers_and_books_noth
     restart_dockerd()  # live-restore: the containers outlive the daemon
     time.sleep(3)  # several polls and reconciles run against the restarted daemon
     for user, cid in before.items():
-        assert inspect(cid)["State"]["Running"], f"{user}'s container did not survive the dockerd restart"
+        assert inspect(cid)["State"]["Running"], (
+            f"{user}'s container did not survive the dockerd restart"
+        )
         assert hub.wait_ready(user)
         r = hub.session.get(hub.user_url(user) + "api/status")
         assert r.status_code == 200, (user, r.status_code, r.text)
@@ -108,7 +120,8 @@ class HangsAfterCreate(GPUDockerSpawner):
     async def start_object(self):
         if self.user.name == "kim":
             open(os.path.join({workdir!r}, "kim-created"), "w").close()
-            await asyncio.sleep(3600)  # the hub dies here: a container left "created", holding its devices
+            # the hub dies here: a container left "created", holding its devices
+            await asyncio.sleep(3600)
         return await super().start_object()
 
 c.JupyterHub.spawner_class = HangsAfterCreate
@@ -130,7 +143,9 @@ def test_a_spawn_interrupted_by_a_hub_crash_leaves_no_container_behind(make_hub,
     hub.kill9()
     hub.start()
     hub.spawn_ready("lee", {"gpus": 1})
-    assert labelled("kim") == [], "the interrupted spawn's container still carries the GPU lee now has"
+    assert labelled("kim") == [], (
+        "the interrupted spawn's container still carries the GPU lee now has"
+    )
 
 
 FAILING_STOP = """
@@ -158,13 +173,17 @@ def test_a_failed_stop_keeps_the_gpu_until_the_container_is_gone(make_hub):
     except requests.RequestException:
         pass
     wait_hub_forgets(hub, "max")  # the hub gives up on the server either way
-    # until Docker confirms the container is gone, its GPU is not handed out; the reconcile then removes it
+    # until Docker confirms the container is gone, its GPU is not handed out; the reconcile then
+    # removes it
     deadline = time.monotonic() + 20
     while True:
         r = hub.spawn("ned", {"gpus": 1})
         if r.status_code in (201, 202):
-            left = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"id={cid}"],
-                                  capture_output=True, text=True).stdout.strip()
+            left = subprocess.run(
+                ["docker", "ps", "-aq", "--no-trunc", "--filter", f"id={cid}"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             assert not left, "ned got the GPU while max's container still existed"
             break
         assert r.status_code == 409, r.text
@@ -188,7 +207,9 @@ def running_holders() -> dict:
 
 def test_starting_again_after_a_failed_stop_never_frees_what_the_old_container_holds(make_hub):
     # no reconcile to help: the student's own next start must deal with the old container first
-    hub = make_hub(n_gpus=2, extra_config=FAILING_STOP + "c.GPUDockerSpawner.reconcile_interval = 0\n")
+    hub = make_hub(
+        n_gpus=2, extra_config=FAILING_STOP + "c.GPUDockerSpawner.reconcile_interval = 0\n"
+    )
     hub.create_users("max", "ned", "oz")
     hub.spawn_ready("ned", {"gpus": 1})
     hub.spawn_ready("max", {"gpus": 1})
@@ -200,7 +221,8 @@ def test_starting_again_after_a_failed_stop_never_frees_what_the_old_container_h
     # max asks for both GPUs; ned holds one, so the allocator refuses
     r = hub.spawn("max", {"gpus": 2})
     assert r.status_code == 409, r.text
-    # the refused start removed max's old container before it let go of its GPU, which oz may now have
+    # the refused start removed max's old container before it let go of its GPU, which oz may now
+    # have
     hub.spawn_ready("oz", {"gpus": 1})
     holders = running_holders()
     assert sorted(holders) == sorted(g["uuid"] for g in hub.gpus), holders

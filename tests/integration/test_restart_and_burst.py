@@ -1,10 +1,11 @@
 """Allocations survive a hub crash; a burst never double-books a GPU."""
+
 from __future__ import annotations
 
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from .conftest import labelled, gpuspawn_containers, inspect
+from .conftest import gpuspawn_containers, inspect, labelled
 
 
 def held_uuids(user, server=""):
@@ -30,7 +31,9 @@ def test_hub_kill9_restart_rebuilds_allocations_from_labels(make_hub):
     hub.spawn_ready("dave", {"gpus": 1})
     hub.spawn_ready("erin", {"gpus": 1})
     dave, erin = held_uuids("dave"), held_uuids("erin")
-    assert not (dave | erin) & (alice | bob), "a restarted hub handed out a GPU a running container holds"
+    assert not (dave | erin) & (alice | bob), (
+        "a restarted hub handed out a GPU a running container holds"
+    )
     assert dave != erin
     assert alice | bob | dave | erin == {g["uuid"] for g in hub.gpus}
 
@@ -47,7 +50,7 @@ def test_ten_concurrent_spawns_on_four_gpus(make_hub):
     hub.create_users(*users)
     with ThreadPoolExecutor(10) as pool:
         responses = list(pool.map(lambda u: hub.spawn(u, {"gpus": 1}), users))
-    started = [u for u, r in zip(users, responses) if r.status_code in (201, 202)]
+    started = [u for u, r in zip(users, responses, strict=False) if r.status_code in (201, 202)]
     refused = [r for r in responses if r.status_code not in (201, 202)]
     assert len(started) == 4, [r.status_code for r in responses]
     assert len(refused) == 6
@@ -56,7 +59,10 @@ def test_ten_concurrent_spawns_on_four_gpus(make_hub):
     for user in started:
         hub.wait_ready(user)
 
-    handed_out = [uuid for cid in gpuspawn_containers() for uuid in
-                  inspect(cid)["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(",")]
+    handed_out = [
+        uuid
+        for cid in gpuspawn_containers()
+        for uuid in inspect(cid)["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(",")
+    ]
     assert len(handed_out) == 4 and len(set(handed_out)) == 4
     assert len(gpuspawn_containers()) == 4  # refused spawns left no container

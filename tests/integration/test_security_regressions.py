@@ -1,7 +1,10 @@
-"""Security regressions, one per advisory class the anchor projects suffered, through a real hub and Docker.
+"""Security regressions, one per advisory class the anchor projects suffered, through a real hub and
+Docker.
 
-Pure parts (full-match regexes, home traversal, XSS in the form) are in tests/unit/test_security_regressions.py.
+Pure parts (full-match regexes, home traversal, XSS in the form) are in
+tests/unit/test_security_regressions.py.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -17,15 +20,26 @@ def env_of(container) -> dict:
 
 
 def inside(container, script) -> str:
-    return subprocess.run(["docker", "exec", container["Id"], "sh", "-c", script], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["docker", "exec", container["Id"], "sh", "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def test_GHSA_hfgr_h3vc_p6c2_user_chosen_image_outside_the_allow_list(make_hub):
     # dockerspawner GHSA-hfgr-h3vc-p6c2: users could start any image through the REST API
-    hub = make_hub(n_gpus=1, extra_config=f"c.GPUDockerSpawner.allowed_images = {{'ok': {TEST_IMAGE!r}}}\n")
+    hub = make_hub(
+        n_gpus=1, extra_config=f"c.GPUDockerSpawner.allowed_images = {{'ok': {TEST_IMAGE!r}}}\n"
+    )
     hub.create_users("mallory")
-    for image in ("local/base:bookworm", TEST_IMAGE, "docker.io/library/alpine:latest", "ok:latest"):
+    for image in (
+        "local/base:bookworm",
+        TEST_IMAGE,
+        "docker.io/library/alpine:latest",
+        "ok:latest",
+    ):
         r = hub.spawn("mallory", {"image": image})
         assert r.status_code == 400, (image, r.text)
         assert "not offered here" in r.json()["message"]
@@ -43,22 +57,33 @@ def test_GHSA_v7m9_9497_p9gr_user_and_server_names_do_not_collide(make_hub):
     [ab] = labelled("a-b")
     [a_b] = labelled("a", "b")
     assert ab["Id"] != a_b["Id"] and ab["Name"] != a_b["Name"]
-    assert ab["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] != a_b["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+    assert (
+        ab["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+        != a_b["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+    )
     hub.stop_server("a", "b")
     assert hub.wait_ready("a-b") and len(labelled("a-b")) == 1
 
 
 def test_env_override_of_nvidia_visible_devices_and_ld_preload(make_hub):
     # users have no way to set env; even the admin's `environment` cannot loosen GPU isolation
-    hub = make_hub(n_gpus=2, extra_config="""
+    hub = make_hub(
+        n_gpus=2,
+        extra_config="""
 c.Spawner.environment = {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VISIBLE_DEVICES": "0,1",
                          "LD_PRELOAD": "/tmp/evil.so", "JUPYTER_GPUSPAWN_GPUS": "GPU-forged",
-                         "NVIDIA_DRIVER_CAPABILITIES": "all", "MEM_LIMIT": "1", "SITE_SETTING": "kept"}
+                         "NVIDIA_DRIVER_CAPABILITIES": "all", "MEM_LIMIT": "1",
+                         "SITE_SETTING": "kept"}
 c.GPUDockerSpawner.mem_limit = "2G"
-""")
+""",
+    )
     hub.create_users("eve")
-    for options in ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, {"NVIDIA_VISIBLE_DEVICES": "all"},
-                    {"LD_PRELOAD": "/tmp/x.so"}, {"environment": {"LD_PRELOAD": "/tmp/x.so"}}):
+    for options in (
+        {"env": {"NVIDIA_VISIBLE_DEVICES": "all"}},
+        {"NVIDIA_VISIBLE_DEVICES": "all"},
+        {"LD_PRELOAD": "/tmp/x.so"},
+        {"environment": {"LD_PRELOAD": "/tmp/x.so"}},
+    ):
         assert hub.spawn("eve", options).status_code == 400
     hub.spawn_ready("eve", {"gpus": 1})
     [container] = labelled("eve")
@@ -68,12 +93,19 @@ c.GPUDockerSpawner.mem_limit = "2G"
     assert "LD_PRELOAD" not in env and "CUDA_VISIBLE_DEVICES" not in env
     assert env["NVIDIA_DRIVER_CAPABILITIES"] != "all"  # the image's own value, not the admin's
     assert env["MEM_LIMIT"] == str(2 * 1024**3) and env["SITE_SETTING"] == "kept"
-    assert inside(container, "echo ${LD_PRELOAD:-unset} $NVIDIA_VISIBLE_DEVICES").split() == ["unset", assigned]
+    assert inside(container, "echo ${LD_PRELOAD:-unset} $NVIDIA_VISIBLE_DEVICES").split() == [
+        "unset",
+        assigned,
+    ]
 
 
 def test_cpu_only_container_under_an_image_that_bakes_all_gpus(make_hub):
-    baked = subprocess.run(["docker", "image", "inspect", "-f", "{{json .Config.Env}}", TEST_IMAGE], check=True,
-                           capture_output=True, text=True).stdout
+    baked = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{json .Config.Env}}", TEST_IMAGE],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "NVIDIA_VISIBLE_DEVICES=all" in baked  # the premise: like NGC images
     hub = make_hub(n_gpus=2)
     hub.create_users("cpu")
@@ -93,11 +125,16 @@ def test_status_endpoint_without_a_token(make_hub):
     assert r.status_code in (302, 401, 403) and uuid not in r.text
     if r.status_code == 302:
         assert "/hub/" in r.headers["Location"]  # sent to log in, nothing disclosed
-    assert hub.session.get(hub.user_url("quiet") + "gpuspawn/status").json()["gpus"][0]["uuid"] == uuid
+    assert (
+        hub.session.get(hub.user_url("quiet") + "gpuspawn/status").json()["gpus"][0]["uuid"] == uuid
+    )
 
 
 def test_container_runs_non_root_no_new_privileges_no_capabilities_with_limits(make_hub):
-    hub = make_hub(n_gpus=1, extra_config='c.GPUDockerSpawner.mem_limit = "512M"\nc.GPUDockerSpawner.pids_limit = 256\n')
+    hub = make_hub(
+        n_gpus=1,
+        extra_config='c.GPUDockerSpawner.mem_limit = "512M"\nc.GPUDockerSpawner.pids_limit = 256\n',
+    )
     hub.create_users("hardy")
     hub.spawn_ready("hardy", {"gpus": 1})
     [container] = labelled("hardy")
@@ -118,19 +155,30 @@ SUID_IMAGE = "local/gpuspawn-suid-test:latest"
 
 
 def test_a_setuid_root_program_in_the_image_gives_no_root(make_hub):
-    # An image may ship setuid-root programs (NGC images carry several). The probe is one that needs no password:
-    # a setuid-root copy of `id`. Without no-new-privileges it runs as root; with it, the kernel ignores the bit.
-    dockerfile = (f"FROM {TEST_IMAGE}\nUSER root\n"
-                  "RUN cp /usr/bin/id /usr/local/bin/suid-id && chmod 4755 /usr/local/bin/suid-id\n")
-    subprocess.run(["docker", "build", "-q", "-t", SUID_IMAGE, "-"], input=dockerfile, text=True, check=True,
-                   capture_output=True)
-    hub = make_hub(n_gpus=1, extra_config=f"""
+    # An image may ship setuid-root programs (NGC images carry several). The probe is one that needs
+    # no password: a setuid-root copy of `id`. Without no-new-privileges it runs as root; with it,
+    # the kernel ignores the bit.
+    dockerfile = (
+        f"FROM {TEST_IMAGE}\nUSER root\n"
+        "RUN cp /usr/bin/id /usr/local/bin/suid-id && chmod 4755 /usr/local/bin/suid-id\n"
+    )
+    subprocess.run(
+        ["docker", "build", "-q", "-t", SUID_IMAGE, "-"],
+        input=dockerfile,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    hub = make_hub(
+        n_gpus=1,
+        extra_config=f"""
 c.DockerSpawner.image = {SUID_IMAGE!r}
 def control_without_the_guard(spawner):
     # the control server shows the probe works: it must reach root when the guard is off
     spawner.no_new_privileges = spawner.user.name != "control"
 c.Spawner.pre_spawn_hook = control_without_the_guard
-""")
+""",
+    )
     hub.create_users("student", "control")
     hub.spawn_ready("student", {"gpus": 1})
     hub.spawn_ready("control", {"gpus": 0})
@@ -140,13 +188,13 @@ c.Spawner.pre_spawn_hook = control_without_the_guard
     assert euid == student["Config"]["User"].split(":")[0] and euid != "0"
 
 
-HOOK = '''
+HOOK = """
 def _hook(spawner):
     # a site's hook that replaces the admin's settings outright (as many pre_spawn_hook examples do)
     spawner.extra_host_config = {"shm_size": "256m"}
     spawner.extra_create_kwargs = {"user": "0:0", "labels": {"site": "physics"}}
 c.Spawner.pre_spawn_hook = _hook
-'''
+"""
 
 
 def test_a_pre_spawn_hook_that_replaces_the_admin_settings_cannot_drop_the_isolation(make_hub):

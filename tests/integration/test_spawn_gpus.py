@@ -1,4 +1,6 @@
-"""GPU isolation, CPU-only servers and home ownership, through a real hub's REST API on a real Docker engine."""
+"""GPU isolation, CPU-only servers and home ownership, through a real hub's REST API on a real
+Docker engine."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +16,9 @@ def container_env(container: dict) -> dict:
 
 
 def exec_in(container: dict, *cmd) -> str:
-    return subprocess.run(["docker", "exec", container["Id"], *cmd], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["docker", "exec", container["Id"], *cmd], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_each_server_gets_exactly_its_gpus_by_uuid(make_hub):
@@ -42,7 +45,8 @@ def test_each_server_gets_exactly_its_gpus_by_uuid(make_hub):
 
     [cpu_only] = labelled("carol")
     assert not cpu_only["HostConfig"]["DeviceRequests"]
-    # the test image bakes NVIDIA_VISIBLE_DEVICES=all, like NGC images; a CPU-only server must see void
+    # the test image bakes NVIDIA_VISIBLE_DEVICES=all, like NGC images; a CPU-only server must see
+    # void
     assert exec_in(cpu_only, "sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES").strip() == "void"
     assert cpu_only["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] == ""
     # JupyterHub >= 5.3 warns about user_options no hook applied; ours are applied in start()
@@ -69,8 +73,13 @@ def test_home_is_mounted_and_files_belong_to_the_user(make_hub):
 
     [container] = labelled("dana")
     assert container["Config"]["User"] == f"{uid}:{uid}"
-    # dana's uid is in no passwd of the image: the entrypoint made her a named user with the mounted HOME
-    assert exec_in(container, "sh", "-c", "id -u; id -un; echo $HOME").split() == [str(uid), "dana", "/home/dana"]
+    # dana's uid is in no passwd of the image: the entrypoint made her a named user with the mounted
+    # HOME
+    assert exec_in(container, "sh", "-c", "id -u; id -un; echo $HOME").split() == [
+        str(uid),
+        "dana",
+        "/home/dana",
+    ]
     # hardening defaults
     host = container["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
@@ -108,17 +117,24 @@ def test_gpus_command_shows_who_holds_what_without_the_hub(make_hub):
     time.sleep(2.5)  # an idle check or two: the hub records each holder's idle time
     hub.stop()  # the admin's view must not need a running hub
     cli = [os.path.join(os.path.dirname(__import__("sys").executable), "jupyter-gpuspawn"), "gpus"]
-    out = subprocess.run(cli + ["-f", hub.config_file], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        cli + ["-f", hub.config_file], check=True, capture_output=True, text=True
+    ).stdout
     assert "GPUs on this host (simulated): 3" in out
     [gina] = labelled("gina")
     gina_uuid = gina["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
     line = next(line for line in out.splitlines() if gina_uuid in line)
     # the hub sampled the GPUs until it stopped: each holder's idle time (simulated GPUs at 0 %)
     assert line.rstrip().endswith("gina (idle 0 min)"), out
-    assert sum(1 for line in out.splitlines() if line.rstrip().endswith("hal/big (idle 0 min)")) == 2, out
+    assert (
+        sum(1 for line in out.splitlines() if line.rstrip().endswith("hal/big (idle 0 min)")) == 2
+    ), out
 
-    data = json.loads(subprocess.run(cli + ["-f", hub.config_file, "--json"], check=True, capture_output=True,
-                                     text=True).stdout)
+    data = json.loads(
+        subprocess.run(
+            cli + ["-f", hub.config_file, "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     held = {g["uuid"]: [h["user"] for h in g["held_by"]] for g in data["gpus"]}
     assert held[gina_uuid] == ["gina"] and sorted(sum(held.values(), [])) == ["gina", "hal", "hal"]
     [gina_hold] = next(g["held_by"] for g in data["gpus"] if g["uuid"] == gina_uuid)
@@ -126,18 +142,31 @@ def test_gpus_command_shows_who_holds_what_without_the_hub(make_hub):
 
 
 def test_mig_slices_are_servers_gpus_by_their_own_uuid(make_hub):
-    """A GPU in MIG mode is offered as its slices: each server gets one slice's MIG UUID (device request and
-    NVIDIA_VISIBLE_DEVICES), the progress names the slice, the status panel reports it with no utilisation, and
-    the whole parent GPU is never handed out."""
+    """A GPU in MIG mode is offered as its slices: each server gets one slice's MIG UUID (device
+    request and NVIDIA_VISIBLE_DEVICES), the progress names the slice, the status panel reports it
+    with no utilisation, and the whole parent GPU is never handed out."""
     parent = "GPU-a100a100-5eed-4a11-9b00-000000000000"
-    slices = [{"uuid": f"MIG-{i:08x}-5eed-4a11-9b00-000000000000", "name": "NVIDIA A100 80GB PCIe", "index": 0,
-               "mig_profile": "3g.40gb", "parent_uuid": parent, "memory_total": "40GiB"} for i in range(2)]
-    hub = make_hub(gpus=slices, extra_config='c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}\n')
+    slices = [
+        {
+            "uuid": f"MIG-{i:08x}-5eed-4a11-9b00-000000000000",
+            "name": "NVIDIA A100 80GB PCIe",
+            "index": 0,
+            "mig_profile": "3g.40gb",
+            "parent_uuid": parent,
+            "memory_total": "40GiB",
+        }
+        for i in range(2)
+    ]
+    hub = make_hub(
+        gpus=slices, extra_config='c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}\n'
+    )
     hub.create_users("mia", "noel", "olga")
     assert hub.spawn("mia", {"gpus": 1}).status_code == 202
     messages = hub.progress_messages("mia")
-    assert any(m.startswith("Assigned MIG 3g.40gb slice of NVIDIA A100 80GB PCIe (40 GiB) on GPU 0, MIG-")
-               for m in messages), messages
+    assert any(
+        m.startswith("Assigned MIG 3g.40gb slice of NVIDIA A100 80GB PCIe (40 GiB) on GPU 0, MIG-")
+        for m in messages
+    ), messages
     hub.wait_ready("mia")
     hub.spawn_ready("noel", {"gpus": 1})
     given = {}
@@ -148,8 +177,10 @@ def test_mig_slices_are_servers_gpus_by_their_own_uuid(make_hub):
         assert container_env(container)["NVIDIA_VISIBLE_DEVICES"] == request["DeviceIDs"][0]
     assert sorted(sum(given.values(), [])) == sorted(s["uuid"] for s in slices)
 
-    assert hub.spawn("olga", {"gpus": 1}).status_code == 202  # slow_spawn_timeout 0: the refusal comes as an event
-    last = hub.progress_events("olga")[-1]  # both slices are held; the parent GPU is not a third device
+    # slow_spawn_timeout 0: the refusal comes as an event
+    assert hub.spawn("olga", {"gpus": 1}).status_code == 202
+    # both slices are held; the parent GPU is not a third device
+    last = hub.progress_events("olga")[-1]
     assert last.get("failed") and "All 2 GPUs are in use" in last["message"], last
     assert labelled("olga") == []
 

@@ -1,5 +1,7 @@
-"""GPUSwarmSpawner on a real 3-node Docker Swarm built on this machine (scripts/swarm-testbed: one dockerd per
-network namespace, GPUs advertised as NVIDIA-GPU generic resources), through a real hub's REST API."""
+"""GPUSwarmSpawner on a real 3-node Docker Swarm built on this machine (scripts/swarm-testbed: one
+dockerd per network namespace, GPUs advertised as NVIDIA-GPU generic resources), through a real
+hub's REST API."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -24,9 +26,13 @@ HOST_ONLY_IMAGE = "local/gpuspawn-singleuser:host-only"
 
 
 def run_testbed(*args, env=None) -> str:
-    result = subprocess.run([TESTBED, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [TESTBED, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     if result.returncode:
-        pytest.fail(f"swarm-testbed {' '.join(args)} failed:\n{result.stderr[-3000:]}", pytrace=False)
+        pytest.fail(
+            f"swarm-testbed {' '.join(args)} failed:\n{result.stderr[-3000:]}", pytrace=False
+        )
     return result.stdout
 
 
@@ -38,38 +44,55 @@ def swarm(docker_engine):
     nodes = {}
     for entry in fields["nodes"].split(","):
         hostname, addr = entry.split(":")
-        nodes[hostname] = {"addr": addr, "socket": f"unix:///run/{hostname}/docker.sock", "gpus": []}
+        nodes[hostname] = {
+            "addr": addr,
+            "socket": f"unix:///run/{hostname}/docker.sock",
+            "gpus": [],
+        }
     for entry in fields["gpus"].split(","):
         hostname, uuid = entry.split(":", 1)
         nodes[hostname]["gpus"].append(uuid)
     yield nodes
     remove_services()
-    if os.environ.get("CI"):  # a developer keeps it for the next run (`up` then takes 0.3 s); CI leaves nothing
+    # a developer keeps it for the next run (`up` then takes 0.3 s); CI leaves nothing
+    if os.environ.get("CI"):
         run_testbed("down")
 
 
 def node_docker(hostname, *args) -> str:
-    return subprocess.run(["docker", "-H", f"unix:///run/{hostname}/docker.sock", *args], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["docker", "-H", f"unix:///run/{hostname}/docker.sock", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def manager(*args, check=True) -> str:
-    return subprocess.run(["docker", "-H", MANAGER, *args], check=check, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["docker", "-H", MANAGER, *args], check=check, capture_output=True, text=True
+    ).stdout
 
 
 def remove_services():
-    ids = manager("service", "ls", "-q", "--filter", "label=org.jupyter.gpuspawn.user", check=False).split()
+    ids = manager(
+        "service", "ls", "-q", "--filter", "label=org.jupyter.gpuspawn.user", check=False
+    ).split()
     if ids:
         manager("service", "rm", *ids, check=False)
 
 
 def service_of(user, server="") -> dict:
     """The user's service with its current task (node hostname, state, container env)."""
-    for sid in manager("service", "ls", "-q", "--filter", f"label=org.jupyter.gpuspawn.user={user}").split():
+    for sid in manager(
+        "service", "ls", "-q", "--filter", f"label=org.jupyter.gpuspawn.user={user}"
+    ).split():
         spec = json.loads(manager("service", "inspect", sid))[0]
         if spec["Spec"]["Labels"].get("org.jupyter.gpuspawn.server", "") != server:
             continue
-        tasks = json.loads(manager("inspect", *manager("service", "ps", "-q", "--no-trunc", sid).split()) or "[]")
+        tasks = json.loads(
+            manager("inspect", *manager("service", "ps", "-q", "--no-trunc", sid).split()) or "[]"
+        )
         task = max(tasks, key=lambda t: t["CreatedAt"])
         node = json.loads(manager("node", "inspect", task["NodeID"]))[0]["Description"]["Hostname"]
         return {"spec": spec, "task": task, "node": node, "labels": spec["Spec"]["Labels"]}
@@ -89,21 +112,29 @@ def swarm_hub(make_hub, swarm):
 
     def make(extra_config=""):
         hosts = {name: node["socket"] for name, node in swarm.items()}
-        return make_hub(gpus=[], spawner_class="gpuswarm", extra_config=f"""
+        return make_hub(
+            gpus=[],
+            spawner_class="gpuswarm",
+            extra_config=f"""
 c.JupyterHub.hub_bind_url = "http://{HUB_ADDRESS}:" + c.JupyterHub.hub_bind_url.rsplit(":", 1)[1]
 c.DockerSpawner.client_kwargs = {{"base_url": {MANAGER!r}}}
 c.GPUSwarmSpawner.node_docker_hosts = {hosts!r}
 c.GPUSwarmSpawner.gpu_inventory = "swarm"
-c.GPUSwarmSpawner.network_name = ""  # each node's default bridge, isolated by the node settings (README)
-""" + extra_config)
+# each node's default bridge, isolated by the node settings (README)
+c.GPUSwarmSpawner.network_name = ""
+"""
+            + extra_config,
+        )
 
     yield make
     remove_services()
 
 
 def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub, swarm):
-    hub = swarm_hub('c.GPUDockerSpawner.mem_limit = "1G"\nc.GPUDockerSpawner.cpu_limit = 1.5\n'
-                    'c.GPUDockerSpawner.shm_size = "256M"\nc.GPUDockerSpawner.pids_limit = 300\n')
+    hub = swarm_hub(
+        'c.GPUDockerSpawner.mem_limit = "1G"\nc.GPUDockerSpawner.cpu_limit = 1.5\n'
+        'c.GPUDockerSpawner.shm_size = "256M"\nc.GPUDockerSpawner.pids_limit = 300\n'
+    )
     hub.create_users("ana", "ben", "cleo")
     hub.spawn_ready("ana", {"gpus": 2})
     hub.spawn_ready("ben", {"gpus": 1})
@@ -114,39 +145,60 @@ def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub,
         uuids = service["labels"]["org.jupyter.gpuspawn.gpus"].split(",")
         assert len(uuids) == count and service["task"]["Status"]["State"] == "running"
         node = service["labels"]["org.jupyter.gpuspawn.node"]
-        assert service["node"] == node and set(uuids) <= set(swarm[node]["gpus"]), (service["node"], uuids)
+        assert service["node"] == node and set(uuids) <= set(swarm[node]["gpus"]), (
+            service["node"],
+            uuids,
+        )
         env = container_env(service)
         assert env["NVIDIA_VISIBLE_DEVICES"] == ",".join(uuids) == env["JUPYTER_GPUSPAWN_GPUS"]
         held += uuids
     assert len(set(held)) == 3
     cpu = service_of("cleo")
     assert container_env(cpu)["NVIDIA_VISIBLE_DEVICES"] == "void" and cpu["node"] != MISSING_ON
-    # the hub reaches each server on its node's address; the image goes by ID (no registry lookup on the node)
+    # the hub reaches each server on its node's address; the image goes by ID (no registry lookup on
+    # the node)
     for user in ("ana", "ben", "cleo"):
         assert hub.session.get(hub.user_url(user) + "api/status", timeout=30).status_code == 200
-        assert service_of(user)["spec"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith("sha256:")
-    assert f"Assigned GPU 0 (NVIDIA GPU, {service_of('ben')['labels']['org.jupyter.gpuspawn.gpus'][:12]}…) on " \
-           f"{service_of('ben')['node']}" in hub.log_tail(400)
+        assert service_of(user)["spec"]["Spec"]["TaskTemplate"]["ContainerSpec"][
+            "Image"
+        ].startswith("sha256:")
+    assert (
+        f"Assigned GPU 0 (NVIDIA GPU, "
+        f"{service_of('ben')['labels']['org.jupyter.gpuspawn.gpus'][:12]}…) on "
+        f"{service_of('ben')['node']}" in hub.log_tail(400)
+    )
     # the form: availability over all nodes, and no more GPUs than one node can give
     from .test_reclaim import spawn_page
 
     hub.create_users("dan")
     page = spawn_page(hub, "dan")
-    assert "2 of 5 GPUs free" in page and "only 1 free now" in page and 'value="3"' not in page, page
-    # the test nodes run runc (no NVIDIA here): the student and the admin are told, not left guessing
+    assert "2 of 5 GPUs free" in page and "only 1 free now" in page and 'value="3"' not in page, (
+        page
+    )
+    # the test nodes run runc (no NVIDIA here): the student and the admin are told, not left
+    # guessing
     assert "runs containers with the runc runtime, not nvidia" in hub.log_tail(400)
-    # the plan's limits and hardening reach the container on the node (what Docker made of the service spec)
+    # the plan's limits and hardening reach the container on the node (what Docker made of the
+    # service spec)
     ana = service_of("ana")
     cid = ana["task"]["Status"]["ContainerStatus"]["ContainerID"]
     container = json.loads(node_docker(ana["node"], "inspect", cid))[0]
     host = container["HostConfig"]
-    assert host["Memory"] == 2**30 and host["NanoCpus"] == 1_500_000_000 and host["PidsLimit"] == 300
+    assert (
+        host["Memory"] == 2**30 and host["NanoCpus"] == 1_500_000_000 and host["PidsLimit"] == 300
+    )
     assert host["CapDrop"] == ["ALL"] and container["Config"]["User"] != "0:0"
     shm = next(m for m in host["Mounts"] if m["Target"] == "/dev/shm")
     assert shm["Type"] == "tmpfs" and shm["TmpfsOptions"]["SizeBytes"] == 256 * 2**20
     assert "NoNewPrivs:\t1" in node_docker(ana["node"], "exec", cid, "cat", "/proc/self/status")
-    # the admin's view: every node's GPUs and who holds them, read from the manager and the service labels
-    cli = [os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn"), "gpus", "-f", hub.config_file]
+    # the admin's view: every node's GPUs and who holds them, read from the manager and the service
+    # labels
+    cli = [
+        os.path.join(os.path.dirname(sys.executable), "jupyter-gpuspawn"),
+        "gpus",
+        "-f",
+        hub.config_file,
+    ]
     out = subprocess.run(cli, check=True, capture_output=True, text=True).stdout
     assert "GPUs on 3 Swarm nodes: 5" in out, out
     for user in ("ana", "ben"):
@@ -154,8 +206,9 @@ def test_servers_go_to_the_node_of_their_gpus_with_exactly_those_gpus(swarm_hub,
         for uuid in service["labels"]["org.jupyter.gpuspawn.gpus"].split(","):
             line = next(line for line in out.splitlines() if uuid in line)
             assert line.startswith(service["node"]) and f"  {user}" in line, line
-    # a stop returns once the task's container is gone from its node, not when the manager took the removal:
-    # the GPUs it frees must not reach the next student while the old kernel still holds them
+    # a stop returns once the task's container is gone from its node, not when the manager took the
+    # removal: the GPUs it frees must not reach the next student while the old kernel still holds
+    # them
     node = service_of("ana")["node"]
     hub.stop_server("ana")
     assert node_docker(node, "ps", "-q", "--filter", "label=org.jupyter.gpuspawn.user=ana") == ""
@@ -168,20 +221,26 @@ def test_a_concurrent_burst_books_nothing_twice(swarm_hub, swarm):
     # gsnode3 lacks the image: its GPU is never used, so 4 GPUs for 5 students
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda u: hub.spawn(u, {"gpus": 1}), users))
-    started = [u for u, r in zip(users, answers) if r.status_code in (201, 202)]
+    started = [u for u, r in zip(users, answers, strict=False) if r.status_code in (201, 202)]
     for user in started:
         hub.wait_ready(user)
     refused = [r for r in answers if r.status_code == 409]
     assert len(started) == 4 and len(refused) == 1, [r.status_code for r in answers]
-    assert "lacks the image" in refused[0].json()["message"] and MISSING_ON in refused[0].json()["message"]
+    assert (
+        "lacks the image" in refused[0].json()["message"]
+        and MISSING_ON in refused[0].json()["message"]
+    )
     uuids = [service_of(u)["labels"]["org.jupyter.gpuspawn.gpus"] for u in started]
     assert len(set(uuids)) == 4
 
 
 def test_an_image_no_node_has_is_refused_with_the_hint_before_anything_is_held(swarm_hub, swarm):
-    subprocess.run(["docker", "tag", TEST_IMAGE, HOST_ONLY_IMAGE], check=True)  # on the hub's host, on no node
-    hub = swarm_hub(extra_config=f'c.DockerSpawner.allowed_images = {{"lab": {TEST_IMAGE!r}, '
-                                 f'"new": {HOST_ONLY_IMAGE!r}}}\n')
+    # on the hub's host, on no node
+    subprocess.run(["docker", "tag", TEST_IMAGE, HOST_ONLY_IMAGE], check=True)
+    hub = swarm_hub(
+        extra_config=f'c.DockerSpawner.allowed_images = {{"lab": {TEST_IMAGE!r}, '
+        f'"new": {HOST_ONLY_IMAGE!r}}}\n'
+    )
     hub.create_users("dora")
     r = hub.spawn("dora", {"gpus": 1, "image": "new"})
     assert r.status_code == 400, r.text
@@ -189,7 +248,8 @@ def test_an_image_no_node_has_is_refused_with_the_hint_before_anything_is_held(s
     assert f"{HOST_ONLY_IMAGE} is not on nodes gsnode1, gsnode2, gsnode3" in message, message
     assert f"docker save {HOST_ONLY_IMAGE} | ssh gsnode1 docker load" in message
     assert service_of("dora") == {}
-    hub.spawn_ready("dora", {"gpus": 2, "image": "lab"})  # nothing was held: both GPUs of a node are free
+    # nothing was held: both GPUs of a node are free
+    hub.spawn_ready("dora", {"gpus": 2, "image": "lab"})
 
 
 def test_hub_restart_rebuilds_holds_from_service_labels(swarm_hub, swarm):
@@ -212,12 +272,14 @@ def test_a_node_that_dies_frees_its_holders_once_swarm_reports_it(swarm_hub, swa
     hub.spawn_ready("ivy", {"gpus": 2})
     hub.spawn_ready("gus", {"gpus": 2})
     node = service_of("gus")["node"]
-    assert node not in ("gsnode1", MISSING_ON) and service_of("ivy")["node"] == "gsnode1"  # a worker dies
+    # a worker dies
+    assert node not in ("gsnode1", MISSING_ON) and service_of("ivy")["node"] == "gsnode1"
     try:
         run_testbed("stop-node", node[-1], "KILL")
         killed = time.monotonic()
-        # the reconcile or the hub's poll, whichever looks first once Swarm gives the task up, ends the server and
-        # frees its GPUs (the poll only ends it once the engine says it ended, which is what frees them)
+        # the reconcile or the hub's poll, whichever looks first once Swarm gives the task up, ends
+        # the server and frees its GPUs (the poll only ends it once the engine says it ended, which
+        # is what frees them)
         wait_until(lambda: hub.server("gus") is None, 120, "the hub saw gus's server end")
         print(f"ended {time.monotonic() - killed:.1f} s after the node's dockerd was killed")
         # the dead node offers nothing meanwhile: no node has 2 free GPUs with the image
@@ -225,17 +287,25 @@ def test_a_node_that_dies_frees_its_holders_once_swarm_reports_it(swarm_hub, swa
         assert r.status_code == 409, r.text
     finally:
         run_testbed("start-node", node[-1])
-    wait_until(lambda: "Ready" in manager("node", "inspect", node, "--format", "{{.Status.State}}").title(), 60,
-               "the node came back")
+    wait_until(
+        lambda: (
+            "Ready" in manager("node", "inspect", node, "--format", "{{.Status.State}}").title()
+        ),
+        60,
+        "the node came back",
+    )
     hub.spawn_ready("hal", {"gpus": 2})  # back: its GPUs are offered again, the old task is gone
     assert service_of("hal")["node"] == node
 
 
 def connects_from(service, host, port) -> bool:
-    """Whether a process in the service's task container opens a TCP connection to host:port (2 s)."""
+    """Whether a process in the service's task container opens a TCP connection to host:port
+    (within 2 s)."""
     cid = service["task"]["Status"]["ContainerStatus"]["ContainerID"]
-    script = ("import socket\ntry:\n    socket.create_connection((%r, %d), timeout=2); print('open')\n"
-              "except OSError:\n    print('closed')\n") % (host, port)
+    script = (
+        f"import socket\ntry:\n    socket.create_connection(({host!r}, {port:d}), timeout=2)\n"
+        "    print('open')\nexcept OSError:\n    print('closed')\n"
+    )
     out = node_docker(service["node"], "exec", cid, "python3", "-c", script).strip()
     assert out in ("open", "closed"), out
     return out == "open"
@@ -252,21 +322,31 @@ def test_students_reach_no_other_student_on_any_node_and_the_hub_reaches_all(swa
     hub.spawn_ready("bo", {"gpus": 1})
     hub.spawn_ready("cy", {"gpus": 2})
     amy, bo, cy = service_of("amy"), service_of("bo"), service_of("cy")
-    assert amy["node"] == bo["node"] == "gsnode1" and cy["node"] == "gsnode2"  # best fit: amy and bo share a node
+    # best fit: amy and bo share a node
+    assert amy["node"] == bo["node"] == "gsnode1" and cy["node"] == "gsnode2"
     bo_cid = bo["task"]["Status"]["ContainerStatus"]["ContainerID"]
     bo_ip = json.loads(node_docker("gsnode1", "inspect", bo_cid))[0]["NetworkSettings"]["IPAddress"]
-    node_docker("gsnode1", "exec", "-d", bo_cid, "python3", "-m", "http.server", "9000")  # bo's own TensorBoard
+    # bo's own TensorBoard
+    node_docker("gsnode1", "exec", "-d", bo_cid, "python3", "-m", "http.server", "9000")
     wait_until(lambda: connects_from(bo, "127.0.0.1", 9000), 10, "bo's own service came up")
     gsnode1, gsnode2 = swarm["gsnode1"]["addr"], swarm["gsnode2"]["addr"]
-    for host, port in [(bo_ip, 8888), (bo_ip, 9000), (gsnode1, published_port(bo)), ("127.0.0.1", published_port(bo)),
-                       ("172.17.0.1", published_port(bo)), (gsnode2, published_port(cy)), (gsnode1, 2377)]:
+    for host, port in [
+        (bo_ip, 8888),
+        (bo_ip, 9000),
+        (gsnode1, published_port(bo)),
+        ("127.0.0.1", published_port(bo)),
+        ("172.17.0.1", published_port(bo)),
+        (gsnode2, published_port(cy)),
+        (gsnode1, 2377),
+    ]:
         assert not connects_from(amy, host, port), f"amy reached {host}:{port}"
     assert not connects_from(cy, gsnode1, published_port(amy))  # across nodes, the other way
-    # the hub (its proxy) reaches every server on its node's address (and each server reached the hub's API to
-    # become ready)
+    # the hub (its proxy) reaches every server on its node's address (and each server reached the
+    # hub's API to become ready)
     for user in ("amy", "bo", "cy"):
         assert hub.session.get(hub.user_url(user) + "api/status", timeout=30).status_code == 200
-    # the node's dockerd gave the container no-new-privileges, which a service cannot ask for in API 1.41
+    # the node's dockerd gave the container no-new-privileges, which a service cannot ask for in API
+    # 1.41
     status = node_docker("gsnode1", "exec", bo_cid, "cat", "/proc/self/status")
     assert "NoNewPrivs:\t1" in status
 
@@ -278,9 +358,11 @@ def test_a_server_whose_container_dies_on_its_node_gives_its_gpus_back(swarm_hub
     hub.spawn_ready("lou", {"gpus": 2})  # the two nodes with the image are full
     kim = service_of("kim")
     gpus = kim["labels"]["org.jupyter.gpuspawn.gpus"]
-    node_docker(kim["node"], "kill", kim["task"]["Status"]["ContainerStatus"]["ContainerID"])  # an OOM, a crash
+    # an OOM, a crash
+    node_docker(kim["node"], "kill", kim["task"]["Status"]["ContainerStatus"]["ContainerID"])
     wait_until(lambda: hub.server("kim") is None, 30, "the hub saw kim's server end")
     hub.create_users("max")
-    hub.spawn_ready("max", {"gpus": 2})  # Swarm did not restart the task: kim's GPUs are free for someone else
+    # Swarm did not restart the task: kim's GPUs are free for someone else
+    hub.spawn_ready("max", {"gpus": 2})
     assert service_of("max")["labels"]["org.jupyter.gpuspawn.gpus"] == gpus
     assert len(manager("service", "ps", "-q", kim["spec"]["ID"], check=False).split()) <= 1

@@ -1,4 +1,6 @@
-"""GPU work is server activity: the hook jupyter_server offers extensions (``*_last_activity`` settings)."""
+"""GPU work is server activity: the hook jupyter_server offers extensions (``*_last_activity``
+settings)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +27,8 @@ def test_busy_gpus_refresh_the_activity_setting_and_idle_ones_leave_it(jp_server
     collector.gpus = [{"uuid": "GPU-1", "utilization_pct": 87, "processes": []}]
     asyncio.run(activity.check())
     assert isinstance(settings[SETTING], datetime.datetime)
-    assert jp_serverapp.web_app.last_activity() == settings[SETTING] > before  # what singleuser reports
+    # what singleuser reports
+    assert jp_serverapp.web_app.last_activity() == settings[SETTING] > before
 
 
 def test_what_counts_as_busy():
@@ -33,4 +36,5 @@ def test_what_counts_as_busy():
     assert not gpus_busy([{"utilization_pct": None, "processes": []}], 5)
     assert not gpus_busy([{"utilization_pct": 4, "processes": []}], 5)
     assert gpus_busy([{"utilization_pct": 5, "processes": []}], 5)
-    assert gpus_busy([{"utilization_pct": 0, "processes": [{"pid": 7}]}], 5)  # a process of ours, between kernels
+    # a process of ours, between kernels
+    assert gpus_busy([{"utilization_pct": 0, "processes": [{"pid": 7}]}], 5)

@@ -1,4 +1,5 @@
 """GET {base_url}gpuspawn/status against a real jupyter_server."""
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,24 @@ async def test_only_the_assigned_gpu_and_only_our_processes(jp_fetch):
     status, body = await get_status(jp_fetch)
     [gpu] = status["gpus"]
     assert gpu["uuid"] == GPU_A and gpu["index"] == 2 and gpu["simulated"] is True
-    assert gpu["utilization_pct"] == 37 and gpu["memory_used"] == 12 * 1024**3 and gpu["temperature_c"] == 55
+    assert (
+        gpu["utilization_pct"] == 37
+        and gpu["memory_used"] == 12 * 1024**3
+        and gpu["temperature_c"] == 55
+    )
     assert gpu["processes"] == [{"pid": 101, "used_memory": 10 * 1024**3, "command": "python"}]
     assert gpu["other_processes"] == 2
-    assert GPU_B not in body and "someone-else" not in body and "202" not in json.dumps(gpu["processes"])
+    assert (
+        GPU_B not in body
+        and "someone-else" not in body
+        and "202" not in json.dumps(gpu["processes"])
+    )
     assert status["errors"] == []
 
 
-@pytest.mark.parametrize("gpu_env", [{"JUPYTER_GPUSPAWN_GPUS": "", "NVIDIA_VISIBLE_DEVICES": "void"}])
+@pytest.mark.parametrize(
+    "gpu_env", [{"JUPYTER_GPUSPAWN_GPUS": "", "NVIDIA_VISIBLE_DEVICES": "void"}]
+)
 async def test_cpu_only_server_has_no_gpus(jp_fetch):
     status, body = await get_status(jp_fetch)
     assert status["gpus"] == [] and GPU_A not in body and GPU_B not in body
@@ -71,7 +82,8 @@ async def test_forbidden_without_a_token(jp_fetch):
 
 
 def routes(router):
-    """(pattern, handler class, kwargs) of every rule under a tornado router (host rules hold nested routers)."""
+    """(pattern, handler class, kwargs) of every rule under a tornado router (host rules hold nested
+    routers)."""
     for rule in router.rules:
         if hasattr(rule.target, "rules"):
             yield from routes(rule.target)
@@ -83,8 +95,11 @@ async def test_the_extension_registers_its_status_route(jp_serverapp, jp_base_ur
     from jupyter_gpuspawn.status.collector import StatusCollector
     from jupyter_gpuspawn.status.handlers import StatusHandler
 
-    ours = [(regex.pattern, kwargs) for regex, target, kwargs in routes(jp_serverapp.web_app.default_router)
-            if target is StatusHandler]
+    ours = [
+        (regex.pattern, kwargs)
+        for regex, target, kwargs in routes(jp_serverapp.web_app.default_router)
+        if target is StatusHandler
+    ]
     assert len(ours) == 1
     pattern, kwargs = ours[0]
     assert pattern == f"{jp_base_url}gpuspawn/status$"

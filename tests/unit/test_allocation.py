@@ -11,7 +11,10 @@ from jupyter_gpuspawn.gpus import GPU
 
 
 def gpus(n, **overrides):
-    return [GPU(uuid=f"GPU-{i}", index=i, name="Test GPU", memory_total=80 * GiB, **overrides) for i in range(n)]
+    return [
+        GPU(uuid=f"GPU-{i}", index=i, name="Test GPU", memory_total=80 * GiB, **overrides)
+        for i in range(n)
+    ]
 
 
 def test_exclusive_hands_each_gpu_to_one_server():
@@ -100,7 +103,10 @@ def test_per_user_cap_counts_all_named_servers():
     with pytest.raises(UserGPULimit, match="already hold 2 GPUs"):
         alloc.allocate(GPURequest("a", "two", count=1, user_limit=2), inventory)
     assert alloc.allocate(GPURequest("a", "two", count=0, user_limit=2), inventory) == ()
-    assert set(alloc.allocate(GPURequest("b", count=2, user_limit=2), inventory)) == {"GPU-2", "GPU-3"}
+    assert set(alloc.allocate(GPURequest("b", count=2, user_limit=2), inventory)) == {
+        "GPU-2",
+        "GPU-3",
+    }
     alloc.release("b")
     with pytest.raises(UserGPULimit, match="limit is 2 GPUs per user"):
         alloc.allocate(GPURequest("c", count=3, user_limit=2), inventory)
@@ -133,13 +139,15 @@ def test_rebuild_from_labels_replaces_the_table_and_keeps_in_flight():
 
 def test_rebuild_reports_double_booking():
     alloc = GPUAllocator()
-    report = alloc.rebuild([("a", "", ("GPU-0",), "exclusive", 1), ("b", "", ("GPU-0",), "shared", 9)])
+    report = alloc.rebuild(
+        [("a", "", ("GPU-0",), "exclusive", 1), ("b", "", ("GPU-0",), "shared", 9)]
+    )
     assert report.conflicts == [("GPU-0", (("a", ""), ("b", "")))]
 
 
 def test_unknown_policy_on_a_container_label_is_read_as_exclusive():
-    # A label value the hub does not know must not loosen isolation: "weird" with 9 users per GPU would otherwise
-    # let shared servers join the GPU.
+    # A label value the hub does not know must not loosen isolation: "weird" with 9 users per GPU
+    # would otherwise let shared servers join the GPU.
     alloc = GPUAllocator()
     inventory = gpus(1)
     alloc.restore("b", "", ("GPU-0",), "weird", 9)
@@ -173,8 +181,11 @@ request_st = st.builds(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=st.lists(st.one_of(request_st, st.tuples(st.just("release"), request_st)), max_size=40),
-       n=st.integers(0, 4), cap=st.one_of(st.none(), st.integers(0, 4)))
+@given(
+    ops=st.lists(st.one_of(request_st, st.tuples(st.just("release"), request_st)), max_size=40),
+    n=st.integers(0, 4),
+    cap=st.one_of(st.none(), st.integers(0, 4)),
+)
 def test_random_sequences_never_overbook(ops, n, cap):
     alloc = GPUAllocator()
     inventory = gpus(n)
@@ -197,7 +208,8 @@ def test_random_sequences_never_overbook(ops, n, cap):
 
 
 def test_a_just_released_gpu_is_not_mistaken_for_work_outside_the_hub():
-    # the inventory snapshot was taken before the release: it still shows the stopped container's memory
+    # the inventory snapshot was taken before the release: it still shows the stopped container's
+    # memory
     alloc = GPUAllocator()
     alloc.allocate(GPURequest("old", count=1), gpus(1))
     stale = [GPU("GPU-0", 0, "A100", 80 * GiB, memory_used=30 * GiB, process_count=1)]

@@ -1,5 +1,7 @@
-"""Budget weeks (budget.py): parsing the week start, the week that contains a time, around the boundary and across a
-daylight-saving change. Time zones are set for real (TZ + time.tzset) and restored after each test."""
+"""Budget weeks (budget.py): parsing the week start, the week that contains a time, around the
+boundary and across a daylight-saving change. Time zones are set for real (TZ + time.tzset) and
+restored after each test."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -8,7 +10,13 @@ import time
 
 import pytest
 
-from jupyter_gpuspawn.budget import WeekStartError, describe, next_week_start, parse_week_start, week_start
+from jupyter_gpuspawn.budget import (
+    WeekStartError,
+    describe,
+    next_week_start,
+    parse_week_start,
+    week_start,
+)
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -36,22 +44,36 @@ def local(*args) -> float:
     return dt.datetime(*args).timestamp()
 
 
-# ---- parse_week_start --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, expected", [
-    ("Monday 00:00", (0, 0, 0)),
-    ("sun 18:30", (6, 18, 30)),
-    ("SUNDAY 18:30", (6, 18, 30)),
-    ("  Wed 7:05 ", (2, 7, 5)),
-    ("Saturday 23:59", (5, 23, 59)),
-])
+# ---- parse_week_start ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Monday 00:00", (0, 0, 0)),
+        ("sun 18:30", (6, 18, 30)),
+        ("SUNDAY 18:30", (6, 18, 30)),
+        ("  Wed 7:05 ", (2, 7, 5)),
+        ("Saturday 23:59", (5, 23, 59)),
+    ],
+)
 def test_parse_week_start_accepts(text, expected):
     assert parse_week_start(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "Funday 00:00", "Monday 24:00", "Monday 12:60", "Monday", "00:00", "", "mo 00:00", "Monday 0000",
-    "Monday 00:00 extra", "Mondays 00:00",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Funday 00:00",
+        "Monday 24:00",
+        "Monday 12:60",
+        "Monday",
+        "00:00",
+        "",
+        "mo 00:00",
+        "Monday 0000",
+        "Monday 00:00 extra",
+        "Mondays 00:00",
+    ],
+)
 def test_parse_week_start_refuses_with_the_expected_form(text):
     with pytest.raises(WeekStartError) as info:
         parse_week_start(text)
@@ -66,7 +88,7 @@ def test_parse_week_start_refuses_none():
         parse_week_start(None)
 
 
-# ---- week_start / next_week_start ---------------------------------------------------------------------------------
+# ---- week_start / next_week_start ----------------------------------------------------------------
 def test_monday_week_around_the_boundary(tz):
     tz("UTC")
     monday = local(2026, 11, 23)  # a Monday
@@ -129,7 +151,8 @@ def test_week_across_the_end_of_summer_time_is_169_hours(tz):
     assert week_start(next_monday + 1) == next_monday
     assert describe(week_start(next_monday + 1)) == "Monday 00:00"
     assert next_week_start(next_monday) - next_monday == 168 * HOUR
-    # a Sunday 18:00 start, asked on the morning of the change: the previous Sunday at 18:00 summer time
+    # a Sunday 18:00 start, asked on the morning of the change: the previous Sunday at 18:00 summer
+    # time
     assert week_start(local(2026, 10, 25, 9, 0), "Sunday 18:00") == local(2026, 10, 18, 18, 0)
     assert next_week_start(local(2026, 10, 25, 9, 0), "Sunday 18:00") == local(2026, 10, 25, 18, 0)
 
@@ -150,7 +173,7 @@ def test_week_across_the_start_of_summer_time_is_167_hours(tz):
     assert sunday - local(2026, 3, 22, 18, 0) == 167 * HOUR
 
 
-# ---- describe ------------------------------------------------------------------------------------------------------
+# ---- describe ------------------------------------------------------------------------------------
 def test_describe(tz):
     tz("Europe/Berlin")
     assert describe(local(2026, 11, 23)) == "Monday 00:00"

@@ -1,4 +1,6 @@
-"""The instructors' course desk on real files and a real SQLite history: who may change what, and how."""
+"""The instructors' course desk on real files and a real SQLite history: who may change what, and
+how."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +26,12 @@ def desk(tmp_path):
     courses = tmp_path / "courses"
     courses.mkdir()
     (courses / "dl.yaml").write_text(DL)
-    (courses / "vision.yaml").write_text(DL.replace("id: dl", "id: vision").replace("[prof]", "[prof2]")
-                                         .replace("[dl-staff]", "[]").replace("course-dl", "course-vision"))
+    (courses / "vision.yaml").write_text(
+        DL.replace("id: dl", "id: vision")
+        .replace("[prof]", "[prof2]")
+        .replace("[dl-staff]", "[]")
+        .replace("course-dl", "course-vision")
+    )
     limits = InstructorLimits.from_config({"max_gpus": 2, "images": ["img:1"]})
     return CourseDesk(str(courses), [str(tmp_path)], limits, f"sqlite:///{tmp_path}/usage.sqlite")
 
@@ -51,21 +57,28 @@ def test_an_edit_is_checked_saved_with_comments_and_recorded(desk):
     assert changes == ["gpus.max: 1 → 2"]
     assert desk.entry("dl", PROF).stored.text.startswith("# kept\n")
     [change] = desk.history("dl")
-    assert (change["user"], change["action"], change["summary"]) == ("prof", "edited", ["gpus.max: 1 → 2"])
+    assert (change["user"], change["action"], change["summary"]) == (
+        "prof",
+        "edited",
+        ["gpus.max: 1 → 2"],
+    )
     # the same revision again: someone else changed it meanwhile, and the message names them
     with pytest.raises(Refused) as e:
         desk.save("dl", TA, dict(new, title="Other"), entry.stored.revision)
     assert e.value.status == 409 and "Changed by prof at" in e.value.problems[0]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"id": "renamed"}, "a course keeps its id"),
-    ({"gpus": {"max": 3}}, "gpus.max: 3 is more than instructors may set (2)"),
-    ({"groups": ["everyone"]}, "groups: set by an admin"),
-    ({"instructors": ["prof", "stu"]}, "instructors: set by an admin"),
-    ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "env.NVIDIA_VISIBLE_DEVICES: reserved"),
-    ({"images": [{"key": "x", "image": "evil:1"}]}, "evil:1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"id": "renamed"}, "a course keeps its id"),
+        ({"gpus": {"max": 3}}, "gpus.max: 3 is more than instructors may set (2)"),
+        ({"groups": ["everyone"]}, "groups: set by an admin"),
+        ({"instructors": ["prof", "stu"]}, "instructors: set by an admin"),
+        ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "env.NVIDIA_VISIBLE_DEVICES: reserved"),
+        ({"images": [{"key": "x", "image": "evil:1"}]}, "evil:1"),
+    ],
+)
 def test_refused_edits_change_nothing_and_say_what_to_fix(desk, change, message):
     entry = desk.entry("dl", PROF)
     with pytest.raises(Refused) as e:
@@ -76,7 +89,12 @@ def test_refused_edits_change_nothing_and_say_what_to_fix(desk, change, message)
 
 def test_admins_are_not_capped_and_may_set_who_uses_a_course(desk):
     entry = desk.entry("dl", BOSS)
-    desk.save("dl", BOSS, dict(entry.data, gpus={"max": 8}, groups=["course-dl", "tas"]), entry.stored.revision)
+    desk.save(
+        "dl",
+        BOSS,
+        dict(entry.data, gpus={"max": 8}, groups=["course-dl", "tas"]),
+        entry.stored.revision,
+    )
     assert desk.entry("dl", BOSS).course.gpu_max == 8
 
 
@@ -85,8 +103,11 @@ def test_create_from_the_template_or_a_copy_of_ones_own_course(desk):
     assert created.course.instructors == ("prof",) and created.course.groups == ("course-ml101",)
     copy = desk.create(TA, "dl2", "DL again", template_id="dl")
     assert copy.course.groups == ("course-dl2",) and "ta" in copy.course.instructors
-    for who, args, message in ((PROF, ("dl", "Dup"), "exists already"), (PROF, ("Bad Id", "x"), "lower-case"),
-                               (PROF, ("x2", "X", "vision"), "You do not manage")):
+    for who, args, message in (
+        (PROF, ("dl", "Dup"), "exists already"),
+        (PROF, ("Bad Id", "x"), "lower-case"),
+        (PROF, ("x2", "X", "vision"), "You do not manage"),
+    ):
         with pytest.raises(Refused) as e:
             desk.create(who, *args)
         assert message in " ".join(e.value.problems)
@@ -103,12 +124,14 @@ def test_archiving_hides_and_restoring_shows_again(desk):
 
 def test_enrolment_goes_only_into_a_group_no_other_course_uses(desk, tmp_path):
     assert desk.enrolment_group(desk.entry("dl", PROF)) == "course-dl"
-    (tmp_path / "courses" / "borrow.yaml").write_text(DL.replace("id: dl", "id: borrow")
-                                                      .replace("course-dl", "course-vision"))
+    (tmp_path / "courses" / "borrow.yaml").write_text(
+        DL.replace("id: dl", "id: borrow").replace("course-dl", "course-vision")
+    )
     with pytest.raises(Refused, match="also used by the course 'vision'"):
         desk.enrolment_group(desk.entry("borrow", PROF))
-    (tmp_path / "courses" / "open.yaml").write_text(DL.replace("id: dl", "id: open").replace(
-        "groups: [course-dl]\n", ""))
+    (tmp_path / "courses" / "open.yaml").write_text(
+        DL.replace("id: dl", "id: open").replace("groups: [course-dl]\n", "")
+    )
     with pytest.raises(Refused, match="open to everyone"):
         desk.enrolment_group(desk.entry("open", PROF))
 
@@ -116,7 +139,11 @@ def test_enrolment_goes_only_into_a_group_no_other_course_uses(desk, tmp_path):
 def test_only_admins_instructors_and_creator_groups_may_create(desk):
     desk.creator_groups = frozenset({"teachers"})
     newcomer, student = Who("newbie", ("teachers",)), Who("stu", ("course-dl",))
-    assert desk.may_create(newcomer, []) and desk.may_create(PROF, desk.mine(PROF)) and desk.may_create(BOSS, [])
+    assert (
+        desk.may_create(newcomer, [])
+        and desk.may_create(PROF, desk.mine(PROF))
+        and desk.may_create(BOSS, [])
+    )
     assert not desk.may_create(student, desk.mine(student))
     with pytest.raises(Refused) as e:
         desk.create(student, "mine", "Mine")
@@ -138,8 +165,16 @@ def test_what_an_admin_set_past_the_caps_may_stay_nothing_new_may_come(desk):
 def test_a_json_course_file_stays_json(desk, tmp_path):
     import json
 
-    (tmp_path / "courses" / "nb.json").write_text(json.dumps(
-        {"id": "nb", "title": "Notebooks", "instructors": ["prof"], "images": [{"key": "a", "image": "img:1"}]}))
+    (tmp_path / "courses" / "nb.json").write_text(
+        json.dumps(
+            {
+                "id": "nb",
+                "title": "Notebooks",
+                "instructors": ["prof"],
+                "images": [{"key": "a", "image": "img:1"}],
+            }
+        )
+    )
     entry = desk.entry("nb", PROF)
     desk.save("nb", PROF, dict(entry.data, title="Notebooks 2"), entry.stored.revision)
     assert json.loads((tmp_path / "courses" / "nb.json").read_text())["title"] == "Notebooks 2"
@@ -151,17 +186,29 @@ def test_an_admin_s_value_past_the_caps_stays_only_exactly_as_it_is(desk, tmp_pa
     (private / "exam").mkdir(parents=True)
     entry = desk.entry("dl", BOSS)
     admin_mount = {"source": str(private), "target": "/data/p"}
-    desk.save("dl", BOSS, dict(entry.data, mounts=[admin_mount], env={"PYTHONUSERBASE": "/data/p"},
-                               images=entry.data["images"] + [{"key": "b", "image": "img:admin-only"}]),
-              entry.stored.revision)
+    desk.save(
+        "dl",
+        BOSS,
+        dict(
+            entry.data,
+            mounts=[admin_mount],
+            env={"PYTHONUSERBASE": "/data/p"},
+            images=entry.data["images"] + [{"key": "b", "image": "img:admin-only"}],
+        ),
+        entry.stored.revision,
+    )
     entry = desk.entry("dl", PROF)
-    desk.save("dl", PROF, dict(entry.data, title="Kept"), entry.stored.revision)  # all of it kept: fine
+    # all of it kept: fine
+    desk.save("dl", PROF, dict(entry.data, title="Kept"), entry.stored.revision)
     entry = desk.entry("dl", PROF)
-    for change in ({"mounts": [dict(admin_mount, read_only=False)]},
-                   {"mounts": [dict(admin_mount, target="/data/q")]},
-                   {"mounts": [{"source": str(private / "exam"), "target": "/data/p"}]},  # same long prefix
-                   {"env": {"PYTHONUSERBASE": "/data/other"}},
-                   {"images": entry.data["images"][:1] + [{"key": "b", "image": "img:admin-only2"}]}):
+    for change in (
+        {"mounts": [dict(admin_mount, read_only=False)]},
+        {"mounts": [dict(admin_mount, target="/data/q")]},
+        # same long prefix
+        {"mounts": [{"source": str(private / "exam"), "target": "/data/p"}]},
+        {"env": {"PYTHONUSERBASE": "/data/other"}},
+        {"images": entry.data["images"][:1] + [{"key": "b", "image": "img:admin-only2"}]},
+    ):
         with pytest.raises(Refused):
             desk.save("dl", PROF, dict(entry.data, **change), entry.stored.revision)
 
@@ -171,21 +218,37 @@ def test_leaving_a_capped_field_out_gets_the_hub_default_which_must_fit_the_cap(
     entry = desk.entry("dl", BOSS)
     desk.save("dl", BOSS, dict(entry.data, resources={"mem_limit": "1G"}), entry.stored.revision)
     entry = desk.entry("dl", PROF)
-    with pytest.raises(Refused, match="leaving it out lifts the limit"):  # the hub sets no memory limit
-        desk.save("dl", PROF, {k: v for k, v in entry.data.items() if k != "resources"}, entry.stored.revision)
+    # the hub sets no memory limit
+    with pytest.raises(Refused, match="leaving it out lifts the limit"):
+        desk.save(
+            "dl",
+            PROF,
+            {k: v for k, v in entry.data.items() if k != "resources"},
+            entry.stored.revision,
+        )
     desk.defaults = {"resources.mem_limit": "8G"}
     with pytest.raises(Refused, match="resources.mem_limit: 8G is more than instructors may set"):
-        desk.save("dl", PROF, {k: v for k, v in entry.data.items() if k != "resources"}, entry.stored.revision)
+        desk.save(
+            "dl",
+            PROF,
+            {k: v for k, v in entry.data.items() if k != "resources"},
+            entry.stored.revision,
+        )
     desk.defaults = {"resources.mem_limit": "2G"}
-    desk.save("dl", PROF, {k: v for k, v in entry.data.items() if k != "resources"}, entry.stored.revision)
+    desk.save(
+        "dl", PROF, {k: v for k, v in entry.data.items() if k != "resources"}, entry.stored.revision
+    )
 
 
 def test_no_enrolment_into_a_group_that_makes_instructors_or_a_reordered_one(desk, tmp_path):
     entry = desk.entry("dl", BOSS)
     desk.save("dl", BOSS, dict(entry.data, groups=["course-dl", "dl-staff"]), entry.stored.revision)
     entry = desk.entry("dl", PROF)
-    with pytest.raises(Refused, match="groups: set by an admin"):  # the first group is the enrolment group
-        desk.save("dl", PROF, dict(entry.data, groups=["dl-staff", "course-dl"]), entry.stored.revision)
+    # the first group is the enrolment group
+    with pytest.raises(Refused, match="groups: set by an admin"):
+        desk.save(
+            "dl", PROF, dict(entry.data, groups=["dl-staff", "course-dl"]), entry.stored.revision
+        )
     entry = desk.entry("dl", BOSS)
     desk.save("dl", BOSS, dict(entry.data, groups=["dl-staff"]), entry.stored.revision)
     with pytest.raises(Refused, match="makes its members instructors"):

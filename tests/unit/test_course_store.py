@@ -1,8 +1,10 @@
 """The course files' store for the instructors' editor (course_store.py), on real files in tmp_path.
 
-What it promises the hub and the editors: a reader never sees half a file, the mode stays, two editors saving over
-one revision cannot both win, a stale save gets the file as it is now, nothing outside the directory (or a
-dot-file) is touched, and no temporary file is left behind whatever fails."""
+What it promises the hub and the editors: a reader never sees half a file, the mode stays, two
+editors saving over one revision cannot both win, a stale save gets the file as it is now, nothing
+outside the directory (or a dot-file) is touched, and no temporary file is left behind whatever
+fails."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,11 +50,12 @@ def sha256_of_file(path: str) -> str:
 
 
 def leftovers(directory: str) -> set:
-    """Names in the directory other than course files and the lock: temporary files a failed write left."""
+    """Names in the directory other than course files and the lock: temporary files a failed write
+    left."""
     return {n for n in os.listdir(directory) if n.startswith(".") and n != LOCK_FILE}
 
 
-# ---- reads ---------------------------------------------------------------------------------------------------------
+# ---- reads ---------------------------------------------------------------------------------------
 def test_read_gives_text_revision_and_mtime(store, directory):
     path = put(directory, "ml.yaml")
     got = store.read(path)
@@ -65,20 +68,31 @@ def test_files_lists_readable_course_files_only(store, directory):
     put(directory, "big.yaml", "#" * (MAX_FILE_BYTES + 1))
     with open(os.path.join(directory, "latin1.yaml"), "wb") as f:
         f.write(b"title: caf\xe9\n")
-    os.mkfifo(os.path.join(directory, "fifo.yaml"))  # would block a plain open(); must be skipped at once
+    # would block a plain open(); must be skipped at once
+    os.mkfifo(os.path.join(directory, "fifo.yaml"))
     put(directory, ".hidden.yaml")
     put(directory, "notes.txt")
-    store.replace(os.path.join(directory, "ml.yaml"), COURSE, store.read(os.path.join(directory, "ml.yaml")).revision)
+    store.replace(
+        os.path.join(directory, "ml.yaml"),
+        COURSE,
+        store.read(os.path.join(directory, "ml.yaml")).revision,
+    )
     assert [os.path.basename(c.path) for c in store.files()] == ["cv.yml", "ml.yaml"]
 
 
-@pytest.mark.parametrize("where", [
-    "../ml.yaml",  # beside the directory
-    "sub/ml.yaml",  # below it
-    "../courses-evil/ml.yaml",  # a sibling whose name starts like it
-    ".hidden.yaml", LOCK_FILE, ".ml.yaml-abc123",  # dot-files: the lock, temporary files
-    "notes.txt", "ml.yaml.bak",  # not course files
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "../ml.yaml",  # beside the directory
+        "sub/ml.yaml",  # below it
+        "../courses-evil/ml.yaml",  # a sibling whose name starts like it
+        ".hidden.yaml",
+        LOCK_FILE,
+        ".ml.yaml-abc123",  # dot-files: the lock, temporary files
+        "notes.txt",
+        "ml.yaml.bak",  # not course files
+    ],
+)
 def test_paths_outside_the_directory_and_dot_files_are_refused(store, directory, where):
     os.makedirs(os.path.join(directory, "sub"), exist_ok=True)
     os.makedirs(os.path.join(directory, "..", "courses-evil"), exist_ok=True)
@@ -97,7 +111,7 @@ def test_a_path_through_dot_dot_back_into_the_directory_is_the_same_file(store, 
     assert store.read(detour) == store.read(path)
 
 
-# ---- replace -------------------------------------------------------------------------------------------------------
+# ---- replace -------------------------------------------------------------------------------------
 def test_replace_writes_keeps_the_mode_and_returns_what_a_read_gives(store, directory):
     path = put(directory, "ml.yaml", mode=0o640)
     new = store.replace(path, COURSE.replace("Machine", "Deep"), store.read(path).revision)
@@ -109,9 +123,11 @@ def test_replace_writes_keeps_the_mode_and_returns_what_a_read_gives(store, dire
 
 def test_replace_writes_utf8_with_unix_line_ends_and_a_trailing_newline(store, directory):
     path = put(directory, "ml.yaml")
-    new = store.replace(path, "id: ml\r\ntitle: Maschinelles Lernen für alle", store.read(path).revision)
+    new = store.replace(
+        path, "id: ml\r\ntitle: Maschinelles Lernen für alle", store.read(path).revision
+    )
     with open(path, "rb") as f:
-        assert f.read() == "id: ml\ntitle: Maschinelles Lernen für alle\n".encode("utf-8")
+        assert f.read() == "id: ml\ntitle: Maschinelles Lernen für alle\n".encode()
     assert new.revision == sha256_of_file(path)
 
 
@@ -146,7 +162,8 @@ def test_replacing_a_removed_file_is_a_conflict_without_a_current_file(store, di
 
 
 def test_two_editors_saving_over_one_revision_exactly_one_wins(store, directory, monkeypatch):
-    """Each write is slowed down, so without the lock both would pass the revision check before either renames."""
+    """Each write is slowed down, so without the lock both would pass the revision check before
+    either renames."""
     path = put(directory, "ml.yaml")
     write = course_store.write_text_atomic
 
@@ -160,10 +177,13 @@ def test_two_editors_saving_over_one_revision_exactly_one_wins(store, directory,
         barrier = threading.Barrier(2)
         results = {}
 
-        def save(editor: str) -> None:
+        # each round's objects, bound now (the threads end within the round)
+        def save(editor: str, barrier=barrier, results=results, seen=seen, round_=round_) -> None:
             barrier.wait()
             try:
-                results[editor] = store.replace(path, COURSE + f"description: {editor} {round_}\n", seen.revision)
+                results[editor] = store.replace(
+                    path, COURSE + f"description: {editor} {round_}\n", seen.revision
+                )
             except CourseConflict as e:
                 results[editor] = e
 
@@ -175,11 +195,13 @@ def test_two_editors_saving_over_one_revision_exactly_one_wins(store, directory,
         winners = [r for r in results.values() if isinstance(r, StoredCourse)]
         losers = [r for r in results.values() if isinstance(r, CourseConflict)]
         assert len(winners) == 1 and len(losers) == 1, results
-        assert losers[0].current == winners[0] == store.read(path)  # the loser sees the winner's file
+        # the loser sees the winner's file
+        assert losers[0].current == winners[0] == store.read(path)
 
 
 def test_a_reader_never_sees_a_partial_file(store, directory):
-    """Files large enough to take several write calls; a reader polls while the editor replaces them."""
+    """Files large enough to take several write calls; a reader polls while the editor replaces
+    them."""
     versions = [COURSE + f"# {v}\n" + ("x" * 79 + "\n") * 2000 for v in "ab"]
     path = put(directory, "ml.yaml", versions[0])
     done = threading.Event()
@@ -188,7 +210,8 @@ def test_a_reader_never_sees_a_partial_file(store, directory):
     def reader() -> None:
         while not done.is_set():
             try:
-                text = datafiles.read_text(path, kind="course files")  # what the hub's catalog reads
+                # what the hub's catalog reads
+                text = datafiles.read_text(path, kind="course files")
             except Exception as e:  # a missing file would be as wrong as half of one
                 bad.append(repr(e))
                 continue
@@ -228,18 +251,23 @@ def test_text_too_large_for_the_catalog_is_refused_before_writing(store, directo
         store.replace(path, "#" * MAX_FILE_BYTES, store.read(path).revision)
     with pytest.raises(ValueError, match="limit"):
         store.create("big.yaml", "#" * MAX_FILE_BYTES)
-    assert store.read(path).text == COURSE and [n for n in os.listdir(directory) if n != LOCK_FILE] == ["ml.yaml"]
+    assert store.read(path).text == COURSE and [
+        n for n in os.listdir(directory) if n != LOCK_FILE
+    ] == ["ml.yaml"]
 
 
 @pytest.mark.parametrize("failing", ["fsync", "chmod", "replace"])
-def test_a_failed_write_leaves_no_temporary_file_and_the_old_file(store, directory, monkeypatch, failing):
+def test_a_failed_write_leaves_no_temporary_file_and_the_old_file(
+    store, directory, monkeypatch, failing
+):
     path = put(directory, "ml.yaml")
     seen = store.read(path)
 
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(datafiles.os, failing, fail)  # datafiles.os is the os module: undone after the test
+    # datafiles.os is the os module: undone after the test
+    monkeypatch.setattr(datafiles.os, failing, fail)
     with pytest.raises(OSError):
         store.replace(path, COURSE + "description: mine\n", seen.revision)
     with pytest.raises(OSError):
@@ -251,8 +279,8 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_file(store, directo
 
 
 def test_a_write_that_raises_midway_leaves_no_temporary_file(store, directory):
-    """A lone surrogate cannot be encoded: refused before a temporary file exists, and write_text_atomic itself
-    removes its temporary file when writing the text raises."""
+    """A lone surrogate cannot be encoded: refused before a temporary file exists, and
+    write_text_atomic itself removes its temporary file when writing the text raises."""
     path = put(directory, "ml.yaml")
     with pytest.raises(UnicodeEncodeError):
         store.replace(path, "title: \ud800\n", store.read(path).revision)
@@ -270,7 +298,7 @@ def test_the_catalog_loads_the_replaced_file(store, directory):
     assert [c.title for c in catalog.refresh().courses] == ["Deep Learning"]
 
 
-# ---- create --------------------------------------------------------------------------------------------------------
+# ---- create --------------------------------------------------------------------------------------
 def test_create_writes_a_new_file_with_mode_0644(store, directory):
     old = os.umask(0o077)  # whatever the umask, the catalog (another user, maybe) must read it
     try:
@@ -293,10 +321,26 @@ def test_create_refuses_an_existing_file_or_link(store, directory, tmp_path):
     assert not os.path.exists(tmp_path / "nowhere.yaml")  # not written through the link
 
 
-@pytest.mark.parametrize("name", [
-    "", ".yaml", ".ml.yaml", "sub/ml.yaml", "../ml.yaml", "/tmp/ml.yaml", "ml.yml", "ml.json", "ml",
-    "ML.yaml", "ml .yaml", "ml.yaml/", "-ml.yaml", "m" * 65 + ".yaml", "ml\n.yaml",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        ".yaml",
+        ".ml.yaml",
+        "sub/ml.yaml",
+        "../ml.yaml",
+        "/tmp/ml.yaml",
+        "ml.yml",
+        "ml.json",
+        "ml",
+        "ML.yaml",
+        "ml .yaml",
+        "ml.yaml/",
+        "-ml.yaml",
+        "m" * 65 + ".yaml",
+        "ml\n.yaml",
+    ],
+)
 def test_create_refuses_names_that_are_not_a_plain_id_yaml(store, directory, name):
     with pytest.raises(ValueError):
         store.create(name, COURSE)

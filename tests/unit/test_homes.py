@@ -19,13 +19,32 @@ def root(tmp_path):
 
 def test_plain_names_map_inside_the_root(root):
     assert homes.host_home_path(root + "/{username}", "alice") == os.path.join(root, "alice")
-    assert homes.host_home_path(root + "/{username}", "a.b@uni.edu") == os.path.join(root, "a.b@uni.edu")
+    assert homes.host_home_path(root + "/{username}", "a.b@uni.edu") == os.path.join(
+        root, "a.b@uni.edu"
+    )
 
 
 @pytest.mark.parametrize(
     "name",
-    ["..", ".", "../etc", "a/../../etc", "/etc", "a/b", "", "-rf", ".hidden", "аlice",  # Cyrillic а
-     "alice\u2215x", "ａｌｉｃｅ", "alice\x00", "alice\n", "a" * 65, "al ice", "{username}"],
+    [
+        "..",
+        ".",
+        "../etc",
+        "a/../../etc",
+        "/etc",
+        "a/b",
+        "",
+        "-rf",
+        ".hidden",
+        "аlice",  # Cyrillic а
+        "alice\u2215x",
+        "ａｌｉｃｅ",
+        "alice\x00",
+        "alice\n",
+        "a" * 65,
+        "al ice",
+        "{username}",
+    ],
 )
 def test_names_that_could_escape_are_refused(root, name):
     with pytest.raises(homes.HomeError):
@@ -33,13 +52,16 @@ def test_names_that_could_escape_are_refused(root, name):
 
 
 def test_sibling_prefix_is_not_inside(tmp_path):
-    # /x/user1 is the root; /x/user10 must not count as inside it (a startswith check would let it through)
+    # /x/user1 is the root; /x/user10 must not count as inside it (a startswith check would let it
+    # through)
     (tmp_path / "user1").mkdir()
     (tmp_path / "user10").mkdir()
     os.symlink(str(tmp_path / "user10"), str(tmp_path / "user1" / "evil"))
     path = homes.host_home_path(str(tmp_path / "user1") + "/{username}", "evil")
     with pytest.raises(homes.HomeError, match="symlink"):
-        homes.ensure_home(path, homes.Identity(os.getuid(), os.getgid(), "host"), str(tmp_path / "user1"))
+        homes.ensure_home(
+            path, homes.Identity(os.getuid(), os.getgid(), "host"), str(tmp_path / "user1")
+        )
 
 
 def test_symlinked_home_pointing_outside_is_refused(root):
@@ -63,7 +85,9 @@ def test_nested_template_with_a_symlink_into_another_home_is_refused(root):
     # a link higher up is refused too
     os.symlink(os.path.join(root, "bob"), os.path.join(root, "eve"))
     with pytest.raises(homes.HomeError, match="symlink"):
-        homes.ensure_home(homes.host_home_path(template, "eve"), homes.Identity(50003, 50003, "range"), root)
+        homes.ensure_home(
+            homes.host_home_path(template, "eve"), homes.Identity(50003, 50003, "range"), root
+        )
 
 
 def test_home_owned_by_another_uid_is_refused(root):
@@ -78,10 +102,16 @@ def test_home_owned_by_another_uid_is_refused(root):
 
 
 def test_home_is_chowned_through_its_descriptor_not_its_path(root, monkeypatch):
-    # a link swapped in between mkdir and chown must not redirect the chown: ensure_home never chowns by path
+    # a link swapped in between mkdir and chown must not redirect the chown: ensure_home never
+    # chowns by path
     monkeypatch.setattr(homes.os, "chown", lambda *a, **k: pytest.fail("chown by path"))
-    monkeypatch.setattr(homes.os, "lchown", lambda *a, **k: pytest.fail("chown by path"), raising=False)
-    assert homes.ensure_home(os.path.join(root, "carol"), homes.Identity(50004, 50004, "range"), root) is True
+    monkeypatch.setattr(
+        homes.os, "lchown", lambda *a, **k: pytest.fail("chown by path"), raising=False
+    )
+    assert (
+        homes.ensure_home(os.path.join(root, "carol"), homes.Identity(50004, 50004, "range"), root)
+        is True
+    )
     assert os.stat(os.path.join(root, "carol")).st_uid == 50004
 
 
@@ -121,13 +151,16 @@ def test_uid_map_is_stable_and_never_reuses(tmp_path):
 def test_host_accounts_below_min_uid_are_never_used(tmp_path):
     m = homes.UidMap(str(tmp_path / "u.json"), 300000, 300010)
     # root exists on every host but is a system account: auto falls back to the range, host refuses
-    assert homes.resolve_identity("root", "auto", 1000, m, True) == homes.Identity(300000, 300000, "range")
+    assert homes.resolve_identity("root", "auto", 1000, m, True) == homes.Identity(
+        300000, 300000, "range"
+    )
     with pytest.raises(homes.HomeError, match="no account"):
         homes.resolve_identity("root", "host", 1000, m)
 
 
 def test_a_login_name_alone_does_not_unlock_the_host_account(tmp_path):
-    # "daemon" exists on every Debian host (uid 1); with min_uid 0 it counts as a regular host account
+    # "daemon" exists on every Debian host (uid 1); with min_uid 0 it counts as a regular host
+    # account
     m = homes.UidMap(str(tmp_path / "u.json"), 300000, 300010)
     daemon = homes.resolve_identity("daemon", "auto", 0, m, trust_host_accounts=True)
     assert daemon.source == "host" and daemon.uid == 1
@@ -159,7 +192,8 @@ def test_ensure_home_tolerates_a_concurrent_creation(tmp_path, monkeypatch):
         raise FileExistsError(name)
 
     monkeypatch.setattr(homes.os, "mkdir", racing_mkdir)
-    assert homes.ensure_home(path, ident, str(tmp_path)) is False  # the loser of the race does not fail
+    # the loser of the race does not fail
+    assert homes.ensure_home(path, ident, str(tmp_path)) is False
     assert os.path.isdir(path)
 
 
@@ -189,5 +223,7 @@ def test_default_uid_map_file_is_absolute_and_next_to_the_hub_database(tmp_path,
 
 def test_a_missing_home_is_refused_when_homes_are_not_created(root):
     with pytest.raises(homes.HomeError, match="does not exist and create_home is off"):
-        homes.ensure_home(os.path.join(root, "dora"), homes.Identity(50005, 50005, "range"), root, create=False)
+        homes.ensure_home(
+            os.path.join(root, "dora"), homes.Identity(50005, 50005, "range"), root, create=False
+        )
     assert not os.path.exists(os.path.join(root, "dora"))

@@ -1,4 +1,6 @@
-"""Idle-GPU decisions (idle.py): real IdleTracker, samples made of real gpus.GPU objects, times given explicitly."""
+"""Idle-GPU decisions (idle.py): real IdleTracker, samples made of real gpus.GPU objects, times
+given explicitly."""
+
 from __future__ import annotations
 
 from jupyter_gpuspawn.gpus import GPU
@@ -23,12 +25,16 @@ def keys(notices):
 
 
 def sample(tracker, utils, now, held=None):
-    """One sample of ``utils`` (uuid -> utilisation or None) at ``now``; ``held`` defaults to every sampled GPU."""
-    tracker.observe([gpu(u, util) for u, util in utils.items()], held if held is not None else list(utils), now)
+    """One sample of ``utils`` (uuid -> utilisation or None) at ``now``; ``held`` defaults to every
+    sampled GPU."""
+    tracker.observe(
+        [gpu(u, util) for u, util in utils.items()], held if held is not None else list(utils), now
+    )
 
 
 def run(tracker, holders, times, utils=None, demand=0.0, waiting=0):
-    """Sample (idle unless ``utils`` says otherwise) and review at each of ``times``; the last review."""
+    """Sample (idle unless ``utils`` says otherwise) and review at each of ``times``; the last
+    review."""
     review = None
     for now in times:
         sample(tracker, utils or {u: 0 for h in holders for u in h.gpus}, now)
@@ -36,7 +42,7 @@ def run(tracker, holders, times, utils=None, demand=0.0, waiting=0):
     return review
 
 
-# ---- idle time ---------------------------------------------------------------------------------------------------
+# ---- idle time -----------------------------------------------------------------------------------
 def test_a_gpu_idle_for_the_whole_period_makes_its_server_due_then_and_not_before():
     tracker = IdleTracker(5.0, started=0)
     a = holder("a")
@@ -74,7 +80,8 @@ def test_one_busy_sample_resets_the_idle_time():
 def test_unknown_utilisation_counts_as_busy():
     tracker = IdleTracker(5.0, started=0)
     a = holder("a")
-    review = run(tracker, [a], [0, 5 * MIN, 20 * MIN], utils={"GPU-a": None})  # MIG: NVML has no figure
+    # MIG: NVML has no figure
+    review = run(tracker, [a], [0, 5 * MIN, 20 * MIN], utils={"GPU-a": None})
     assert review.due == [] and review.warned == []
     assert tracker.idle_since(a) == 20 * MIN
 
@@ -99,7 +106,8 @@ def test_gpus_never_sampled_count_as_busy_when_the_tracker_started():
 
 def test_idle_time_never_counts_from_before_the_server_started():
     tracker = IdleTracker(5.0, started=0)
-    sample(tracker, {"GPU-a": 0}, 0)  # the GPU has been idle since 0, free or held by a server now gone
+    # the GPU has been idle since 0, free or held by a server now gone
+    sample(tracker, {"GPU-a": 0}, 0)
     b = holder("b", started=30 * MIN)  # a new server got it at 30 minutes
     review = run(tracker, [b], [30 * MIN, 37 * MIN])
     assert review.warned == [] and review.due == []
@@ -107,7 +115,7 @@ def test_idle_time_never_counts_from_before_the_server_started():
     assert keys(run(tracker, [b], [38 * MIN]).warned) == ["b"]
 
 
-# ---- the warning -------------------------------------------------------------------------------------------------
+# ---- the warning ---------------------------------------------------------------------------------
 def test_the_warning_starts_warn_minutes_before_the_deadline():
     tracker = IdleTracker(5.0, started=0)
     a = holder("a")
@@ -137,7 +145,9 @@ def test_a_warning_is_withdrawn_when_the_queue_empties_and_a_new_one_starts_from
     assert review.warned == [] and review.due == []
     # the queue forms again past the old deadline: a fresh, full warning, not an immediate stop
     review = run(tracker, [a], [63 * MIN], demand=1, waiting=1)
-    assert review.due == [] and keys(review.warned) == ["a"] and review.warned[0].deadline == 65 * MIN
+    assert (
+        review.due == [] and keys(review.warned) == ["a"] and review.warned[0].deadline == 65 * MIN
+    )
 
 
 def test_a_warning_is_withdrawn_when_the_gpu_gets_busy():
@@ -146,14 +156,17 @@ def test_a_warning_is_withdrawn_when_the_gpu_gets_busy():
     assert keys(run(tracker, [a], [0, 60 * MIN], demand=1, waiting=1).warned) == ["a"]
     review = run(tracker, [a], [61 * MIN], utils={"GPU-a": 90}, demand=1, waiting=1)
     assert review.warned == [] and review.due == []
-    review = run(tracker, [a], [62 * MIN, 65 * MIN], demand=1, waiting=1)  # idle again, but only for 4 minutes
+    # idle again, but only for 4 minutes
+    review = run(tracker, [a], [62 * MIN, 65 * MIN], demand=1, waiting=1)
     assert review.warned == [] and review.due == []
 
 
 def test_with_demand_for_one_gpu_only_the_longest_idle_of_three_is_warned():
     tracker = IdleTracker(5.0, started=0)
-    b, a, c = (holder(u, gpus=(f"GPU-{u}",), started=s, policy=QUEUED)
-               for u, s in (("b", 20 * MIN), ("a", 10 * MIN), ("c", 30 * MIN)))
+    b, a, c = (
+        holder(u, gpus=(f"GPU-{u}",), started=s, policy=QUEUED)
+        for u, s in (("b", 20 * MIN), ("a", 10 * MIN), ("c", 30 * MIN))
+    )
     review = run(tracker, [b, a, c], [0, 60 * MIN], demand=1, waiting=1)
     assert keys(review.warned) == ["a"] and review.due == []
     review = run(tracker, [b, a, c], [62 * MIN], demand=1, waiting=1)
@@ -205,7 +218,8 @@ def test_warn_minutes_longer_than_minutes_is_clamped():
     tracker = IdleTracker(5.0, started=0)
     a = holder("a", policy=policy)
     review = run(tracker, [a], [0])
-    assert keys(review.warned) == ["a"] and review.warned[0].deadline == 60  # not 5 minutes after the warning
+    # not 5 minutes after the warning
+    assert keys(review.warned) == ["a"] and review.warned[0].deadline == 60
     assert keys(run(tracker, [a], [60]).due) == ["a"]
 
 
@@ -220,8 +234,10 @@ def test_fractional_minutes_work_for_short_test_timings():
 
 def test_a_shared_seat_frees_a_fraction_of_a_gpu():
     tracker = IdleTracker(5.0, started=0)
-    seats = [holder(u, gpus=(f"GPU-{u}",), started=i * MIN, policy=QUEUED, frees=0.5)
-             for i, u in enumerate("abc")]
+    seats = [
+        holder(u, gpus=(f"GPU-{u}",), started=i * MIN, policy=QUEUED, frees=0.5)
+        for i, u in enumerate("abc")
+    ]
     review = run(tracker, seats, [0, 60 * MIN], demand=1, waiting=1)
     assert keys(review.warned) == ["a", "b"]  # two half seats for one GPU; the third is left alone
     assert seats[0].gpus_freed == 0.5 and holder("x", gpus=("G1", "G2")).gpus_freed == 2.0
@@ -233,25 +249,33 @@ def test_forget_drops_the_warning_of_a_server_that_stopped():
     assert keys(run(tracker, [a], [0, 9 * MIN]).warned) == ["a"]
     tracker.forget([("a", "")])
     assert tracker.warned_at == {}
-    # a new server of the same name, first reviewed long after it went idle: the old warning must not make it
-    # due at once, it gets a warning of its own
+    # a new server of the same name, first reviewed long after it went idle: the old warning must
+    # not make it due at once, it gets a warning of its own
     fresh = holder("a", started=20 * MIN)
     review = run(tracker, [fresh], [40 * MIN])
-    assert review.due == [] and keys(review.warned) == ["a"] and review.warned[0].deadline == 42 * MIN
+    assert (
+        review.due == [] and keys(review.warned) == ["a"] and review.warned[0].deadline == 42 * MIN
+    )
 
 
 def test_a_warned_server_keeps_its_turn_when_a_longer_idle_one_shows_up():
     # a's course warns after 8 idle minutes; c's course only after 18, but c has been idle longer
     tracker = IdleTracker(5.0, started=0)
     a = holder("a", gpus=("GPU-a",), started=0, policy=QUEUED)
-    c = holder("c", gpus=("GPU-c",), started=0, policy=IdlePolicy(minutes=20, warn_minutes=2, reclaim="when_queued"))
+    c = holder(
+        "c",
+        gpus=("GPU-c",),
+        started=0,
+        policy=IdlePolicy(minutes=20, warn_minutes=2, reclaim="when_queued"),
+    )
     sample(tracker, {"GPU-a": 90, "GPU-c": 0}, 1 * MIN)
     sample(tracker, {"GPU-a": 0, "GPU-c": 0}, 2 * MIN)
     review = tracker.review([a, c], 10 * MIN, demand=1, waiting=1)
     assert keys(review.warned) == ["a"]
     deadline = review.warned[0].deadline
     sample(tracker, {"GPU-a": 0, "GPU-c": 0}, 19 * MIN)
-    review = tracker.review([a, c], 19 * MIN, demand=1, waiting=1)  # c is now at risk too, and idle longer
+    # c is now at risk too, and idle longer
+    review = tracker.review([a, c], 19 * MIN, demand=1, waiting=1)
     assert keys(review.due) == ["a"] and review.warned == [] and review.due[0].deadline == deadline
 
 

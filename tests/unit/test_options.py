@@ -11,18 +11,33 @@ IMAGES = {"pytorch": "local/pytorch:1", "cpu": "local/cpu:1"}
 
 
 def implicit(allowed=IMAGES, max_gpus=4, default_gpus=0):
-    return Course.implicit(default_image="local/default:1", allowed_images=allowed, default_gpus=default_gpus,
-                           max_gpus=max_gpus, policy="exclusive", max_users_per_gpu=1)
+    return Course.implicit(
+        default_image="local/default:1",
+        allowed_images=allowed,
+        default_gpus=default_gpus,
+        max_gpus=max_gpus,
+        policy="exclusive",
+        max_users_per_gpu=1,
+    )
 
 
 def check(options, allowed=IMAGES, max_gpus=4, default_gpus=0):
-    return validate_options(options, visible=[implicit(allowed, max_gpus, default_gpus)], known_ids=[""],
-                            max_gpus=max_gpus)
+    return validate_options(
+        options,
+        visible=[implicit(allowed, max_gpus, default_gpus)],
+        known_ids=[""],
+        max_gpus=max_gpus,
+    )
 
 
 def test_defaults():
     choice = check({})
-    assert (choice.image_key, choice.image, choice.gpus, choice.course.id) == ("", "local/default:1", 0, "")
+    assert (choice.image_key, choice.image, choice.gpus, choice.course.id) == (
+        "",
+        "local/default:1",
+        0,
+        "",
+    )
     assert check(None, default_gpus=1).gpus == 1
 
 
@@ -31,19 +46,32 @@ def test_image_key_resolves_to_the_image():
     assert (choice.image_key, choice.image, choice.gpus) == ("pytorch", "local/pytorch:1", 2)
 
 
-A = Course(id="a", title="A", images=(CourseImage("pt", "local/pt:1"), CourseImage("tf", "local/tf:1")),
-           gpu_default=1, gpu_max=2, groups=("group-a",))
-B = Course(id="b", title="B", images=(CourseImage("cpu", "local/cpu:1"),), gpu_max=0, groups=("group-b",))
+A = Course(
+    id="a",
+    title="A",
+    images=(CourseImage("pt", "local/pt:1"), CourseImage("tf", "local/tf:1")),
+    gpu_default=1,
+    gpu_max=2,
+    groups=("group-a",),
+)
+B = Course(
+    id="b", title="B", images=(CourseImage("cpu", "local/cpu:1"),), gpu_max=0, groups=("group-b",)
+)
 
 
 def test_course_choice_and_bounds():
     choice = validate_options({"course": "a"}, visible=[A], known_ids=["a", "b"], max_gpus=8)
     assert (choice.course, choice.image, choice.gpus) == (A, "local/pt:1", 1)
-    assert validate_options({"course": "a", "image": "tf", "gpus": 2}, visible=[A], known_ids=["a"],
-                            max_gpus=8).image == "local/tf:1"
+    assert (
+        validate_options(
+            {"course": "a", "image": "tf", "gpus": 2}, visible=[A], known_ids=["a"], max_gpus=8
+        ).image
+        == "local/tf:1"
+    )
     with pytest.raises(OptionsError, match="from 0 to 2"):
         validate_options({"course": "a", "gpus": 3}, visible=[A], known_ids=["a"], max_gpus=8)
-    with pytest.raises(OptionsError, match="from 0 to 1"):  # fewer GPUs on the host than the course allows
+    # fewer GPUs on the host than the course allows
+    with pytest.raises(OptionsError, match="from 0 to 1"):
         validate_options({"course": "a", "gpus": 2}, visible=[A], known_ids=["a"], max_gpus=1)
     with pytest.raises(OptionsError, match="ask for 0"):
         validate_options({"course": "b", "gpus": 1}, visible=[B], known_ids=["b"], max_gpus=8)
@@ -96,7 +124,10 @@ def test_default_deny_when_no_images_are_offered():
 
 
 def test_any_image_only_accepts_image_references():
-    assert check({"image": "nvcr.io/nvidia/pytorch:24.08-py3"}, allowed="*").image == "nvcr.io/nvidia/pytorch:24.08-py3"
+    assert (
+        check({"image": "nvcr.io/nvidia/pytorch:24.08-py3"}, allowed="*").image
+        == "nvcr.io/nvidia/pytorch:24.08-py3"
+    )
     with pytest.raises(OptionsError):
         check({"image": "--privileged"}, allowed="*")
 
@@ -108,16 +139,28 @@ def test_long_values_are_not_echoed_whole():
 
 
 def test_form_fields_become_options():
-    assert options_from_form({"image": ["cpu"], "gpus": ["2"], "junk": ["x"]}) == {"image": "cpu", "gpus": 2}
+    assert options_from_form({"image": ["cpu"], "gpus": ["2"], "junk": ["x"]}) == {
+        "image": "cpu",
+        "gpus": 2,
+    }
     assert options_from_form({"gpus": ["2.5"]}) == {"gpus": "2.5"}  # refused later, with a message
     # only the chosen course's fields count
-    form = {"course": ["b"], "image:a": ["pt"], "gpus:a": ["2"], "image:b": ["cpu"], "gpus:b": ["0"]}
+    form = {
+        "course": ["b"],
+        "image:a": ["pt"],
+        "gpus:a": ["2"],
+        "image:b": ["cpu"],
+        "gpus:b": ["0"],
+    }
     assert options_from_form(form) == {"course": "b", "image": "cpu", "gpus": 0}
 
 
-@pytest.mark.parametrize("typed", ["²", "٣", "１", "1²", "𝟐", "৩", "2\u200b", "0x1", "+1", "-1", "1_0", "12345"])
+@pytest.mark.parametrize(
+    "typed", ["²", "٣", "１", "1²", "𝟐", "৩", "2\u200b", "0x1", "+1", "-1", "1_0", "12345"]
+)
 def test_gpu_counts_that_are_not_plain_ascii_digits_get_the_usual_400(typed):
-    # "²".isdigit() is True but int("²") raises ValueError; int("٣") and int("１") are 3 and 1, numbers nobody typed.
+    # "²".isdigit() is True but int("²") raises ValueError; int("٣") and int("１") are 3 and 1,
+    # numbers nobody typed.
     options = options_from_form({"gpus": [typed]})
     assert options == {"gpus": typed}
     with pytest.raises(OptionsError) as e:
@@ -141,19 +184,27 @@ def test_any_typed_gpu_count_is_accepted_or_refused_with_a_400(typed):
     except OptionsError as e:
         assert e.status == 400 and str(e).startswith("gpus must be a whole number from 0 to 4")
         return
-    assert choice.gpus == int(typed.strip()) and typed.strip().isascii()  # str.strip: "\x1f" too, unlike int()
+    # str.strip: "\x1f" too, unlike int()
+    assert choice.gpus == int(typed.strip()) and typed.strip().isascii()
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=50),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
 @settings(max_examples=500, deadline=None)
-@given(options=st.dictionaries(st.sampled_from(["gpus", "image", "course", "env", "", "GPUS"]) | st.text(max_size=20),
-                               json_values, max_size=4))
+@given(
+    options=st.dictionaries(
+        st.sampled_from(["gpus", "image", "course", "env", "", "GPUS"]) | st.text(max_size=20),
+        json_values,
+        max_size=4,
+    )
+)
 def test_hostile_options_are_accepted_valid_or_refused_cleanly(options):
     try:
         choice = check(options)
@@ -162,5 +213,7 @@ def test_hostile_options_are_accepted_valid_or_refused_cleanly(options):
         return
     # anything accepted is exactly within bounds and offered
     assert set(options) <= {"gpus", "image", "course"}
-    assert isinstance(choice.gpus, int) and not isinstance(choice.gpus, bool) and 0 <= choice.gpus <= 4
+    assert (
+        isinstance(choice.gpus, int) and not isinstance(choice.gpus, bool) and 0 <= choice.gpus <= 4
+    )
     assert choice.image in set(IMAGES.values()) | {"local/default:1"}

@@ -1,4 +1,5 @@
 """Packaging facts a release relies on: one version for the Python package and the labextension."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ def test_both_spawners_are_entry_points():
     found = {e.name: e.value for e in entry_points(group="jupyterhub.spawners")}
     assert found["gpudocker"] == "jupyter_gpuspawn.spawner:GPUDockerSpawner"
     assert found["gpuswarm"] == "jupyter_gpuspawn.swarmspawner:GPUSwarmSpawner"
-    import jupyter_gpuspawn  # the names the README gives: jupyter_gpuspawn.GPUDockerSpawner / .GPUSwarmSpawner
+    # the names the README gives: jupyter_gpuspawn.GPUDockerSpawner / .GPUSwarmSpawner
+    import jupyter_gpuspawn
 
     assert jupyter_gpuspawn.GPUSwarmSpawner.__name__ == "GPUSwarmSpawner"
     assert jupyter_gpuspawn.GPUDockerSpawner.__name__ == "GPUDockerSpawner"

@@ -1,4 +1,6 @@
-"""The GPU queue's ordering, positions, deadlines and strict first-come-first-served grants (pure, no hub)."""
+"""The GPU queue's ordering, positions, deadlines and strict first-come-first-served grants (pure,
+no hub)."""
+
 from __future__ import annotations
 
 import math
@@ -13,19 +15,26 @@ from jupyter_gpuspawn.queue import GPUQueue, Ticket
 
 
 def gpus(n, prefix="GPU"):
-    return [GPU(uuid=f"{prefix}-{i}", index=i, name="Test GPU", memory_total=80 * GiB) for i in range(n)]
+    return [
+        GPU(uuid=f"{prefix}-{i}", index=i, name="Test GPU", memory_total=80 * GiB) for i in range(n)
+    ]
 
 
 def join(queue, user, count=1, pool="a100", holds_other=False, now=0.0, timeout=None, server=""):
-    return queue.join(GPURequest(user, server, count=count), pool=pool, holds_other=holds_other, now=now,
-                      timeout=timeout)
+    return queue.join(
+        GPURequest(user, server, count=count),
+        pool=pool,
+        holds_other=holds_other,
+        now=now,
+        timeout=timeout,
+    )
 
 
 def users(tickets):
     return [t.key[0] for t in tickets]
 
 
-# ---- order and positions ---------------------------------------------------------------------------------
+# ---- order and positions -------------------------------------------------------------------------
 def test_positions_and_totals_are_per_pool():
     q = GPUQueue()
     join(q, "a", pool="a100")
@@ -121,7 +130,7 @@ def test_position_if_joined():
     assert q.position(join(q, "n3").key) == (3, 4)
 
 
-# ---- property: a non-holder's place never gets worse ----------------------------------------------------
+# ---- property: a non-holder's place never gets worse ---------------------------------------------
 POOLS = ("p", "q")
 operations = st.lists(
     st.one_of(
@@ -161,7 +170,9 @@ def test_a_non_holders_position_never_gets_worse(ops):
         now = {key: q.position(key) for key in joined if key in q}
         for key, (place, total) in now.items():
             if key in before and not holder[key]:
-                assert place <= before[key][0], f"{key}: {before[key]} -> {(place, total)} after {op}"
+                assert place <= before[key][0], (
+                    f"{key}: {before[key]} -> {(place, total)} after {op}"
+                )
         # Positions are a consistent numbering of each pool's waiting list.
         for pool in POOLS:
             tickets = q.waiting(pool)
@@ -175,7 +186,7 @@ def test_a_non_holders_position_never_gets_worse(ops):
         before = now
 
 
-# ---- grants with a real allocator ------------------------------------------------------------------------
+# ---- grants with a real allocator ----------------------------------------------------------------
 def test_grant_is_strict_fifo_a_two_gpu_head_blocks_a_smaller_request_behind_it():
     alloc = GPUAllocator()
     inventory = gpus(2)
@@ -200,7 +211,8 @@ def test_grant_is_strict_fifo_a_two_gpu_head_blocks_a_smaller_request_behind_it(
     # The free GPU stays free for "big".
     assert alloc.assignment("small") == () and alloc.free_count(inventory) == 1
     alloc.release("holder2")
-    # Two free: the head takes both; the next one is tried and cannot start (still waiting, now first).
+    # Two free: the head takes both; the next one is tried and cannot start (still waiting, now
+    # first).
     granted = q.grant(try_allocate)
     assert [(t.key[0], set(uuids)) for t, uuids in granted] == [("big", {"GPU-0", "GPU-1"})]
     assert q.position(("small", "")) == (1, 1)
@@ -242,7 +254,8 @@ def test_grants_stop_per_pool_independently():
         return alloc.allocate(ticket.request, pools[ticket.pool])
 
     granted = q.grant(try_allocate)
-    # a100 blocked at its head; h100 served until it ran out, its third waiter tried and left waiting.
+    # a100 blocked at its head; h100 served until it ran out, its third waiter tried and left
+    # waiting.
     assert [(t.key[0], t.pool) for t, _ in granted] == [("x", "h100"), ("y", "h100")]
     assert "small" not in tried and "z" in tried
     assert users(q.waiting("a100")) == ["big", "small"]
@@ -274,4 +287,4 @@ def test_a_failed_grant_keeps_the_ticket_and_its_place():
     assert q.waiting("a100")[0] is ticket and q.position(("a", "")) == (1, 2)
 
 
-# ---- deadlines -------------------------------------------------------------------------------------------
+# ---- deadlines -----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Readiness polling against real sockets: a server that comes up late, one that never speaks HTTP, one whose
-container exits, and the back-off of the (costly) exit checks."""
+"""Readiness polling against real sockets: a server that comes up late, one that never speaks HTTP,
+one whose container exits, and the back-off of the (costly) exit checks."""
+
 import asyncio
 import socket
 import time
@@ -32,6 +33,7 @@ def never_exits():
     async def exited():
         calls.append(time.monotonic())
         return None
+
     return exited, calls
 
 
@@ -42,6 +44,7 @@ def test_port_accepts_only_a_listening_port():
         server = await asyncio.start_server(http_404, "127.0.0.1", port)
         async with server:
             assert await port_accepts("127.0.0.1", port)
+
     asyncio.run(main())
 
 
@@ -56,7 +59,9 @@ def test_returns_once_a_late_server_answers_http():
 
         starting = asyncio.ensure_future(start_late())
         t0 = time.monotonic()
-        await wait_until_answering("127.0.0.1", port, "/user/a/api", timeout=5, interval=0.02, exited=exited)
+        await wait_until_answering(
+            "127.0.0.1", port, "/user/a/api", timeout=5, interval=0.02, exited=exited
+        )
         waited = time.monotonic() - t0
         server = await starting
         server.close()
@@ -73,18 +78,29 @@ def test_a_port_that_never_speaks_http_is_not_ready():
         server = await asyncio.start_server(hang_up, "127.0.0.1", port)
         async with server:
             t0 = time.monotonic()
-            await wait_until_answering("127.0.0.1", port, "/api", timeout=0.8, interval=0.05, exited=exited)
+            await wait_until_answering(
+                "127.0.0.1", port, "/api", timeout=0.8, interval=0.05, exited=exited
+            )
             return time.monotonic() - t0
 
-    assert asyncio.run(main()) >= 0.8  # it gave up at the timeout instead of calling that server ready
+    # it gave up at the timeout instead of calling that server ready
+    assert asyncio.run(main()) >= 0.8
 
 
 def test_exited_container_is_reported():
     async def main():
         async def exited():
             return ServerExited(3, output="ModuleNotFoundError: No module named 'jupyterhub'\n")
-        await wait_until_answering("127.0.0.1", free_port(), "/api", timeout=5, interval=0.01, exited=exited,
-                                   first_exit_check=0.1)
+
+        await wait_until_answering(
+            "127.0.0.1",
+            free_port(),
+            "/api",
+            timeout=5,
+            interval=0.01,
+            exited=exited,
+            first_exit_check=0.1,
+        )
 
     t0 = time.monotonic()
     with pytest.raises(ServerExited) as info:
@@ -97,15 +113,24 @@ def test_exit_checks_back_off_while_polls_stay_fast():
     exited, calls = never_exits()
 
     async def main():
-        await wait_until_answering("127.0.0.1", free_port(), "/api", timeout=1.6, interval=0.01, exited=exited,
-                                   first_exit_check=0.1, max_exit_check=0.4)
+        await wait_until_answering(
+            "127.0.0.1",
+            free_port(),
+            "/api",
+            timeout=1.6,
+            interval=0.01,
+            exited=exited,
+            first_exit_check=0.1,
+            max_exit_check=0.4,
+        )
 
     t0 = time.monotonic()
     asyncio.run(main())
     offsets = [c - t0 for c in calls]
-    # at about 0.1, 0.3, 0.7, 1.1, 1.5 s: doubling gaps capped at 0.4 s, against ~100 connection polls
+    # at about 0.1, 0.3, 0.7, 1.1, 1.5 s: doubling gaps capped at 0.4 s, against ~100 connection
+    # polls
     assert 4 <= len(offsets) <= 6, offsets
-    gaps = [b - a for a, b in zip(offsets, offsets[1:])]
+    gaps = [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
     assert gaps[0] < gaps[1] < gaps[2] + 0.05 and max(gaps) < 0.5, gaps
 
 

@@ -1,9 +1,12 @@
-"""The hub side of idle-GPU reclaim (reclaim.py): a real GPUAllocator and WaitRoom, real files under tmp_path.
+"""The hub side of idle-GPU reclaim (reclaim.py): a real GPUAllocator and WaitRoom, real files under
+tmp_path.
 
-Only the edges are made up: the GPU inventory (a snapshot provider returning gpus.GPU objects) and the servers
-(targets with server_key / idle_holder / stop_for_reclaim, standing in for GPUDockerSpawner). Rounds are driven with
+Only the edges are made up: the GPU inventory (a snapshot provider returning gpus.GPU objects) and
+the servers (targets with server_key / idle_holder / stop_for_reclaim, standing in for
+GPUDockerSpawner). Rounds are driven with
 ``run_once(now=...)`` so the tests never wait for the clock.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +22,13 @@ from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest
 from jupyter_gpuspawn.gpus import GPU, Snapshot
 from jupyter_gpuspawn.idle import Holder, IdlePolicy, Notice
 from jupyter_gpuspawn.reclaim import (
-    ACTIVITY_FILE, NOTICE_FILE, Reclaimer, notice_dir, prepare_notice_dir, reclaimed_message, warning_message,
+    ACTIVITY_FILE,
+    NOTICE_FILE,
+    Reclaimer,
+    notice_dir,
+    prepare_notice_dir,
+    reclaimed_message,
+    warning_message,
     write_notice,
 )
 from jupyter_gpuspawn.waitroom import POOL, WaitRoom
@@ -49,8 +58,10 @@ class Inventory:
 
     @property
     def gpus(self):
-        return tuple(GPU(uuid, i, "A100", 80 * 1024**3, utilization_pct=util)
-                     for i, (uuid, util) in enumerate(self.util.items()))
+        return tuple(
+            GPU(uuid, i, "A100", 80 * 1024**3, utilization_pct=util)
+            for i, (uuid, util) in enumerate(self.util.items())
+        )
 
     async def snapshot(self):
         self.calls += 1
@@ -78,14 +89,22 @@ class Server:
         self.budget_left = None  # seconds before its GPU-hour budget is spent, if it has one
         self.reasons = []  # the reason of each stop_for_reclaim call
         self.directory = notice_dir(hub.runtime_dir, self.server_key)
-        prepare_notice_dir(self.directory)  # as the spawner does before its container mounts the directory
+        # as the spawner does before its container mounts the directory
+        prepare_notice_dir(self.directory)
         hub.reclaimer.register(self, self.directory)
 
     async def idle_holder(self):
         if not self.running:
             return None
-        return Holder(self.server_key, self.gpus, self.started, self.policy, budget_seconds=self.budget_left,
-                      budget_warning="nearly spent", budget_stopped="spent: stopped")
+        return Holder(
+            self.server_key,
+            self.gpus,
+            self.started,
+            self.policy,
+            budget_seconds=self.budget_left,
+            budget_warning="nearly spent",
+            budget_stopped="spent: stopped",
+        )
 
     async def stop_for_reclaim(self, message, started, reason):
         assert started == self.started  # the very start that was judged idle
@@ -126,18 +145,29 @@ class Hub:
         self.reclaimer = Reclaimer(self.allocator, self.waitroom)
 
     async def configure(self, reclaimer=None, utilization=5.0):
-        """The spawner's ensure_started, minus the clock-driven loop: the tests call run_once themselves."""
+        """The spawner's ensure_started, minus the clock-driven loop: the tests call run_once
+        themselves."""
         reclaimer = reclaimer or self.reclaimer
-        reclaimer.ensure_started(interval=3600, utilization=utilization, runtime_dir=self.runtime_dir,
-                                 snapshot=self.inventory.snapshot, blocking=blocking, log=self.log)
+        reclaimer.ensure_started(
+            interval=3600,
+            utilization=utilization,
+            runtime_dir=self.runtime_dir,
+            snapshot=self.inventory.snapshot,
+            blocking=blocking,
+            log=self.log,
+        )
         reclaimer.task.cancel()  # cancelled before its first step: it never runs a round
         with contextlib.suppress(asyncio.CancelledError):
             await reclaimer.task
         return reclaimer
 
     def wait(self, user, count=1, name="", user_limit=None):
-        return self.waitroom.queue.join(GPURequest(user, name, count, user_limit=user_limit), pool=POOL,
-                                        holds_other=False, now=0)
+        return self.waitroom.queue.join(
+            GPURequest(user, name, count, user_limit=user_limit),
+            pool=POOL,
+            holds_other=False,
+            now=0,
+        )
 
     def activity(self):
         with open(os.path.join(self.runtime_dir, ACTIVITY_FILE), encoding="utf-8") as f:
@@ -158,7 +188,7 @@ async def warned_server(hub):
     return server
 
 
-# ---- notices -----------------------------------------------------------------------------------------------------
+# ---- notices -------------------------------------------------------------------------------------
 def test_only_the_warned_server_gets_a_notice_and_it_is_emptied_when_withdrawn(tmp_path):
     hub = Hub(tmp_path)
 
@@ -175,8 +205,10 @@ def test_only_the_warned_server_gets_a_notice_and_it_is_emptied_when_withdrawn(t
         assert notice["deadline"] == T0 + 10 * MIN and notice["idle_since"] == T0
         assert notice["waiting"] == 1 and notice["reason"] == "idle"
         assert notice["message"] == (
-            "Your GPU has been idle (under 5 % utilisation) for 8 minutes while someone waits for a GPU. This "
-            "server will be stopped so they can use it.")
+            "Your GPU has been idle (under 5 % utilisation) for 8 minutes while someone waits for "
+            "a GPU. This "
+            "server will be stopped so they can use it."
+        )
         assert busy.notice() == {}
 
         hub.waitroom.queue.leave(("waiter", ""))  # the waiter gave up: the warning is withdrawn
@@ -237,16 +269,20 @@ def test_an_unchanged_notice_is_not_rewritten(tmp_path):
         await hub.reclaimer.run_once(now=T0 + 8 * MIN)
         warned = os.stat(path).st_ino
         assert warned != empty
-        await hub.reclaimer.run_once(now=T0 + 8 * MIN + 10)  # same decision, same wording (same minute)
+        # same decision, same wording (same minute)
+        await hub.reclaimer.run_once(now=T0 + 8 * MIN + 10)
         assert os.stat(path).st_ino == warned
 
     asyncio.run(scenario())
 
 
-def test_notice_directories_and_files_are_readable_by_the_container_user_whatever_the_umask(tmp_path):
+def test_notice_directories_and_files_are_readable_by_the_container_user_whatever_the_umask(
+    tmp_path,
+):
     hub = Hub(tmp_path, n=1)
     old = os.umask(0o077)
     try:
+
         async def scenario():
             await hub.configure()
             a = Server(hub, "a")
@@ -279,7 +315,7 @@ def test_notice_directories_are_per_server_inside_the_runtime_dir(tmp_path):
     assert notice_dir(runtime, ("a", "b")) == notice_dir(runtime, ("a", "b"))
 
 
-# ---- stops -------------------------------------------------------------------------------------------------------
+# ---- stops ---------------------------------------------------------------------------------------
 def test_a_due_server_is_stopped_once_even_while_the_stop_is_still_running(tmp_path):
     hub = Hub(tmp_path, n=1)
 
@@ -292,10 +328,12 @@ def test_a_due_server_is_stopped_once_even_while_the_stop_is_still_running(tmp_p
         await hub.reclaimer.run_once(now=T0 + 8 * MIN)
         review = await hub.reclaimer.run_once(now=T0 + 10 * MIN)
         assert [n.key for n in review.due] == [("a", "")]
-        assert reclaim(a.notice())["deadline"] == T0 + 10 * MIN  # the warning stays up until the stop
+        # the warning stays up until the stop
+        assert reclaim(a.notice())["deadline"] == T0 + 10 * MIN
         await asyncio.sleep(0)  # the stop task begins and waits at the gate
         assert len(a.stops) == 1
-        review = await hub.reclaimer.run_once(now=T0 + 10 * MIN + 10)  # still due, stop still in flight
+        # still due, stop still in flight
+        review = await hub.reclaimer.run_once(now=T0 + 10 * MIN + 10)
         assert [n.key for n in review.due] == [("a", "")]
         await asyncio.sleep(0)
         assert len(a.stops) == 1
@@ -309,8 +347,11 @@ def test_a_due_server_is_stopped_once_even_while_the_stop_is_still_running(tmp_p
         assert len(a.stops) == 1
         message = a.stops[0]
         assert message.startswith("Your previous server was stopped on ")
-        assert ("because its GPU stayed idle (under 5 % utilisation) for 10 minutes while someone else waited for "
-                "a GPU. Your files are kept") in message
+        assert (
+            "because its GPU stayed idle (under 5 % utilisation) for 10 minutes while someone else "
+            "waited for "
+            "a GPU. Your files are kept"
+        ) in message
         warnings = [r.getMessage() for r in hub.handler.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert "Reclaiming idle GPU(s) GPU-0 of a (reclaim=when_queued, 1 waiting)" in warnings[0]
@@ -330,13 +371,17 @@ def test_a_stop_refused_or_failed_is_tried_again_next_round(tmp_path):
         await hub.reclaimer.run_once(now=T0 + 10 * MIN)
         await asyncio.sleep(0)
         assert len(a.stops) == 1 and a.running
-        assert any(r.levelno == logging.INFO and "skipped" in r.getMessage() for r in hub.handler.records)
+        assert any(
+            r.levelno == logging.INFO and "skipped" in r.getMessage() for r in hub.handler.records
+        )
         a.answer = RuntimeError("dockerd is restarting")
         await hub.reclaimer.run_once(now=T0 + 10 * MIN + 10)
         await asyncio.sleep(0)
         assert len(a.stops) == 2 and a.running
-        assert any(r.levelno == logging.ERROR and "failed; trying again" in r.getMessage()
-                   for r in hub.handler.records)
+        assert any(
+            r.levelno == logging.ERROR and "failed; trying again" in r.getMessage()
+            for r in hub.handler.records
+        )
         a.answer = True
         await hub.reclaimer.run_once(now=T0 + 10 * MIN + 20)
         await asyncio.sleep(0)
@@ -358,7 +403,10 @@ def test_always_stops_an_idle_server_with_nobody_waiting_and_never_never_does(tm
             await hub.reclaimer.run_once(now=T0 + minutes * MIN)
             await asyncio.sleep(0)
         assert len(always.stops) == 1 and never.stops == [] and never.notice() == {}
-        assert "stayed idle (under 5 % utilisation) for 10 minutes. Your files are kept" in always.stops[0]
+        assert (
+            "stayed idle (under 5 % utilisation) for 10 minutes. Your files are kept"
+            in always.stops[0]
+        )
 
     asyncio.run(scenario())
 
@@ -371,11 +419,13 @@ def test_a_quick_stop_and_start_keeps_the_directory_the_new_container_mounts(tmp
         a = Server(hub, "a", policy=ALWAYS)
         await hub.reclaimer.run_once(now=T0)
         a.stopped()  # stopped by its student: clear_state unregisters it
-        # the next start prepares the same directory and mounts it; its registration comes only once it answers
+        # the next start prepares the same directory and mounts it; its registration comes only once
+        # it answers
         prepare_notice_dir(a.directory)
         inode = os.stat(a.directory).st_ino
         await hub.reclaimer.run_once(now=T0 + 10)
-        assert os.stat(a.directory).st_ino == inode  # never removed under a container that is starting
+        # never removed under a container that is starting
+        assert os.stat(a.directory).st_ino == inode
         again = Server(hub, "a", policy=ALWAYS, started=T0 + 10)
         await hub.reclaimer.run_once(now=T0 + 10 + 8 * MIN)
         assert reclaim(again.notice()) is not None and os.stat(again.directory).st_ino == inode
@@ -389,8 +439,8 @@ def test_a_warning_left_by_the_previous_hub_process_is_withdrawn(tmp_path):
     async def scenario():
         a = await warned_server(hub)
         assert reclaim(a.notice()) is not None
-        # the hub restarts: the queue is gone (JupyterHub forgets pending spawns); the server is registered again
-        # from its saved state, its notice file still holding the old warning
+        # the hub restarts: the queue is gone (JupyterHub forgets pending spawns); the server is
+        # registered again from its saved state, its notice file still holding the old warning
         restarted = Hub(tmp_path, n=1)  # the same runtime_dir
         await restarted.configure()
         b = Server(restarted, "a")
@@ -406,8 +456,14 @@ def test_a_failed_round_stops_nobody_and_the_loop_goes_on(tmp_path):
     async def scenario():
         a = Server(hub, "a", policy=ALWAYS, started=0)
         hub.inventory.error = RuntimeError("NVML: GPU is lost")
-        hub.reclaimer.ensure_started(interval=0.01, utilization=5, runtime_dir=hub.runtime_dir,
-                                     snapshot=hub.inventory.snapshot, blocking=blocking, log=hub.log)
+        hub.reclaimer.ensure_started(
+            interval=0.01,
+            utilization=5,
+            runtime_dir=hub.runtime_dir,
+            snapshot=hub.inventory.snapshot,
+            blocking=blocking,
+            log=hub.log,
+        )
         for _ in range(500):
             if hub.inventory.calls >= 3:
                 break
@@ -418,11 +474,14 @@ def test_a_failed_round_stops_nobody_and_the_loop_goes_on(tmp_path):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         assert hub.inventory.calls >= 3 and a.stops == []
-        # the first failure with its traceback, the next ones in a line each: no traceback flood every 10 s
+        # the first failure with its traceback, the next ones in a line each: no traceback flood
+        # every 10 s
         [error] = [r for r in hub.handler.records if r.levelno == logging.ERROR]
         assert "nothing reclaimed until it works again" in error.getMessage() and error.exc_info
         again = [r for r in hub.handler.records if r.levelno == logging.WARNING]
-        assert len(again) >= 2 and all("failed again (NVML: GPU is lost)" in r.getMessage() for r in again)
+        assert len(again) >= 2 and all(
+            "failed again (NVML: GPU is lost)" in r.getMessage() for r in again
+        )
 
     asyncio.run(scenario())
 
@@ -431,8 +490,13 @@ def test_ensure_started_runs_one_task_and_none_when_sampling_is_off(tmp_path):
     hub = Hub(tmp_path, n=1)
 
     async def scenario():
-        args = dict(utilization=5, runtime_dir=hub.runtime_dir, snapshot=hub.inventory.snapshot, blocking=blocking,
-                    log=hub.log)
+        args = dict(
+            utilization=5,
+            runtime_dir=hub.runtime_dir,
+            snapshot=hub.inventory.snapshot,
+            blocking=blocking,
+            log=hub.log,
+        )
         hub.reclaimer.ensure_started(interval=0, **args)
         assert hub.reclaimer.task is None
         hub.reclaimer.ensure_started(interval=3600, **args)
@@ -446,7 +510,7 @@ def test_ensure_started_runs_one_task_and_none_when_sampling_is_off(tmp_path):
     asyncio.run(scenario())
 
 
-# ---- GPU activity, and the idle clocks across a hub restart ------------------------------------------------------
+# ---- GPU activity, and the idle clocks across a hub restart --------------------------------------
 def test_gpu_activity_is_written_and_idle_clocks_survive_a_hub_restart(tmp_path):
     hub = Hub(tmp_path, n=2)
 
@@ -461,23 +525,47 @@ def test_gpu_activity_is_written_and_idle_clocks_survive_a_hub_restart(tmp_path)
         await hub.reclaimer.run_once(now=T0 + 8 * MIN)
         activity = hub.activity()
         assert activity["updated"] == T0 + 8 * MIN and activity["busy_utilization"] == 5
-        # b's GPU was never seen busy: idle since the hub began to look, which a restart must keep too
+        # b's GPU was never seen busy: idle since the hub began to look, which a restart must keep
+        # too
         assert activity["gpus"] == {a.gpus[0]: {"last_busy": T0}, b.gpus[0]: {"last_busy": T0}}
         assert activity["servers"] == {
-            "a/": {"user": "a", "server": "", "gpus": list(a.gpus), "idle_since": T0, "reclaim": "when_queued",
-                   "deadline": T0 + 10 * MIN, "deadline_reason": "idle", "course": "", "started": a.started},
-            "b/train": {"user": "b", "server": "train", "gpus": list(b.gpus), "idle_since": T0,
-                        "reclaim": "when_queued", "deadline": None, "deadline_reason": None, "course": "",
-                        "started": b.started},
+            "a/": {
+                "user": "a",
+                "server": "",
+                "gpus": list(a.gpus),
+                "idle_since": T0,
+                "reclaim": "when_queued",
+                "deadline": T0 + 10 * MIN,
+                "deadline_reason": "idle",
+                "course": "",
+                "started": a.started,
+            },
+            "b/train": {
+                "user": "b",
+                "server": "train",
+                "gpus": list(b.gpus),
+                "idle_since": T0,
+                "reclaim": "when_queued",
+                "deadline": None,
+                "deadline_reason": None,
+                "course": "",
+                "started": b.started,
+            },
         }
         [waiter] = activity["queue"]
-        assert (waiter["user"], waiter["gpus"], waiter["position"], waiter["pool"]) == ("waiter", 1, 1, "gpu")
+        assert (waiter["user"], waiter["gpus"], waiter["position"], waiter["pool"]) == (
+            "waiter",
+            1,
+            1,
+            "gpu",
+        )
         assert activity["devices"][a.gpus[0]]["utilization_pct"] == 0
         return a, b
 
     a, b = asyncio.run(scenario())
 
-    # the hub restarts: a new process, a new Reclaimer; the servers kept running and are registered again
+    # the hub restarts: a new process, a new Reclaimer; the servers kept running and are registered
+    # again
     restarted = Hub(tmp_path, n=2)
     restarted.inventory.util = dict(hub.inventory.util)
     restarted.allocator.restore("a", "", a.gpus)
@@ -490,11 +578,13 @@ def test_gpu_activity_is_written_and_idle_clocks_survive_a_hub_restart(tmp_path)
             restarted.reclaimer.register(server, server.directory)
         now = T0 + 9 * MIN  # a restart for a config change: a minute after the last sample
         review = await restarted.reclaimer.run_once(now=now)
-        assert restarted.reclaimer.tracker.last_busy[a.gpus[0]] == T0  # not "busy when the hub started"
+        # not "busy when the hub started"
+        assert restarted.reclaimer.tracker.last_busy[a.gpus[0]] == T0
         servers = restarted.activity()["servers"]
         assert servers["a/"]["idle_since"] == T0
         assert servers["b/train"]["idle_since"] == T0
-        assert review.warned == [] and review.due == []  # nobody waits: the queue did not survive the restart
+        # nobody waits: the queue did not survive the restart
+        assert review.warned == [] and review.due == []
         restarted.wait("waiter")
         review = await restarted.reclaimer.run_once(now=now + 10)
         assert [n.key for n in review.warned] == [("a", "")]
@@ -506,15 +596,25 @@ def test_gpu_activity_is_written_and_idle_clocks_survive_a_hub_restart(tmp_path)
 def test_a_last_busy_time_from_the_future_is_taken_as_now(tmp_path):
     hub = Hub(tmp_path, n=1)
     with open(os.path.join(hub.runtime_dir, ACTIVITY_FILE), "w", encoding="utf-8") as f:
-        json.dump({"updated": T0 - 10, "gpus": {"GPU-0": {"last_busy": T0 + 3600}, "GPU-x": {"last_busy": "soon"},
-                                                  "GPU-y": 5}}, f)
+        json.dump(
+            {
+                "updated": T0 - 10,
+                "gpus": {
+                    "GPU-0": {"last_busy": T0 + 3600},
+                    "GPU-x": {"last_busy": "soon"},
+                    "GPU-y": 5,
+                },
+            },
+            f,
+        )
 
     async def scenario():
         await hub.configure()
         await hub.reclaimer.run_once(now=T0)
         return dict(hub.reclaimer.tracker.last_busy)
 
-    assert asyncio.run(scenario()) == {"GPU-0": T0}  # the clock went back: never idle "from the future"
+    # the clock went back: never idle "from the future"
+    assert asyncio.run(scenario()) == {"GPU-0": T0}
 
 
 def test_a_broken_activity_file_is_ignored(tmp_path):
@@ -531,30 +631,43 @@ def test_a_broken_activity_file_is_ignored(tmp_path):
     assert asyncio.run(scenario())["servers"]["a/"]["idle_since"] == T0
 
 
-# ---- the words ---------------------------------------------------------------------------------------------------
+# ---- the words -----------------------------------------------------------------------------------
 def notice(gpus=1, waiting=1, policy=QUEUED, idle_minutes=45):
-    return Notice(("a", ""), tuple(f"GPU-{i}" for i in range(gpus)), T0 - 90 * MIN, T0 - idle_minutes * MIN,
-                  T0 + 2 * MIN, policy,
-                  waiting)
+    return Notice(
+        ("a", ""),
+        tuple(f"GPU-{i}" for i in range(gpus)),
+        T0 - 90 * MIN,
+        T0 - idle_minutes * MIN,
+        T0 + 2 * MIN,
+        policy,
+        waiting,
+    )
 
 
 def test_warning_words_for_one_gpu_and_one_waiter():
     assert warning_message(notice(), 5, T0) == (
-        "Your GPU has been idle (under 5 % utilisation) for 45 minutes while someone waits for a GPU. This server "
-        "will be stopped so they can use it.")
+        "Your GPU has been idle (under 5 % utilisation) for 45 minutes while someone waits for a "
+        "GPU. This server "
+        "will be stopped so they can use it."
+    )
 
 
 def test_warning_words_for_several_gpus_and_several_waiters():
     assert warning_message(notice(gpus=2, waiting=3), 2.5, T0) == (
-        "Your 2 GPUs have been idle (under 2.5 % utilisation) for 45 minutes while 3 others wait for a GPU. This "
-        "server will be stopped so they can use them.")
+        "Your 2 GPUs have been idle (under 2.5 % utilisation) for 45 minutes while 3 others wait "
+        "for a GPU. This "
+        "server will be stopped so they can use them."
+    )
 
 
 def test_warning_words_under_always_and_for_short_and_long_times():
     assert warning_message(notice(policy=ALWAYS, idle_minutes=1), 5, T0) == (
-        "Your GPU has been idle (under 5 % utilisation) for 1 minute. Servers here give idle GPUs back after "
-        "10 minutes.")
-    assert "for less than a minute" in warning_message(notice(idle_minutes=0.5), 5, T0)  # short test timings
+        "Your GPU has been idle (under 5 % utilisation) for 1 minute. Servers here give idle GPUs "
+        "back after "
+        "10 minutes."
+    )
+    # short test timings
+    assert "for less than a minute" in warning_message(notice(idle_minutes=0.5), 5, T0)
     assert "for 2.5 hours" in warning_message(notice(idle_minutes=150), 5, T0)
     assert "for 2 hours" in warning_message(notice(idle_minutes=120), 5, T0)
     assert "for 90 minutes" in warning_message(notice(idle_minutes=90), 5, T0)
@@ -563,11 +676,16 @@ def test_warning_words_under_always_and_for_short_and_long_times():
 def test_reclaimed_words_for_one_and_several():
     one = reclaimed_message(notice(), 5, T0)
     assert one.startswith("Your previous server was stopped on ")
-    assert one.endswith(" because its GPU stayed idle (under 5 % utilisation) for 45 minutes while someone else "
-                        "waited for a GPU. Your files are kept: start again when you need the GPU, or choose a "
-                        "CPU-only environment.")
+    assert one.endswith(
+        " because its GPU stayed idle (under 5 % utilisation) for 45 minutes while someone else "
+        "waited for a GPU. Your files are kept: start again when you need the GPU, or choose a "
+        "CPU-only environment."
+    )
     several = reclaimed_message(notice(gpus=4, waiting=2), 5, T0)
-    assert "because its 4 GPUs stayed idle" in several and "while 2 others waited for a GPU." in several
+    assert (
+        "because its 4 GPUs stayed idle" in several
+        and "while 2 others waited for a GPU." in several
+    )
     always = reclaimed_message(notice(policy=ALWAYS), 5, T0)
     assert "for 45 minutes. Your files are kept" in always and "waited" not in always
 
@@ -586,8 +704,10 @@ def test_a_multi_gpu_server_is_told_in_the_plural_through_its_notice_file(tmp_pa
 
     notice_ = asyncio.run(scenario())
     assert notice_["waiting"] == 3
-    assert notice_["message"].startswith("Your 2 GPUs have been idle (under 5 % utilisation) for 8 minutes while "
-                                         "3 others wait for a GPU. This server will be stopped so they can use them")
+    assert notice_["message"].startswith(
+        "Your 2 GPUs have been idle (under 5 % utilisation) for 8 minutes while "
+        "3 others wait for a GPU. This server will be stopped so they can use them"
+    )
 
 
 def test_after_a_long_hub_outage_idle_clocks_start_again(tmp_path):
@@ -633,8 +753,14 @@ def test_a_warning_that_could_not_be_written_does_not_count(tmp_path):
 
     async def scenario():
         reclaimer = hub.reclaimer
-        reclaimer.ensure_started(interval=3600, utilization=5, runtime_dir=hub.runtime_dir,
-                                 snapshot=hub.inventory.snapshot, blocking=flaky, log=hub.log)
+        reclaimer.ensure_started(
+            interval=3600,
+            utilization=5,
+            runtime_dir=hub.runtime_dir,
+            snapshot=hub.inventory.snapshot,
+            blocking=flaky,
+            log=hub.log,
+        )
         reclaimer.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reclaimer.task
@@ -646,7 +772,8 @@ def test_a_warning_that_could_not_be_written_does_not_count(tmp_path):
             with pytest.raises(OSError):
                 await reclaimer.run_once(now=T0 + minutes * MIN)
         failing["on"] = False
-        review = await reclaimer.run_once(now=T0 + 11 * MIN)  # the first warning the student can see
+        # the first warning the student can see
+        review = await reclaimer.run_once(now=T0 + 11 * MIN)
         await asyncio.sleep(0)
         assert review.due == [] and a.stops == []
         assert reclaim(a.notice())["deadline"] == T0 + 13 * MIN  # a full warning from now
@@ -660,7 +787,8 @@ def test_a_budget_running_out_warns_then_stops_whatever_the_queue(tmp_path):
     async def scenario():
         await hub.configure()
         a = Server(hub, "a", started=T0)
-        hub.inventory.util[a.gpus[0]] = 90  # busy: idle reclaim has nothing to say; nobody waits either
+        # busy: idle reclaim has nothing to say; nobody waits either
+        hub.inventory.util[a.gpus[0]] = 90
         a.budget_left = 5 * MIN
         await hub.reclaimer.run_once(now=T0)
         assert a.notice() == {}  # 5 minutes left, warned 2 minutes ahead
@@ -668,7 +796,9 @@ def test_a_budget_running_out_warns_then_stops_whatever_the_queue(tmp_path):
         review = await hub.reclaimer.run_once(now=T0 + 3 * MIN + 1)
         notice = reclaim(a.notice())
         assert notice["reason"] == "budget" and notice["message"] == "nearly spent"
-        assert notice["deadline"] == T0 + 5 * MIN and [n.reason for n in review.warned] == ["budget"]
+        assert notice["deadline"] == T0 + 5 * MIN and [n.reason for n in review.warned] == [
+            "budget"
+        ]
         a.budget_left = 0.0
         await hub.reclaimer.run_once(now=T0 + 5 * MIN)
         await asyncio.sleep(0)
@@ -690,16 +820,23 @@ def test_the_earlier_of_an_idle_and_a_budget_end_is_the_one_shown(tmp_path):
         await hub.reclaimer.run_once(now=T0)
         a.budget_left = 1 * MIN
         await hub.reclaimer.run_once(now=T0 + 8 * MIN)
-        assert reclaim(a.notice())["reason"] == "budget" and reclaim(a.notice())["deadline"] == T0 + 9 * MIN
+        assert (
+            reclaim(a.notice())["reason"] == "budget"
+            and reclaim(a.notice())["deadline"] == T0 + 9 * MIN
+        )
         a.budget_left = 22 * MIN  # an admin granted more hours: the idle end comes first again
         await hub.reclaimer.run_once(now=T0 + 8 * MIN + 10)
-        assert reclaim(a.notice())["reason"] == "idle" and reclaim(a.notice())["deadline"] == T0 + 10 * MIN
+        assert (
+            reclaim(a.notice())["reason"] == "idle"
+            and reclaim(a.notice())["deadline"] == T0 + 10 * MIN
+        )
 
     asyncio.run(scenario())
 
 
 def test_the_first_round_creates_the_runtime_dir(tmp_path):
-    """The first idle check comes before any server's notices exist: it still writes the GPU activity."""
+    """The first idle check comes before any server's notices exist: it still writes the GPU
+    activity."""
     hub = Hub(tmp_path, n=1)
     hub.runtime_dir = str(tmp_path / "not-yet" / "runtime")
 

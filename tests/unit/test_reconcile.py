@@ -1,5 +1,6 @@
-"""The reconcile's decisions (which holds survive a rebuild, which containers go), against a scripted container
-list. The real engine path is tested in tests/integration/test_release.py."""
+"""The reconcile's decisions (which holds survive a rebuild, which containers go), against a
+scripted container list. The real engine path is tested in tests/integration/test_release.py."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,12 @@ import logging
 
 from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest
 from jupyter_gpuspawn.gpus import GPU
-from jupyter_gpuspawn.reconcile import LabelledContainer, Reconciler, list_labelled, remove_container
+from jupyter_gpuspawn.reconcile import (
+    LabelledContainer,
+    Reconciler,
+    list_labelled,
+    remove_container,
+)
 from jupyter_gpuspawn.spec import GPUAssignment
 
 INVENTORY = [GPU(index=i, uuid=f"GPU-{i}", name="sim", memory_total=1) for i in range(3)]
@@ -25,7 +31,8 @@ class Engine:
         self.containers = containers
         self.removed = []
         self.fail_removal = set(fail_removal)
-        self.during_list = None  # runs while the list is "in flight", like a spawn finishing meanwhile
+        # runs while the list is "in flight", like a spawn finishing meanwhile
+        self.during_list = None
 
     async def __call__(self, func, *args):
         if func is list_labelled:
@@ -49,7 +56,9 @@ def test_gpus_of_a_vanished_container_are_freed_and_unknown_holders_adopted():
     reconciler = Reconciler(alloc)
     report = run(reconciler, Engine([container("c1", "stranger", ["GPU-2"])]))
     assert alloc.assignment("gone") == () and report.freed == [(("gone", ""), ("GPU-0",))]
-    assert alloc.assignment("stranger") == ("GPU-2",) and report.adopted == [(("stranger", ""), ("GPU-2",))]
+    assert alloc.assignment("stranger") == ("GPU-2",) and report.adopted == [
+        (("stranger", ""), ("GPU-2",))
+    ]
 
 
 def test_a_start_in_flight_keeps_its_gpus_without_a_container():
@@ -69,7 +78,8 @@ def test_changes_made_while_the_list_was_read_win_over_the_list():
 
     def meanwhile():
         alloc.release("stopping")  # its stop finished after the list was taken
-        alloc.allocate(GPURequest("fast", count=1), INVENTORY)  # a start began and finished meanwhile
+        # a start began and finished meanwhile
+        alloc.allocate(GPURequest("fast", count=1), INVENTORY)
 
     engine.during_list = meanwhile
     run(reconciler, engine)
@@ -81,8 +91,12 @@ def test_containers_left_created_are_removed_unless_their_start_is_in_flight():
     alloc = GPUAllocator()
     reconciler = Reconciler(alloc)
     reconciler.starting.add(("busy", ""))
-    engine = Engine([container("left", "crashed-hub", ["GPU-0"], "created"),
-                     container("mine", "busy", ["GPU-1"], "created")])
+    engine = Engine(
+        [
+            container("left", "crashed-hub", ["GPU-0"], "created"),
+            container("mine", "busy", ["GPU-1"], "created"),
+        ]
+    )
     run(reconciler, engine)
     assert engine.removed == ["left"]
     assert alloc.assignment("crashed-hub") == ()
@@ -103,6 +117,13 @@ def test_a_failed_stop_keeps_the_hold_until_the_container_is_removed():
 
 def test_paused_containers_hold_their_gpus_and_exited_ones_do_not():
     alloc = GPUAllocator()
-    run(Reconciler(alloc), Engine([container("p", "paused", ["GPU-0"], "paused"),
-                                   container("x", "exited", ["GPU-1"], "exited")]))
+    run(
+        Reconciler(alloc),
+        Engine(
+            [
+                container("p", "paused", ["GPU-0"], "paused"),
+                container("x", "exited", ["GPU-1"], "exited"),
+            ]
+        ),
+    )
     assert alloc.assignment("paused") == ("GPU-0",) and alloc.assignment("exited") == ()

@@ -1,4 +1,6 @@
-"""Security regressions for the advisory classes the anchor projects suffered (pure parts; see also integration)."""
+"""Security regressions for the advisory classes the anchor projects suffered (pure parts; see also
+integration)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,21 +15,31 @@ from jupyter_gpuspawn.options import OptionsError, validate_options
 BASE = {"id": "dl", "title": "x", "images": [{"key": "k", "image": "local/x:1"}]}
 
 
-@pytest.mark.parametrize("change", [
-    {"id": "dl\n"}, {"id": "dl\nother"},
-    {"images": [{"key": "k\n", "image": "local/x:1"}]},
-    {"images": [{"key": "k", "image": "local/x:1\n"}]},
-    {"env": {"FOO\n": "1"}},
-    {"resources": {"mem_limit": "1G\n"}},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": "dl\n"},
+        {"id": "dl\nother"},
+        {"images": [{"key": "k\n", "image": "local/x:1"}]},
+        {"images": [{"key": "k", "image": "local/x:1\n"}]},
+        {"env": {"FOO\n": "1"}},
+        {"resources": {"mem_limit": "1G\n"}},
+    ],
+)
 def test_regex_validation_uses_full_matches_in_course_files(change):
     with pytest.raises(CourseError):
         parse_course(dict(BASE, **change), "x.yaml")
 
 
 def test_regex_validation_uses_full_matches_elsewhere(tmp_path):
-    anything = Course.implicit(default_image="d", allowed_images="*", default_gpus=0, max_gpus=0,
-                               policy="exclusive", max_users_per_gpu=1)
+    anything = Course.implicit(
+        default_image="d",
+        allowed_images="*",
+        default_gpus=0,
+        max_gpus=0,
+        policy="exclusive",
+        max_users_per_gpu=1,
+    )
     with pytest.raises(OptionsError):
         validate_options({"image": "alpine\n"}, visible=[anything], known_ids=[""], max_gpus=0)
     with pytest.raises(homes.HomeError):
@@ -55,28 +67,46 @@ SCRIPT = '"><script>alert({})</script>'
 
 
 def render_hostile(courses, previous):
-    return render_form(template_environment([]), courses=courses, previous=previous,
-                       snapshot=Snapshot("simulated", (GPU("GPU-1", 0, "<i>gpu</i>", 1),)), allocator=GPUAllocator())
+    return render_form(
+        template_environment([]),
+        courses=courses,
+        previous=previous,
+        snapshot=Snapshot("simulated", (GPU("GPU-1", 0, "<i>gpu</i>", 1),)),
+        allocator=GPUAllocator(),
+    )
 
 
 def test_xss_through_course_titles_and_gpu_names():
-    course = Course(id="c", title="<script>alert('title')</script>", description="<img src=x onerror=alert(1)>",
-                    images=(CourseImage("k", "local/x:1", "<b>label</b>"), CourseImage("k2", "local/y:1")))
+    course = Course(
+        id="c",
+        title="<script>alert('title')</script>",
+        description="<img src=x onerror=alert(1)>",
+        images=(CourseImage("k", "local/x:1", "<b>label</b>"), CourseImage("k2", "local/y:1")),
+    )
     html = render_hostile([course], {})
     assert "<script>alert" not in html and "<img src=x" not in html and "<b>label</b>" not in html
     assert "<i>gpu</i>" not in html
-    assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in html and "&lt;b&gt;label&lt;/b&gt;" in html
+    assert (
+        "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in html
+        and "&lt;b&gt;label&lt;/b&gt;" in html
+    )
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;i&gt;gpu&lt;/i&gt;" in html
 
 
 def test_xss_through_saved_user_options_that_are_rendered():
-    """Saved user_options are rendered back as the preselected course and image. Values that match a course (one
-    loaded before ids were checked, or built by a site's own code) reach the HTML: they must come out escaped."""
+    """Saved user_options are rendered back as the preselected course and image. Values that match a
+    course (one loaded before ids were checked, or built by a site's own code) reach the HTML: they
+    must come out escaped."""
     hostile_course, hostile_image = SCRIPT.format(2), SCRIPT.format(3)
-    course = Course(id=hostile_course, title="t",
-                    images=(CourseImage("plain", "local/x:1"), CourseImage(hostile_image, "local/y:1")))
+    course = Course(
+        id=hostile_course,
+        title="t",
+        images=(CourseImage("plain", "local/x:1"), CourseImage(hostile_image, "local/y:1")),
+    )
     other = Course(id="other", title="o", images=(CourseImage("k", "local/z:1"),))
-    html = render_hostile([other, course], {"course": hostile_course, "image": hostile_image, "gpus": 0})
+    html = render_hostile(
+        [other, course], {"course": hostile_course, "image": hostile_image, "gpus": 0}
+    )
     escaped_course = "&#34;&gt;&lt;script&gt;alert(2)&lt;/script&gt;"
     escaped_image = "&#34;&gt;&lt;script&gt;alert(3)&lt;/script&gt;"
     assert f'<input type="radio" name="course" value="{escaped_course}" checked required>' in html
@@ -86,10 +116,13 @@ def test_xss_through_saved_user_options_that_are_rendered():
 
 
 def test_saved_user_options_that_match_nothing_are_not_rendered():
-    course = Course(id="c", title="t", images=(CourseImage("k", "local/x:1"), CourseImage("k2", "local/y:1")))
+    course = Course(
+        id="c", title="t", images=(CourseImage("k", "local/x:1"), CourseImage("k2", "local/y:1"))
+    )
     hostile = {"course": SCRIPT.format(2), "image": SCRIPT.format(3), "gpus": SCRIPT.format(4)}
     html = render_hostile([course], hostile)
-    assert '<input type="radio" name="course" value="c" checked required>' in html  # the default course instead
+    # the default course instead
+    assert '<input type="radio" name="course" value="c" checked required>' in html
     assert '<option value="k" selected>k</option>' in html and '<option value="0" selected>' in html
     assert "alert(" not in html
 
@@ -102,7 +135,8 @@ def test_GHSA_v7m9_9497_p9gr_oauth_client_ids_never_collide():
 
     assert oauth_client_id("a-b", "") != oauth_client_id("a", "b")
     assert oauth_client_id("a", "b-c") != oauth_client_id("a-b", "c")
-    assert oauth_client_id("alice", "") == "jupyterhub-user-alice"  # default servers keep the hub's id
+    # default servers keep the hub's id
+    assert oauth_client_id("alice", "") == "jupyterhub-user-alice"
 
     names = st.text(min_size=1, max_size=12)
 

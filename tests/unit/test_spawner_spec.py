@@ -1,5 +1,6 @@
-"""The spawner's own state and the admin settings it reads when it creates a container (the container spec itself:
-test_plan.py)."""
+"""The spawner's own state and the admin settings it reads when it creates a container (the
+container spec itself: test_plan.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -58,12 +59,14 @@ def test_each_spawner_class_has_its_own_hub_state_shared_by_its_instances():
     other = OtherEngine(user=a.user, busy_gpu_memory_threshold="2G")
     assert a.allocator is b.allocator and a._shared.waitroom is b._shared.waitroom
     assert other.allocator is not a.allocator and other._shared.waitroom is not a._shared.waitroom
-    # the admin's threshold for GPUs busy outside the hub is read once, from the config, not written per access
+    # the admin's threshold for GPUs busy outside the hub is read once, from the config, not written
+    # per access
     assert other.allocator.foreign_memory_threshold == 2 * 1024**3
     # and its own GPU source: a Swarm spawner class beside a one-host one reads its own inventory
     a.gpu_inventory = b.gpu_inventory = other.gpu_inventory = "none"
     assert a.inventory is b.inventory and other.inventory is not a.inventory
-    b.gpu_inventory = "auto"  # a profile's own setting (ProfilesSpawner, a pre_spawn_hook) gets its own source
+    # a profile's own setting (ProfilesSpawner, a pre_spawn_hook) gets its own source
+    b.gpu_inventory = "auto"
     assert b.inventory is not a.inventory and b.inventory.kind == "auto"
 
 

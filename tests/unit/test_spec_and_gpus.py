@@ -8,8 +8,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_gpuspawn.gpus import GPUInventory, InventoryError, NVMLReader, parse_size, read_simulated
-from jupyter_gpuspawn.spec import GPUAssignment, device_requests, gpu_env, is_protected_env, merge_host_config
+from jupyter_gpuspawn.gpus import (
+    GPUInventory,
+    InventoryError,
+    NVMLReader,
+    parse_size,
+    read_simulated,
+)
+from jupyter_gpuspawn.spec import (
+    GPUAssignment,
+    device_requests,
+    gpu_env,
+    is_protected_env,
+    merge_host_config,
+)
 
 
 def test_labels_round_trip():
@@ -34,16 +46,23 @@ def test_device_requests_name_uuids_never_a_count():
 
 def test_merge_replaces_admin_gpu_requests_and_keeps_the_rest():
     admin = {
-        "device_requests": [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]},
-                            {"driver": "other", "capabilities": [["fpga"]]}],
+        "device_requests": [
+            {"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]},
+            {"driver": "other", "capabilities": [["fpga"]]},
+        ],
         "cap_drop": ["NET_RAW"],
         "shm_size": "8g",
         "privileged": False,
     }
-    ours = {"device_requests": device_requests(["GPU-3"]), "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges:true"]}
+    ours = {
+        "device_requests": device_requests(["GPU-3"]),
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+    }
     merged, warnings = merge_host_config(admin, ours, {"shm_size": 1024, "pids_limit": 10})
-    assert merged["device_requests"] == [{"driver": "other", "capabilities": [["fpga"]]}] + device_requests(["GPU-3"])
+    assert merged["device_requests"] == [
+        {"driver": "other", "capabilities": [["fpga"]]}
+    ] + device_requests(["GPU-3"])
     assert warnings
     assert merged["cap_drop"] == ["NET_RAW", "ALL"]
     assert merged["shm_size"] == "8g"  # the admin's explicit setting wins over our default
@@ -52,29 +71,82 @@ def test_merge_replaces_admin_gpu_requests_and_keeps_the_rest():
 
 
 # The one documented list (spec.py) of what a course file or the admin's `environment` may not set.
-PROTECTED_NAMES = {"CUDA_VISIBLE_DEVICES", "MEM_LIMIT", "CPU_LIMIT", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME",
-                   "JUPYTER_CONFIG_DIR", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_IMAGE", "JUPYTER_IMAGE_SPEC",
-                   "HOME", "USER", "PATH", "SHELL"}
-PROTECTED_PREFIXES = ("LD_", "NVIDIA_", "JUPYTERHUB_", "JPY_", "JUPYTER_GPUSPAWN_", "DOCKER_RESOURCE_")
+PROTECTED_NAMES = {
+    "CUDA_VISIBLE_DEVICES",
+    "MEM_LIMIT",
+    "CPU_LIMIT",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "JUPYTER_CONFIG_DIR",
+    "JUPYTER_CONFIG_PATH",
+    "JUPYTER_PATH",
+    "JUPYTER_IMAGE",
+    "JUPYTER_IMAGE_SPEC",
+    "HOME",
+    "USER",
+    "PATH",
+    "SHELL",
+}
+PROTECTED_PREFIXES = (
+    "LD_",
+    "NVIDIA_",
+    "JUPYTERHUB_",
+    "JPY_",
+    "JUPYTER_GPUSPAWN_",
+    "DOCKER_RESOURCE_",
+)
 env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True)
 
 
 def test_protected_env_is_one_documented_list():
     from jupyter_gpuspawn import spec
 
-    assert set(spec.PROTECTED_ENV) == PROTECTED_NAMES and spec.PROTECTED_ENV_PREFIXES == PROTECTED_PREFIXES
-    for name in ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD",
-                 "LD_LIBRARY_PATH", "LD_AUDIT", "JUPYTER_GPUSPAWN_GPUS", "JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL",
-                 "JPY_API_TOKEN", "MEM_LIMIT", "CPU_LIMIT", "PYTHONPATH", "PYTHONSTARTUP", "HOME", "PATH",
-                 "DOCKER_RESOURCE_NVIDIA-GPU"):
+    assert (
+        set(spec.PROTECTED_ENV) == PROTECTED_NAMES
+        and spec.PROTECTED_ENV_PREFIXES == PROTECTED_PREFIXES
+    )
+    for name in (
+        "NVIDIA_VISIBLE_DEVICES",
+        "NVIDIA_DRIVER_CAPABILITIES",
+        "CUDA_VISIBLE_DEVICES",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "JUPYTER_GPUSPAWN_GPUS",
+        "JUPYTERHUB_API_TOKEN",
+        "JUPYTERHUB_API_URL",
+        "JPY_API_TOKEN",
+        "MEM_LIMIT",
+        "CPU_LIMIT",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "HOME",
+        "PATH",
+        "DOCKER_RESOURCE_NVIDIA-GPU",
+    ):
         assert is_protected_env(name), name
-    for name in ("OMP_NUM_THREADS", "DATASET_DIR", "LD", "NVIDIA", "JUPYTER_GPUSPAWNX", "ld_preload", "PYTHONPATHS",
-                 "CUDA_HOME", "TF_CPP_MIN_LOG_LEVEL", "MY_LD_PRELOAD", "JUPYTERHUB"):
+    for name in (
+        "OMP_NUM_THREADS",
+        "DATASET_DIR",
+        "LD",
+        "NVIDIA",
+        "JUPYTER_GPUSPAWNX",
+        "ld_preload",
+        "PYTHONPATHS",
+        "CUDA_HOME",
+        "TF_CPP_MIN_LOG_LEVEL",
+        "MY_LD_PRELOAD",
+        "JUPYTERHUB",
+    ):
         assert not is_protected_env(name), name
 
 
 @settings(max_examples=300, deadline=None)
-@given(prefix=st.sampled_from(PROTECTED_PREFIXES), rest=st.from_regex(r"[A-Za-z0-9_]{0,30}", fullmatch=True))
+@given(
+    prefix=st.sampled_from(PROTECTED_PREFIXES),
+    rest=st.from_regex(r"[A-Za-z0-9_]{0,30}", fullmatch=True),
+)
 def test_every_name_under_a_protected_prefix_is_protected(prefix, rest):
     assert is_protected_env(prefix + rest)
 
@@ -112,15 +184,28 @@ def write(tmp_path, data, name="gpus.json"):
 
 
 def test_simulated_inventory(tmp_path):
-    path = write(tmp_path, [{"uuid": "GPU-a", "name": "A100", "memory_total": "80GiB", "memory_used": "1GiB",
-                             "utilization": 30}, {"uuid": "GPU-b", "name": "A100", "memory_total": 1}])
+    path = write(
+        tmp_path,
+        [
+            {
+                "uuid": "GPU-a",
+                "name": "A100",
+                "memory_total": "80GiB",
+                "memory_used": "1GiB",
+                "utilization": 30,
+            },
+            {"uuid": "GPU-b", "name": "A100", "memory_total": 1},
+        ],
+    )
     snap = read_simulated(path)
     assert snap.simulated and [g.uuid for g in snap.gpus] == ["GPU-a", "GPU-b"]
     assert snap.gpus[0].utilization_pct == 30 and snap.gpus[1].index == 1
 
 
 def test_simulated_inventory_yaml(tmp_path):
-    path = write(tmp_path, "gpus:\n  - {uuid: GPU-y, name: H100, memory_total: 80GiB}\n", "gpus.yaml")
+    path = write(
+        tmp_path, "gpus:\n  - {uuid: GPU-y, name: H100, memory_total: 80GiB}\n", "gpus.yaml"
+    )
     assert read_simulated(path).gpus[0].name == "H100"
 
 
@@ -130,7 +215,10 @@ def test_simulated_inventory_yaml(tmp_path):
         ({"not": "a list"}, "expected a list"),
         ([{"uuid": "nope", "memory_total": 1}], "uuid must look like"),
         ([{"uuid": "GPU-a"}], "memory_total is required"),
-        ([{"uuid": "GPU-a", "memory_total": 1}, {"uuid": "GPU-a", "memory_total": 1}], "duplicate uuid"),
+        (
+            [{"uuid": "GPU-a", "memory_total": 1}, {"uuid": "GPU-a", "memory_total": 1}],
+            "duplicate uuid",
+        ),
         ([{"uuid": "GPU-a", "memory_total": 1, "colour": "red"}], "unknown key(s) colour"),
         ([{"uuid": "GPU-a", "memory_total": 1, "utilization": 101}], "utilization"),
     ],
@@ -155,28 +243,64 @@ def test_simulated_file_alias_bomb_is_refused_at_once(tmp_path):
     with pytest.raises(InventoryError) as e:
         read_simulated(path)
     assert time.perf_counter() - started < 0.5
-    assert str(e.value) == (f"simulated GPU file {path}: "
-                            "YAML anchors/aliases (&, *) are not allowed in simulated GPU files")
+    assert str(e.value) == (
+        f"simulated GPU file {path}: "
+        "YAML anchors/aliases (&, *) are not allowed in simulated GPU files"
+    )
 
 
 def test_simulated_file_is_capped_in_size(tmp_path):
-    path = write(tmp_path, "- {uuid: GPU-a, memory_total: 1}\n" + ("# " + "x" * 1000 + "\n") * 300, "gpus.yaml")
+    path = write(
+        tmp_path,
+        "- {uuid: GPU-a, memory_total: 1}\n" + ("# " + "x" * 1000 + "\n") * 300,
+        "gpus.yaml",
+    )
     with pytest.raises(InventoryError) as e:
         read_simulated(path)
-    assert str(e.value) == f"simulated GPU file {path}: is larger than 256 KiB, the limit for simulated GPU files"
+    assert (
+        str(e.value)
+        == f"simulated GPU file {path}: is larger than 256 KiB, the limit for simulated GPU files"
+    )
 
 
-@pytest.mark.parametrize("device, message", [
-    ({"uuid": "GPU-" + "a" * 100_000, "memory_total": 1}, "uuid must look like GPU-xxxxxxxx, got 'GPU-aaa"),
-    ({"uuid": "GPU-a", "memory_total": "9" * 100_000 + "X"}, "memory_total must be a size like 80GiB"),
-    ({"uuid": "GPU-a", "memory_total": 1, "utilization": list(range(30_000))}, "utilization must be"),
-    ({"uuid": "GPU-a", "memory_total": 1, "k" * 100_000: 1}, "unknown key(s) kkkk"),
-    ({"uuid": "GPU-a", "memory_total": 1, "processes": [{"used_memory": 1}]}, "each process needs a pid"),
-    ({"uuid": "GPU-a", "memory_total": 1, "processes": [{"pid": "x" * 100_000}]}, "pid must be a whole number"),
-    ({"uuid": "GPU-a", "memory_total": 1, "processes": "many"}, "processes must be a whole number, got 'many'"),
-    ({"uuid": "GPU-a", "memory_total": 1, "index": "first"}, "index must be a whole number, got 'first'"),
-    ({"uuid": "GPU-a", "memory_total": 1, "temperature": "hot"}, "temperature must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        (
+            {"uuid": "GPU-" + "a" * 100_000, "memory_total": 1},
+            "uuid must look like GPU-xxxxxxxx, got 'GPU-aaa",
+        ),
+        (
+            {"uuid": "GPU-a", "memory_total": "9" * 100_000 + "X"},
+            "memory_total must be a size like 80GiB",
+        ),
+        (
+            {"uuid": "GPU-a", "memory_total": 1, "utilization": list(range(30_000))},
+            "utilization must be",
+        ),
+        ({"uuid": "GPU-a", "memory_total": 1, "k" * 100_000: 1}, "unknown key(s) kkkk"),
+        (
+            {"uuid": "GPU-a", "memory_total": 1, "processes": [{"used_memory": 1}]},
+            "each process needs a pid",
+        ),
+        (
+            {"uuid": "GPU-a", "memory_total": 1, "processes": [{"pid": "x" * 100_000}]},
+            "pid must be a whole number",
+        ),
+        (
+            {"uuid": "GPU-a", "memory_total": 1, "processes": "many"},
+            "processes must be a whole number, got 'many'",
+        ),
+        (
+            {"uuid": "GPU-a", "memory_total": 1, "index": "first"},
+            "index must be a whole number, got 'first'",
+        ),
+        (
+            {"uuid": "GPU-a", "memory_total": 1, "temperature": "hot"},
+            "temperature must be a whole number",
+        ),
+    ],
+)
 def test_bad_simulated_values_are_inventory_errors_quoted_short(tmp_path, device, message):
     path = write(tmp_path, [device])
     with pytest.raises(InventoryError) as e:
@@ -184,16 +308,36 @@ def test_bad_simulated_values_are_inventory_errors_quoted_short(tmp_path, device
     assert message in str(e.value) and len(str(e.value)) < len(path) + 250, str(e.value)[:500]
 
 
-simulated_leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12)
-                  | st.sampled_from(["GPU-a", "80GiB", "9" * 400 + "G", 55, 0]))
-simulated_device = st.fixed_dictionaries(
-    {"uuid": st.sampled_from(["GPU-a", "GPU-b", "MIG-c"]) | simulated_leaf, "memory_total": simulated_leaf},
-    optional={key: simulated_leaf for key in ("name", "memory_used", "utilization", "temperature", "index", "x")}
-    | {"processes": simulated_leaf | st.lists(st.dictionaries(st.sampled_from(["pid", "used_memory", "x"]),
-                                                              simulated_leaf), max_size=2)},
+simulated_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["GPU-a", "80GiB", "9" * 400 + "G", 55, 0])
 )
-simulated_values = (st.lists(simulated_device, max_size=3) | st.fixed_dictionaries({"gpus": st.lists(simulated_device)})
-                    | st.recursive(simulated_leaf, lambda c: st.lists(c, max_size=3), max_leaves=5))
+simulated_device = st.fixed_dictionaries(
+    {
+        "uuid": st.sampled_from(["GPU-a", "GPU-b", "MIG-c"]) | simulated_leaf,
+        "memory_total": simulated_leaf,
+    },
+    optional={
+        key: simulated_leaf
+        for key in ("name", "memory_used", "utilization", "temperature", "index", "x")
+    }
+    | {
+        "processes": simulated_leaf
+        | st.lists(
+            st.dictionaries(st.sampled_from(["pid", "used_memory", "x"]), simulated_leaf),
+            max_size=2,
+        )
+    },
+)
+simulated_values = (
+    st.lists(simulated_device, max_size=3)
+    | st.fixed_dictionaries({"gpus": st.lists(simulated_device)})
+    | st.recursive(simulated_leaf, lambda c: st.lists(c, max_size=3), max_leaves=5)
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,7 +1,10 @@
-"""GPU usage records (usage.py) against real SQLite files, and the `jupyter-gpuspawn usage` command reading them.
+"""GPU usage records (usage.py) against real SQLite files, and the `jupyter-gpuspawn usage` command
+reading them.
 
-Times are explicit epoch seconds except where the CLI reads the clock. A process killed with SIGKILL mid-way shows
-that the records it wrote survive; a reader and a writer in two processes show that WAL keeps them apart."""
+Times are explicit epoch seconds except where the CLI reads the clock. A process killed with SIGKILL
+mid-way shows that the records it wrote survive; a reader and a writer in two processes show that
+WAL keeps them apart."""
+
 from __future__ import annotations
 
 import csv
@@ -22,7 +25,15 @@ import sqlalchemy as sa
 
 import jupyter_gpuspawn
 from jupyter_gpuspawn import usage
-from jupyter_gpuspawn.usage import SCHEMA_VERSION, Hold, UsageDB, UsageError, grants_table, meta_table, usage_table
+from jupyter_gpuspawn.usage import (
+    SCHEMA_VERSION,
+    Hold,
+    UsageDB,
+    UsageError,
+    grants_table,
+    meta_table,
+    usage_table,
+)
 
 # the code under test, for subprocesses: the package this test imported, not whatever is installed
 PACKAGE_ROOT = str(Path(jupyter_gpuspawn.__file__).resolve().parent.parent)
@@ -59,15 +70,24 @@ def hold(user, gpus, server="", course="ml", share=1.0, start=None) -> Hold:
     return Hold(user, server, course, tuple(gpus), share, start=start)
 
 
-# ---- schema --------------------------------------------------------------------------------------------------------
+# ---- schema --------------------------------------------------------------------------------------
 def test_schema_created_on_first_use(path, db):
     assert not path.exists()
     assert db.schema_version() == SCHEMA_VERSION == 2
     raw = sqlite3.connect(path)
     try:
-        tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"gpuspawn_meta", "gpuspawn_gpu_usage", "gpuspawn_budget_grants", "gpuspawn_course_changes"} <= tables
-        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("2",)]
+        tables = {
+            name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        assert {
+            "gpuspawn_meta",
+            "gpuspawn_gpu_usage",
+            "gpuspawn_budget_grants",
+            "gpuspawn_course_changes",
+        } <= tables
+        assert raw.execute(
+            "SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'"
+        ).fetchall() == [("2",)]
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         raw.close()
@@ -96,19 +116,28 @@ def test_newer_schema_is_refused(path, db):
     raw.close()
     newer = UsageDB(f"sqlite:///{path}")
     try:
-        for call in (newer.schema_version, lambda: newer.record(hold("bob", ["GPU-1"]), 200.0),
-                     lambda: newer.totals(0.0, 300.0)):
+        for call in (
+            newer.schema_version,
+            lambda: newer.record(hold("bob", ["GPU-1"]), 200.0),
+            lambda: newer.totals(0.0, 300.0),
+        ):
             with pytest.raises(UsageError) as info:
                 call()
             message = str(info.value)
-            assert "schema version 3" in message and "newer" in message and "upgrade jupyter-gpuspawn" in message
+            assert (
+                "schema version 3" in message
+                and "newer" in message
+                and "upgrade jupyter-gpuspawn" in message
+            )
             assert str(path) in message
     finally:
         newer.dispose()
     raw = sqlite3.connect(path)
     try:  # nothing was written to it
         assert raw.execute("SELECT user FROM gpuspawn_gpu_usage").fetchall() == [("alice",)]
-        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("3",)]
+        assert raw.execute(
+            "SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'"
+        ).fetchall() == [("3",)]
     finally:
         raw.close()
 
@@ -119,7 +148,9 @@ def test_older_schema_is_migrated_in_place(path, db, monkeypatch):
     db.dispose()
 
     def add_column(conn):
-        conn.exec_driver_sql("ALTER TABLE gpuspawn_gpu_usage ADD COLUMN note VARCHAR(20) DEFAULT 'migrated'")
+        conn.exec_driver_sql(
+            "ALTER TABLE gpuspawn_gpu_usage ADD COLUMN note VARCHAR(20) DEFAULT 'migrated'"
+        )
 
     monkeypatch.setattr(usage, "SCHEMA_VERSION", 3)
     monkeypatch.setitem(usage.MIGRATIONS, 3, add_column)
@@ -130,14 +161,16 @@ def test_older_schema_is_migrated_in_place(path, db, monkeypatch):
         upgraded.dispose()
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("SELECT user, note FROM gpuspawn_gpu_usage").fetchall() == [("alice", "migrated")]
+        assert raw.execute("SELECT user, note FROM gpuspawn_gpu_usage").fetchall() == [
+            ("alice", "migrated")
+        ]
     finally:
         raw.close()
 
 
 def create_version_1_database(path) -> None:
-    """A database as release 1 made it: its three tables (create_all of its metadata), version "1", a usage row
-    and a grant."""
+    """A database as release 1 made it: its three tables (create_all of its metadata), version "1",
+    a usage row and a grant."""
     old = sa.MetaData()
     tables = [t.to_metadata(old) for t in (meta_table, usage_table, grants_table)]
     engine = sa.create_engine(f"sqlite:///{path}", future=True)
@@ -145,11 +178,34 @@ def create_version_1_database(path) -> None:
         with engine.begin() as conn:
             old.create_all(conn)
             conn.execute(tables[0].insert().values(key="schema_version", value="1"))
-            conn.execute(tables[1].insert().values(user="alice", server="", course="ml", gpu_uuid="GPU-0", node="",
-                                                   share=1.0, start=100.0, end=3700.0, last_seen=3700.0,
-                                                   end_reason="stopped"))
-            conn.execute(tables[2].insert().values(user="alice", course="ml", week_start=0.0, hours=2.0,
-                                                   granted_by="admin", granted_at=50.0))
+            conn.execute(
+                tables[1]
+                .insert()
+                .values(
+                    user="alice",
+                    server="",
+                    course="ml",
+                    gpu_uuid="GPU-0",
+                    node="",
+                    share=1.0,
+                    start=100.0,
+                    end=3700.0,
+                    last_seen=3700.0,
+                    end_reason="stopped",
+                )
+            )
+            conn.execute(
+                tables[2]
+                .insert()
+                .values(
+                    user="alice",
+                    course="ml",
+                    week_start=0.0,
+                    hours=2.0,
+                    granted_by="admin",
+                    granted_at=50.0,
+                )
+            )
     finally:
         engine.dispose()
 
@@ -158,10 +214,13 @@ def test_version_1_database_is_upgraded_to_version_2(path):
     create_version_1_database(path)
     raw = sqlite3.connect(path)
     try:
-        assert "gpuspawn_course_changes" not in {n for (n,) in raw.execute("SELECT name FROM sqlite_master")}
+        assert "gpuspawn_course_changes" not in {
+            n for (n,) in raw.execute("SELECT name FROM sqlite_master")
+        }
     finally:
         raw.close()
-    reader = UsageDB(f"sqlite:///{path}", create=False)  # the admin page does not upgrade: it waits for the hub
+    # the admin page does not upgrade: it waits for the hub
+    reader = UsageDB(f"sqlite:///{path}", create=False)
     try:
         with pytest.raises(UsageError, match="schema version 1"):
             reader.course_changes("ml")
@@ -172,13 +231,17 @@ def test_version_1_database_is_upgraded_to_version_2(path):
         assert hub.schema_version() == 2
         hub.record_course_change("ml", "prof", "edited", ["title"], "a" * 64, 4000.0)
         assert [c["user"] for c in hub.course_changes("ml")] == ["prof"]
-        assert [(r["user"], r["start"], r["end"]) for r in hub.records()] == [("alice", 100.0, 3700.0)]
+        assert [(r["user"], r["start"], r["end"]) for r in hub.records()] == [
+            ("alice", 100.0, 3700.0)
+        ]
         assert hub.granted_hours("alice", 0.0, 100.0, course="ml") == 2.0
     finally:
         hub.dispose()
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'").fetchall() == [("2",)]
+        assert raw.execute(
+            "SELECT value FROM gpuspawn_meta WHERE key = 'schema_version'"
+        ).fetchall() == [("2",)]
         indexes = {n for (n,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "ix_gpuspawn_course_changes_course_at" in indexes
     finally:
@@ -190,7 +253,7 @@ def test_version_1_database_is_upgraded_to_version_2(path):
         again.dispose()
 
 
-# ---- record / close ------------------------------------------------------------------------------------------------
+# ---- record / close ------------------------------------------------------------------------------
 def test_record_is_idempotent(db):
     h = hold("alice", ["GPU-0", "GPU-1"], course="ml", share=0.5)
     db.record(h, 100.0)
@@ -198,7 +261,9 @@ def test_record_is_idempotent(db):
     db.record(h, 300.0)
     got = open_rows(db, user="alice")
     assert sorted(r["gpu_uuid"] for r in got) == ["GPU-0", "GPU-1"]
-    assert {(r["start"], r["server"], r["course"], r["share"], r["node"]) for r in got} == {(100.0, "", "ml", 0.5, "")}
+    assert {(r["start"], r["server"], r["course"], r["share"], r["node"]) for r in got} == {
+        (100.0, "", "ml", 0.5, "")
+    }
     assert len(rows(db)) == 2  # nothing closed and re-opened either
 
 
@@ -208,12 +273,14 @@ def test_record_with_other_gpus_closes_the_old_rows(db):
     by_gpu = {r["gpu_uuid"]: r for r in rows(db, user="alice")}
     assert len(rows(db)) == 3
     assert (by_gpu["GPU-0"]["end"], by_gpu["GPU-0"]["end_reason"]) == (200.0, "stopped")
-    assert (by_gpu["GPU-1"]["start"], by_gpu["GPU-1"]["end"]) == (100.0, None)  # kept, not re-opened
+    # kept, not re-opened
+    assert (by_gpu["GPU-1"]["start"], by_gpu["GPU-1"]["end"]) == (100.0, None)
     assert (by_gpu["GPU-2"]["start"], by_gpu["GPU-2"]["end"]) == (200.0, None)
 
 
 def test_record_start(db):
-    db.record(hold("alice", ["GPU-0"], start=50.0), 100.0)  # known earlier start: the container's creation
+    # known earlier start: the container's creation
+    db.record(hold("alice", ["GPU-0"], start=50.0), 100.0)
     db.record(hold("bob", ["GPU-1"], start=150.0), 100.0)  # a start in the future is now
     assert open_rows(db, user="alice")[0]["start"] == 50.0
     assert open_rows(db, user="alice")[0]["last_seen"] == 100.0
@@ -226,8 +293,9 @@ def test_close_only_that_servers_rows(db):
     db.record(hold("a", ["GPU-2", "GPU-3"]), 100.0)  # user "a", default server
     db.record(hold("b", ["GPU-4"], server="a"), 100.0)
     assert db.close("a", "b", "crashed", 300.0) == 1
-    assert [(r["end"], r["end_reason"], r["last_seen"]) for r in rows(db, user="a", server="b")] == [
-        (300.0, "crashed", 300.0)]
+    assert [
+        (r["end"], r["end_reason"], r["last_seen"]) for r in rows(db, user="a", server="b")
+    ] == [(300.0, "crashed", 300.0)]
     assert len(open_rows(db, user="a-b")) == 1
     assert len(open_rows(db, user="a", server="")) == 2
     assert len(open_rows(db, user="b")) == 1
@@ -239,13 +307,17 @@ def test_close_only_that_servers_rows(db):
     assert open_rows(db) == [rows(db, user="b")[0]]
 
 
-# ---- reconcile -----------------------------------------------------------------------------------------------------
+# ---- reconcile -----------------------------------------------------------------------------------
 def test_reconcile_refreshes_running_and_opens_missing(db):
     db.record(hold("alice", ["GPU-0"]), 100.0)
-    running = [hold("alice", ["GPU-0"], start=90.0), hold("bob", ["GPU-1", "GPU-2"], server="lab", start=50.0)]
+    running = [
+        hold("alice", ["GPU-0"], start=90.0),
+        hold("bob", ["GPU-1", "GPU-2"], server="lab", start=50.0),
+    ]
     assert db.reconcile(running, keep=(), listed_at=150.0, now=160.0, reason="crashed") == []
     alice = open_rows(db, user="alice")
-    assert [(r["start"], r["last_seen"]) for r in alice] == [(100.0, 160.0)]  # kept its start, seen now
+    # kept its start, seen now
+    assert [(r["start"], r["last_seen"]) for r in alice] == [(100.0, 160.0)]
     bob = open_rows(db, user="bob")
     assert sorted(r["gpu_uuid"] for r in bob) == ["GPU-1", "GPU-2"]
     assert {(r["start"], r["last_seen"], r["server"]) for r in bob} == {(50.0, 160.0, "lab")}
@@ -259,37 +331,68 @@ def test_reconcile_closes_vanished_servers_when_last_seen(db):
     db.record(hold("alice", ["GPU-0"]), 100.0)
     db.record(hold("carol", ["GPU-1", "GPU-2"], server="big"), 100.0)
     db.record(hold("dave", ["GPU-3"]), 100.0)
-    db.reconcile([hold("alice", ["GPU-0"]), hold("carol", ["GPU-1", "GPU-2"], server="big")], keep=(),
-                 listed_at=150.0, now=160.0, reason="crashed")  # dave vanished already: last seen at 100
-    closed = db.reconcile([hold("alice", ["GPU-0"])], keep=(), listed_at=250.0, now=260.0, reason="hub restart")
+    db.reconcile(
+        [hold("alice", ["GPU-0"]), hold("carol", ["GPU-1", "GPU-2"], server="big")],
+        keep=(),
+        # dave vanished already: last seen at 100
+        listed_at=150.0,
+        now=160.0,
+        reason="crashed",
+    )
+    closed = db.reconcile(
+        [hold("alice", ["GPU-0"])], keep=(), listed_at=250.0, now=260.0, reason="hub restart"
+    )
     assert sorted(closed) == [("carol", "big", "GPU-1", 160.0), ("carol", "big", "GPU-2", 160.0)]
-    assert [(r["end"], r["end_reason"]) for r in rows(db, user="carol")] == [(160.0, "hub restart")] * 2
+    assert [(r["end"], r["end_reason"]) for r in rows(db, user="carol")] == [
+        (160.0, "hub restart")
+    ] * 2
     assert [(r["end"], r["end_reason"]) for r in rows(db, user="dave")] == [(100.0, "crashed")]
     assert [(r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [(None, 260.0)]
 
 
 def test_reconcile_never_closes_the_rows_of_kept_servers(db):
-    db.record(hold("alice", ["GPU-0"]), 100.0)  # stopping while the list was read: not in it, its end is the stop's
-    db.record(hold("bob", ["GPU-1"]), 100.0)  # started again with other GPUs: its new container is in the list
+    # stopping while the list was read: not in it, its end is the stop's
+    db.record(hold("alice", ["GPU-0"]), 100.0)
+    # started again with other GPUs: its new container is in the list
+    db.record(hold("bob", ["GPU-1"]), 100.0)
     running = [hold("bob", ["GPU-2"], start=140.0), hold("erin", ["GPU-3"], start=140.0)]
-    closed = db.reconcile(running, keep={("alice", ""), ("bob", ""), ("erin", "")}, listed_at=150.0, now=160.0,
-                          reason="crashed")
+    closed = db.reconcile(
+        running,
+        keep={("alice", ""), ("bob", ""), ("erin", "")},
+        listed_at=150.0,
+        now=160.0,
+        reason="crashed",
+    )
     assert closed == []
-    assert [(r["gpu_uuid"], r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [("GPU-0", None, 100.0)]
-    # what runs is recorded, kept or not: bob's old GPU closed as the new container replaced it, erin's opened
-    assert [(r["gpu_uuid"], r["end"]) for r in rows(db, user="bob")] == [("GPU-1", 160.0), ("GPU-2", None)]
-    assert [(r["gpu_uuid"], r["start"], r["last_seen"]) for r in rows(db, user="erin")] == [("GPU-3", 140.0, 160.0)]
+    assert [(r["gpu_uuid"], r["end"], r["last_seen"]) for r in rows(db, user="alice")] == [
+        ("GPU-0", None, 100.0)
+    ]
+    # what runs is recorded, kept or not: bob's old GPU closed as the new container replaced it,
+    # erin's opened
+    assert [(r["gpu_uuid"], r["end"]) for r in rows(db, user="bob")] == [
+        ("GPU-1", 160.0),
+        ("GPU-2", None),
+    ]
+    assert [(r["gpu_uuid"], r["start"], r["last_seen"]) for r in rows(db, user="erin")] == [
+        ("GPU-3", 140.0, 160.0)
+    ]
 
 
 def test_reconcile_does_not_reopen_a_server_stopped_after_the_listing(db):
     db.record(hold("alice", ["GPU-0"]), 100.0)
     listed_at = 150.0
     db.close("alice", "", "stopped", 155.0)  # stopped while the round's list was in flight
-    closed = db.reconcile([hold("alice", ["GPU-0"], start=90.0)], keep=(), listed_at=listed_at, now=160.0,
-                          reason="crashed")
+    closed = db.reconcile(
+        [hold("alice", ["GPU-0"], start=90.0)],
+        keep=(),
+        listed_at=listed_at,
+        now=160.0,
+        reason="crashed",
+    )
     assert closed == []
     assert [(r["end"], r["end_reason"], r["last_seen"]) for r in rows(db, user="alice")] == [
-        (155.0, "stopped", 155.0)]
+        (155.0, "stopped", 155.0)
+    ]
     # stopped at the very time of the listing: the same
     db.record(hold("bob", ["GPU-1"]), 100.0)
     db.close("bob", "", "stopped", 200.0)
@@ -315,13 +418,16 @@ def test_reconcile_does_not_close_a_server_whose_gpus_changed_after_the_listing(
     db.record(hold("alice", ["GPU-1"]), 155.0)  # restarted on another GPU after the listing at 150
     closed = db.reconcile([], keep=(), listed_at=150.0, now=160.0, reason="crashed")
     assert closed == []
-    assert [(r["gpu_uuid"], r["end"]) for r in rows(db, user="alice")] == [("GPU-0", 155.0), ("GPU-1", None)]
+    assert [(r["gpu_uuid"], r["end"]) for r in rows(db, user="alice")] == [
+        ("GPU-0", 155.0),
+        ("GPU-1", None),
+    ]
 
 
-# ---- reads ---------------------------------------------------------------------------------------------------------
+# ---- reads ---------------------------------------------------------------------------------------
 def usage_fixture(db):
-    """alice: ml GPU-0 [100, 200), ml GPU-1 [150, open), cv shared half of GPU-2 [0, 400); bob: ml [100, 300);
-    carol: ml [1000, open) starts after the windows asked about."""
+    """alice: ml GPU-0 [100, 200), ml GPU-1 [150, open), cv shared half of GPU-2 [0, 400); bob: ml
+    [100, 300); carol: ml [1000, open) starts after the windows asked about."""
     db.record(hold("alice", ["GPU-0"], start=100.0), 100.0)
     db.record(hold("alice", ["GPU-1"], server="two", start=150.0), 150.0)
     db.record(hold("alice", ["GPU-2"], server="cv", course="cv", share=0.5, start=0.0), 0.0)
@@ -354,17 +460,27 @@ def test_gpu_seconds(db):
 def test_totals_per_user_and_course(db):
     usage_fixture(db)
     got = db.totals(since=0.0, now=500.0)
-    # alice ml: 100 + 350 = 450 s; alice cv: 400 * 0.5 = 200 s; bob ml: 200 s; carol: not started yet
-    assert [(r["user"], r["course"]) for r in got] == [("alice", "ml"), ("alice", "cv"), ("bob", "ml")]
+    # alice ml: 100 + 350 = 450 s; alice cv: 400 * 0.5 = 200 s; bob ml: 200 s; carol: not started
+    # yet
+    assert [(r["user"], r["course"]) for r in got] == [
+        ("alice", "ml"),
+        ("alice", "cv"),
+        ("bob", "ml"),
+    ]
     assert [r["gpu_hours"] for r in got] == pytest.approx([450 / 3600, 200 / 3600, 200 / 3600])
     ml = db.totals(since=0.0, now=500.0, course="ml")
-    assert [(r["user"], r["gpu_hours"]) for r in ml] == [("alice", pytest.approx(450 / 3600)),
-                                                          ("bob", pytest.approx(200 / 3600))]
+    assert [(r["user"], r["gpu_hours"]) for r in ml] == [
+        ("alice", pytest.approx(450 / 3600)),
+        ("bob", pytest.approx(200 / 3600)),
+    ]
     # only the part after since
     late = db.totals(since=250.0, now=2000.0)
     assert {(r["user"], r["course"]): r["gpu_hours"] for r in late} == {
-        ("alice", "ml"): pytest.approx(1750 / 3600), ("alice", "cv"): pytest.approx(75 / 3600),
-        ("bob", "ml"): pytest.approx(50 / 3600), ("carol", "ml"): pytest.approx(1000 / 3600)}
+        ("alice", "ml"): pytest.approx(1750 / 3600),
+        ("alice", "cv"): pytest.approx(75 / 3600),
+        ("bob", "ml"): pytest.approx(50 / 3600),
+        ("carol", "ml"): pytest.approx(1000 / 3600),
+    }
     assert db.totals(since=5000.0, now=6000.0, course="cv") == []
 
 
@@ -376,7 +492,12 @@ def test_totals_ties_are_sorted_by_user_then_course(db):
     db.close("zed", "", "stopped", 720.0)
     got = db.totals(since=0.0, now=1000.0)
     assert [(r["user"], r["course"], r["gpu_hours"]) for r in got] == [
-        ("zed", "ml", 0.2), ("dan", "a", 0.1), ("dan", "z", 0.1), ("erin", "a", 0.1), ("erin", "b", 0.1)]
+        ("zed", "ml", 0.2),
+        ("dan", "a", 0.1),
+        ("dan", "z", 0.1),
+        ("erin", "a", 0.1),
+        ("erin", "b", 0.1),
+    ]
 
 
 def test_grants_are_summed_per_user_course_and_week(db):
@@ -401,15 +522,18 @@ def test_grant_refuses_what_the_hub_would_never_read(tmp_path, capsys):
     from jupyter_gpuspawn.cli import main
     from jupyter_gpuspawn.usage import UsageDB
 
-    assert main(["grant", "alice", "1"]) == 2  # no -f / --db: it would write a database the hub never reads
+    # no -f / --db: it would write a database the hub never reads
+    assert main(["grant", "alice", "1"]) == 2
     assert "-f /path/to/jupyterhub_config.py" in capsys.readouterr().err
     courses = tmp_path / "courses"
     courses.mkdir()
     (courses / "dl.yaml").write_text("id: dl\ntitle: DL\nimages: [{key: k, image: 'img:1'}]\n")
     db_url = f"sqlite:///{tmp_path / 'usage.sqlite'}"
     config = tmp_path / "jupyterhub_config.py"
-    config.write_text(f"c.GPUDockerSpawner.courses_dir = {str(courses)!r}\n"
-                      f"c.GPUDockerSpawner.usage_db_url = {db_url!r}\n")
+    config.write_text(
+        f"c.GPUDockerSpawner.courses_dir = {str(courses)!r}\n"
+        f"c.GPUDockerSpawner.usage_db_url = {db_url!r}\n"
+    )
     assert main(["grant", "alice", "1", "-f", str(config)]) == 2
     assert "budgets are per course: add --course (one of dl)" in capsys.readouterr().err
     assert main(["grant", "alice", "1", "-f", str(config), "--course", "dk"]) == 2
@@ -421,14 +545,15 @@ def test_grant_refuses_what_the_hub_would_never_read(tmp_path, capsys):
     db.dispose()
 
 
-# ---- crash safety --------------------------------------------------------------------------------------------------
+# ---- crash safety --------------------------------------------------------------------------------
 KILLED_WRITER = textwrap.dedent("""
     import sys, time
     from jupyter_gpuspawn.usage import Hold, UsageDB
     db = UsageDB(sys.argv[1])
     db.record(Hold("alice", "", "ml", ("GPU-0", "GPU-1")), 1000.0)
     db.record(Hold("bob", "lab", "ml", ("GPU-2",), 0.5), 1010.0)
-    db.reconcile([Hold("alice", "", "ml", ("GPU-0", "GPU-1")), Hold("bob", "lab", "ml", ("GPU-2",), 0.5)],
+    db.reconcile([Hold("alice", "", "ml", ("GPU-0", "GPU-1")),
+                  Hold("bob", "lab", "ml", ("GPU-2",), 0.5)],
                  (), 1100.0, 1200.0, "crashed")
     db.record(Hold("carol", "", "cv", ("GPU-3",)), 1300.0)
     import jupyter_gpuspawn
@@ -439,14 +564,20 @@ KILLED_WRITER = textwrap.dedent("""
 
 def test_records_survive_a_writer_killed_with_sigkill(path):
     url = f"sqlite:///{path}"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, url], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("written"), proc.stderr.read() if proc.poll() is not None else line
         assert line.split()[1].startswith(PACKAGE_ROOT)  # the child ran the code under test
         wal = path.with_name(path.name + "-wal")
-        assert wal.exists() and wal.stat().st_size > 0  # the records are in the WAL, never checkpointed
+        # the records are in the WAL, never checkpointed
+        assert wal.exists() and wal.stat().st_size > 0
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -455,46 +586,69 @@ def test_records_survive_a_writer_killed_with_sigkill(path):
     db = UsageDB(url)
     try:
         assert sorted((r["user"], r["gpu_uuid"], r["last_seen"]) for r in open_rows(db)) == [
-            ("alice", "GPU-0", 1200.0), ("alice", "GPU-1", 1200.0), ("bob", "GPU-2", 1200.0),
-            ("carol", "GPU-3", 1300.0)]
+            ("alice", "GPU-0", 1200.0),
+            ("alice", "GPU-1", 1200.0),
+            ("bob", "GPU-2", 1200.0),
+            ("carol", "GPU-3", 1300.0),
+        ]
         # the restarted hub's first round: bob's container still runs, the others are gone
-        closed = db.reconcile([Hold("bob", "lab", "ml", ("GPU-2",), 0.5)], keep=(), listed_at=2000.0, now=2001.0,
-                              reason="hub restart")
-        assert sorted(closed) == [("alice", "", "GPU-0", 1200.0), ("alice", "", "GPU-1", 1200.0),
-                                  ("carol", "", "GPU-3", 1300.0)]
-        assert {(r["user"], r["end"], r["end_reason"]) for r in rows(db) if r["end"] is not None} == {
-            ("alice", 1200.0, "hub restart"), ("carol", 1300.0, "hub restart")}
-        assert [(r["user"], r["last_seen"], r["start"]) for r in open_rows(db)] == [("bob", 2001.0, 1010.0)]
+        closed = db.reconcile(
+            [Hold("bob", "lab", "ml", ("GPU-2",), 0.5)],
+            keep=(),
+            listed_at=2000.0,
+            now=2001.0,
+            reason="hub restart",
+        )
+        assert sorted(closed) == [
+            ("alice", "", "GPU-0", 1200.0),
+            ("alice", "", "GPU-1", 1200.0),
+            ("carol", "", "GPU-3", 1300.0),
+        ]
+        assert {
+            (r["user"], r["end"], r["end_reason"]) for r in rows(db) if r["end"] is not None
+        } == {("alice", 1200.0, "hub restart"), ("carol", 1300.0, "hub restart")}
+        assert [(r["user"], r["last_seen"], r["start"]) for r in open_rows(db)] == [
+            ("bob", 2001.0, 1010.0)
+        ]
         totals = {(r["user"], r["course"]): r["gpu_hours"] for r in db.totals(0.0, 2001.0)}
-        assert totals == {("alice", "ml"): pytest.approx(400 / 3600), ("carol", "cv"): 0.0,
-                          ("bob", "ml"): pytest.approx(991 * 0.5 / 3600)}
+        assert totals == {
+            ("alice", "ml"): pytest.approx(400 / 3600),
+            ("carol", "cv"): 0.0,
+            ("bob", "ml"): pytest.approx(991 * 0.5 / 3600),
+        }
     finally:
         db.dispose()
 
 
-# ---- the `jupyter-gpuspawn usage` command --------------------------------------------------------------------------
+# ---- the `jupyter-gpuspawn usage` command --------------------------------------------------------
 def cli_command() -> list:
     script = Path(sys.executable).parent / "jupyter-gpuspawn"
     return [str(script)] if script.exists() else [sys.executable, "-m", "jupyter_gpuspawn.cli"]
 
 
 def run_cli(*args, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command() + ["usage", *args], capture_output=True, text=True, timeout=timeout,
-                          env=subprocess_env())
+    return subprocess.run(
+        cli_command() + ["usage", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(),
+    )
 
 
 SINCE = "2020-01-01"
 
 
 def cli_fixture(db, now: float):
-    """Closed rows an hour and more ago (exact totals), one open row (grows with the clock), a row with no
-    course, and one before --since."""
+    """Closed rows an hour and more ago (exact totals), one open row (grows with the clock), a row
+    with no course, and one before --since."""
     since = dt.datetime(2020, 1, 1).timestamp()
     db.record(hold("alice", ["GPU-0", "GPU-1"], start=now - 7200), now - 7200)
     db.close("alice", "", "stopped", now - 3600)  # 2 GPU-hours, ml
     db.record(hold("bob", ["GPU-2"], course="cv", share=0.25, start=now - 4 * 3600), now - 4 * 3600)
     db.close("bob", "", "crashed", now)  # 1 GPU-hour, cv
-    db.record(hold("carol", ["GPU-3"], course="", start=now - 1800), now - 1800)  # open: 0.5 and growing
+    # open: 0.5 and growing
+    db.record(hold("carol", ["GPU-3"], course="", start=now - 1800), now - 1800)
     db.record(hold("dave", ["GPU-4"], start=since - 7200), since - 7200)
     db.close("dave", "", "stopped", since - 3600)  # before --since: not counted
 
@@ -510,9 +664,17 @@ def test_cli_usage_formats_match_totals(db, path):
     data = json.loads(result.stdout)
     assert data["since"] == since
     expected = db.totals(since, data["until"])
-    assert [(r["user"], r["course"]) for r in data["rows"]] == [("alice", "ml"), ("bob", "cv"), ("carol", "")]
-    assert [(r["user"], r["course"]) for r in data["rows"]] == [(r["user"], r["course"]) for r in expected]
-    assert [r["gpu_hours"] for r in data["rows"]] == pytest.approx([r["gpu_hours"] for r in expected])
+    assert [(r["user"], r["course"]) for r in data["rows"]] == [
+        ("alice", "ml"),
+        ("bob", "cv"),
+        ("carol", ""),
+    ]
+    assert [(r["user"], r["course"]) for r in data["rows"]] == [
+        (r["user"], r["course"]) for r in expected
+    ]
+    assert [r["gpu_hours"] for r in data["rows"]] == pytest.approx(
+        [r["gpu_hours"] for r in expected]
+    )
     assert [r["gpu_hours"] for r in data["rows"][:2]] == pytest.approx([2.0, 1.0])
     assert data["rows"][2]["gpu_hours"] == pytest.approx(0.5 + (data["until"] - now) / 3600)
 
@@ -535,7 +697,9 @@ def test_cli_usage_formats_match_totals(db, path):
 
     result = run_cli("--db", url, "--since", SINCE, "--course", "cv", "--format", "json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["rows"] == [{"user": "bob", "course": "cv", "gpu_hours": pytest.approx(1.0)}]
+    assert json.loads(result.stdout)["rows"] == [
+        {"user": "bob", "course": "cv", "gpu_hours": pytest.approx(1.0)}
+    ]
     result = run_cli("--db", url, "--since", SINCE, "--course", "nlp")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "(no GPU use recorded)"
@@ -552,15 +716,20 @@ def test_cli_usage_defaults_to_this_week(db, path):
     assert json.loads(result.stdout)["since"] in (before, after)
     result = run_cli("--db", f"sqlite:///{path}")
     assert result.returncode == 0, result.stderr
-    assert f"(this week, from {describe(before)})" in result.stdout.splitlines()[0] or \
-        f"(this week, from {describe(after)})" in result.stdout.splitlines()[0]
+    assert (
+        f"(this week, from {describe(before)})" in result.stdout.splitlines()[0]
+        or f"(this week, from {describe(after)})" in result.stdout.splitlines()[0]
+    )
 
 
 def test_cli_usage_refuses_a_bad_since(db, path):
     db.ensure_schema()
     result = run_cli("--db", f"sqlite:///{path}", "--since", "last tuesday")
     assert result.returncode != 0
-    assert "--since must be a date like 2026-11-23 or 2026-11-23T08:00, got 'last tuesday'" in result.stderr
+    assert (
+        "--since must be a date like 2026-11-23 or 2026-11-23T08:00, got 'last tuesday'"
+        in result.stderr
+    )
     assert result.stdout == ""
 
 
@@ -569,9 +738,22 @@ def test_cli_reads_while_the_hub_holds_a_write_transaction(db, path):
     cli_fixture(db, now)
     url = f"sqlite:///{path}"
     with db.engine.connect() as conn:
-        conn.exec_driver_sql("BEGIN EXCLUSIVE")  # the hub mid-write: without WAL this locks readers out
-        conn.execute(usage_table.insert().values(user="zoe", server="", course="ml", gpu_uuid="GPU-9", node="",
-                                                 share=1.0, start=now - 2700, end=now, last_seen=now))  # 0.75 h
+        # the hub mid-write: without WAL this locks readers out
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        conn.execute(
+            usage_table.insert().values(
+                user="zoe",
+                server="",
+                course="ml",
+                gpu_uuid="GPU-9",
+                node="",
+                # 0.75 h
+                share=1.0,
+                start=now - 2700,
+                end=now,
+                last_seen=now,
+            )
+        )
         started = time.monotonic()
         result = run_cli("--db", url, "--since", SINCE, "--format", "json")
         elapsed = time.monotonic() - started
@@ -582,7 +764,13 @@ def test_cli_reads_while_the_hub_holds_a_write_transaction(db, path):
     assert elapsed < 30
     result = run_cli("--db", url, "--since", SINCE, "--format", "json")
     assert result.returncode == 0, result.stderr
-    assert [r["user"] for r in json.loads(result.stdout)["rows"]] == ["alice", "bob", "zoe", "carol"]  # zoe 0.75 h, carol 0.5 h and growing
+    # zoe 0.75 h, carol 0.5 h and growing
+    assert [r["user"] for r in json.loads(result.stdout)["rows"]] == [
+        "alice",
+        "bob",
+        "zoe",
+        "carol",
+    ]
 
 
 def test_hub_writes_while_a_reader_holds_a_read_transaction(db, path):
@@ -591,27 +779,39 @@ def test_hub_writes_while_a_reader_holds_a_read_transaction(db, path):
     try:
         with reader.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN")  # a slow `usage` report mid-read
-            assert conn.execute(sa.select(sa.func.count()).select_from(usage_table)).scalar_one() == 1
+            assert (
+                conn.execute(sa.select(sa.func.count()).select_from(usage_table)).scalar_one() == 1
+            )
             started = time.monotonic()
             db.record(hold("bob", ["GPU-1"]), 200.0)  # must not wait for the reader
             db.close("alice", "", "stopped", 300.0)
             assert time.monotonic() - started < 4  # below the 5 s busy timeout
             # the reader keeps its snapshot
-            assert conn.execute(sa.select(sa.func.count()).select_from(usage_table)).scalar_one() == 1
+            assert (
+                conn.execute(sa.select(sa.func.count()).select_from(usage_table)).scalar_one() == 1
+            )
             conn.rollback()
         assert len(reader.records()) == 2
     finally:
         reader.dispose()
 
 
-# ---- course changes ------------------------------------------------------------------------------------------------
+# ---- course changes ------------------------------------------------------------------------------
 REV_A, REV_B = "a" * 64, "0123456789abcdef" * 4
 
 
 def test_course_change_round_trip(db):
     db.record_course_change("ml", "prof", "created", ["new course", "2 images"], REV_A, 1000.0)
-    assert db.course_changes("ml") == [{"course": "ml", "user": "prof", "at": 1000.0, "action": "created",
-                                        "summary": ["new course", "2 images"], "revision": REV_A}]
+    assert db.course_changes("ml") == [
+        {
+            "course": "ml",
+            "user": "prof",
+            "at": 1000.0,
+            "action": "created",
+            "summary": ["new course", "2 images"],
+            "revision": REV_A,
+        }
+    ]
     assert db.course_changes("other") == []
 
 
@@ -619,9 +819,15 @@ def test_course_changes_newest_first_and_limited(db):
     db.record_course_change("ml", "prof", "created", ["new course"], REV_A, 1000.0)
     db.record_course_change("ml", "ta", "enrolled", ["+bob"], "", 3000.0)
     db.record_course_change("ml", "prof", "edited", ["gpus: 1 -> 2"], REV_B, 2000.0)
-    db.record_course_change("ml", "ta", "unenrolled", ["-bob"], "", 3000.0)  # same time: the later recorded first
+    # same time: the later recorded first
+    db.record_course_change("ml", "ta", "unenrolled", ["-bob"], "", 3000.0)
     db.record_course_change("cv", "other", "created", [], REV_A, 5000.0)
-    assert [c["action"] for c in db.course_changes("ml")] == ["unenrolled", "enrolled", "edited", "created"]
+    assert [c["action"] for c in db.course_changes("ml")] == [
+        "unenrolled",
+        "enrolled",
+        "edited",
+        "created",
+    ]
     assert [c["action"] for c in db.course_changes("ml", limit=2)] == ["unenrolled", "enrolled"]
     assert [c["summary"] for c in db.course_changes("cv")] == [[]]
 
@@ -629,7 +835,8 @@ def test_course_changes_newest_first_and_limited(db):
 def test_change_for_revision_is_the_newest_that_wrote_it(db):
     db.record_course_change("ml", "prof", "edited", ["title"], REV_A, 1000.0)
     db.record_course_change("ml", "ta", "edited", ["title back"], REV_B, 2000.0)
-    db.record_course_change("ml", "prof2", "restored", ["restored"], REV_A, 3000.0)  # the same bytes again
+    # the same bytes again
+    db.record_course_change("ml", "prof2", "restored", ["restored"], REV_A, 3000.0)
     db.record_course_change("ml", "ta", "enrolled", ["+bob"], "", 4000.0)
     assert db.change_for_revision("ml", REV_A)["user"] == "prof2"
     assert db.change_for_revision("ml", REV_B)["user"] == "ta"
@@ -638,14 +845,17 @@ def test_change_for_revision_is_the_newest_that_wrote_it(db):
     assert db.change_for_revision("ml", "") is None  # enrolments wrote no file
 
 
-@pytest.mark.parametrize("action, summary, revision", [
-    ("deleted", ["gone"], REV_A),  # unknown action
-    ("", [], ""),
-    ("edited", "title", REV_A),  # a bare string, not a list of them
-    ("edited", [3], REV_A),
-    ("edited", ["title"], "abc"),  # not a sha256
-    ("edited", ["title"], "A" * 64),
-])
+@pytest.mark.parametrize(
+    "action, summary, revision",
+    [
+        ("deleted", ["gone"], REV_A),  # unknown action
+        ("", [], ""),
+        ("edited", "title", REV_A),  # a bare string, not a list of them
+        ("edited", [3], REV_A),
+        ("edited", ["title"], "abc"),  # not a sha256
+        ("edited", ["title"], "A" * 64),
+    ],
+)
 def test_bad_course_changes_are_refused(db, action, summary, revision):
     with pytest.raises(ValueError):
         db.record_course_change("ml", "prof", action, summary, revision, 1000.0)

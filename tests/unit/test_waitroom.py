@@ -1,4 +1,5 @@
 """The wait room: real allocator and queue, real asyncio; only the GPUs are made up."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,19 +29,34 @@ def test_the_first_in_line_gets_the_freed_gpu_and_the_next_moves_up():
     places = {"c": [], "d": []}
 
     async def scenario():
-        c = asyncio.ensure_future(room.wait(GPURequest("c", count=1), holds_other=False, timeout=5, gpus=inventory,
-                                            on_place=lambda *p: places["c"].append(p)))
+        c = asyncio.ensure_future(
+            room.wait(
+                GPURequest("c", count=1),
+                holds_other=False,
+                timeout=5,
+                gpus=inventory,
+                on_place=lambda *p: places["c"].append(p),
+            )
+        )
         await asyncio.sleep(0.05)
         assert places["c"] == [(1, 1)]
-        d = asyncio.ensure_future(room.wait(GPURequest("d", count=1), holds_other=False, timeout=5, gpus=inventory,
-                                            on_place=lambda *p: places["d"].append(p)))
+        d = asyncio.ensure_future(
+            room.wait(
+                GPURequest("d", count=1),
+                holds_other=False,
+                timeout=5,
+                gpus=inventory,
+                on_place=lambda *p: places["d"].append(p),
+            )
+        )
         for _ in range(200):  # c sees the line grow behind it on its next round
             if len(places["c"]) == 2:
                 break
             await asyncio.sleep(0.01)
         allocator.release("b")
         got = await asyncio.wait_for(c, 1)
-        for _ in range(200):  # d notices it moved up on its next round (every 0.01 s; longer on a busy machine)
+        # d notices it moved up on its next round (every 0.01 s; longer on a busy machine)
+        for _ in range(200):
             if len(places["d"]) == 2:
                 break
             await asyncio.sleep(0.01)
@@ -58,8 +74,13 @@ def test_a_timeout_holds_nothing():
 
     async def scenario():
         with pytest.raises(QueueTimeout):
-            await room.wait(GPURequest("c", count=1), holds_other=False, timeout=0.1, gpus=inventory,
-                            on_place=lambda *p: None)
+            await room.wait(
+                GPURequest("c", count=1),
+                holds_other=False,
+                timeout=0.1,
+                gpus=inventory,
+                on_place=lambda *p: None,
+            )
 
     asyncio.run(scenario())
     assert allocator.assignment("c") == () and len(room) == 0
@@ -69,8 +90,15 @@ def test_a_cancelled_wait_leaves_the_line_and_a_last_moment_grant_is_given_back(
     allocator, room = room_with_both_gpus_taken()
 
     async def scenario():
-        c = asyncio.ensure_future(room.wait(GPURequest("c", count=1), holds_other=False, timeout=5, gpus=inventory,
-                                            on_place=lambda *p: None))
+        c = asyncio.ensure_future(
+            room.wait(
+                GPURequest("c", count=1),
+                holds_other=False,
+                timeout=5,
+                gpus=inventory,
+                on_place=lambda *p: None,
+            )
+        )
         await asyncio.sleep(0.05)
         allocator.release("a")
         room.dispatch_once(GPUS)  # GPU-0 is granted to c ...
@@ -87,9 +115,15 @@ def test_a_request_that_can_no_longer_be_met_ends_its_turn_with_the_reason():
     allocator, room = room_with_both_gpus_taken()
 
     async def scenario():
-        waiting = asyncio.ensure_future(room.wait(GPURequest("a", "second", count=1, user_limit=1), holds_other=True,
-                                                  timeout=5,
-                                                  gpus=inventory, on_place=lambda *p: None))
+        waiting = asyncio.ensure_future(
+            room.wait(
+                GPURequest("a", "second", count=1, user_limit=1),
+                holds_other=True,
+                timeout=5,
+                gpus=inventory,
+                on_place=lambda *p: None,
+            )
+        )
         await asyncio.sleep(0.05)
         allocator.release("b")
         with pytest.raises(UserGPULimit):
@@ -100,7 +134,20 @@ def test_a_request_that_can_no_longer_be_met_ends_its_turn_with_the_reason():
 
 
 def test_messages():
-    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == \
-        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]
-    assert waiting_message(2, 5, "NVIDIA A100 80GB") == \
-        "Waiting for a GPU: you are 2nd in line (5 waiting for NVIDIA A100 80GB)"
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "101st",
+        "111th",
+    ]
+    assert (
+        waiting_message(2, 5, "NVIDIA A100 80GB")
+        == "Waiting for a GPU: you are 2nd in line (5 waiting for NVIDIA A100 80GB)"
+    )
