@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import requires as dist_requires
 from importlib.metadata import version as dist_version
 
 from . import wheels
@@ -36,6 +37,8 @@ READY_LABEL = "org.jupyter.gpuspawn.ready"
 JUPYTERHUB_VERSION_LABEL = "org.jupyter.gpuspawn.jupyterhub-version"
 VENV = "/opt/jupyter-gpuspawn"
 NO_PYTHON_EXIT = 3
+# how docker reports a RUN step that exited so (classic builder; BuildKit)
+NO_PYTHON_FAILURE = re.compile(rf"(returned a non-zero code|exit code): {NO_PYTHON_EXIT}\b")
 
 # Why build-image drops rfc3987-syntax from its venv (unless --keep-rfc3987-syntax): jsonschema >=
 # 4.26 imports it for the "iri" formats, and it compiles ~35 Lark grammars at import; every Jupyter
@@ -103,6 +106,15 @@ def hub_jupyterhub_version() -> str:
     return dist_version("jupyterhub")
 
 
+def server_requirements() -> str:
+    """The user-server side's requirements (this package's base install, no extras), shell-quoted.
+    Step 1 installs them; step 2 installs the package with --no-deps (a second resolve would want
+    back what step 1 dropped on purpose, rfc3987-syntax), and ``pip check`` is clean because both
+    come from the same metadata."""
+    base = [r for r in dist_requires("jupyter-gpuspawn") or [] if "extra ==" not in r]
+    return " ".join(shlex.quote(r.replace(" ", "")) for r in base)
+
+
 def dockerfile(
     base: str,
     jupyterhub_version: str,
@@ -162,7 +174,7 @@ RUN set -eu; \\
     echo "$PIP" > {VENV}/.pip-command; \\
     LAB=""; {VENV}/bin/python -c "import jupyterlab" 2>/dev/null || LAB="jupyterlab"; \\
     {pip_cert}PIP_DISABLE_PIP_VERSION_CHECK=1 $PIP install --no-cache-dir --progress-bar off \\
-      "jupyterhub=={jupyterhub_version}" jupyter_server nvidia-ml-py pyyaml $LAB; \\
+      "jupyterhub=={jupyterhub_version}" {server_requirements()} $LAB; \\
     SLOW="$({VENV}/bin/python -c "import rfc3987_syntax; print(rfc3987_syntax.__file__)" \\
       2>/dev/null || true)"; \\
     case "$SLOW" in \\
@@ -275,7 +287,8 @@ def build_image(
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         no_python = False
         for line in proc.stdout:
-            no_python = no_python or "has no Python" in line
+            # by the step's exit code: docker echoes the whole RUN command, message text included
+            no_python = no_python or bool(NO_PYTHON_FAILURE.search(line))
             out.write(line)
             out.flush()
         code = proc.wait()

@@ -45,6 +45,17 @@ def test_setup_built_the_singleuser_image_with_build_image(docker_engine):
         check=True,
     ).stdout
     assert out.split() == ["zoe", "/tmp/h", hub_jupyterhub_version()]
+    # the image holds the user-server side only (no hub extra), and pip finds nothing missing
+    check = docker(
+        "run", "--rm", "--entrypoint", "/opt/jupyter-gpuspawn/bin/python", TEST_IMAGE,
+        "-m", "pip", "check",
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    shown = docker(
+        "run", "--rm", "--entrypoint", "/opt/jupyter-gpuspawn/bin/python", TEST_IMAGE,
+        "-c", "import importlib.util as u; print(u.find_spec('dockerspawner') is None)",
+    )  # fmt: skip
+    assert shown.stdout.strip() == "True", shown.stderr
 
 
 def test_image_that_cannot_run_a_hub_server_is_refused_before_anything_starts(make_hub):

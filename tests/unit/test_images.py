@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import shlex
 
 import pytest
@@ -249,3 +250,38 @@ def test_the_image_probe_container_is_removed_however_it_ends(failure):
     assert probe_singleuser(client, "local/broken:1") is False
     assert client.calls[-1] == ("remove", "probe1", True)
     assert [c[0] for c in client.calls].count("remove") == 1
+
+
+@pytest.mark.parametrize(
+    "docker_output, says_no_python",
+    [
+        # docker echoes the step's command, whose text holds the no-Python message, then fails later
+        (
+            [
+                'Step 5/9 : RUN set -eu; echo "jupyter-gpuspawn: the base image b has no Python"',
+                "ERROR: No matching distribution found for rfc3987-syntax",
+                "The command '/bin/sh -c set -eu; ...' returned a non-zero code: 1",
+            ],
+            False,
+        ),
+        (["jupyter-gpuspawn: the base image b has no Python", "returned a non-zero code: 3"], True),
+        (["ERROR: process did not complete successfully: exit code: 3"], True),
+    ],
+)
+def test_no_python_is_reported_only_when_the_python_check_failed(
+    monkeypatch, tmp_path, docker_output, says_no_python
+):
+    class FakeDocker:
+        def __init__(self, *args, **kwargs):
+            self.stdout = iter(line + "\n" for line in docker_output)
+
+        def wait(self):
+            return 1
+
+    monkeypatch.setattr(images.subprocess, "Popen", FakeDocker)
+    monkeypatch.setattr(images, "hub_jupyterhub_version", lambda: "6.1.1")
+    wheel = tmp_path / "jupyter_gpuspawn-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    out = io.StringIO()
+    assert images.build_image("local/b:1", "local/t:1", wheel=str(wheel), out=out) == 1
+    assert ("has no Python; use a base with Python 3" in out.getvalue()) is says_no_python

@@ -26,3 +26,104 @@ def test_both_spawners_are_entry_points():
 
     assert jupyter_gpuspawn.GPUSwarmSpawner.__name__ == "GPUSwarmSpawner"
     assert jupyter_gpuspawn.GPUDockerSpawner.__name__ == "GPUDockerSpawner"
+
+
+# Packages only the hub needs (the `hub` extra; jinja2 and jsonschema come with jupyter_server too):
+# a user image must run the server extension without any of them, since build-image installs the
+# base requirements only.
+HUB_ONLY = ("jupyterhub", "dockerspawner", "docker", "ruamel")
+
+
+def base_and_extra_requirements():
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    base, extras = set(), {}
+    for line in requires("jupyter-gpuspawn") or []:
+        req = Requirement(line)
+        marker = str(req.marker or "")
+        if "extra ==" in marker:
+            extra = marker.split("extra ==", 1)[1].strip().strip("\"'")
+            extras.setdefault(extra, set()).add(req.name.lower().replace("_", "-"))
+        else:
+            base.add(req.name.lower().replace("_", "-"))
+    return base, extras
+
+
+def test_the_base_install_is_the_user_server_side_and_the_hub_extra_adds_the_hub():
+    base, extras = base_and_extra_requirements()
+    assert base == {"jupyter-server", "traitlets", "nvidia-ml-py", "pyyaml"}
+    assert {"jupyterhub", "dockerspawner", "jinja2", "jsonschema", "ruamel-yaml"} <= extras["hub"]
+    assert extras["hub"] <= extras["test"]  # the tests run the hub (hatchling inlines [hub])
+
+
+def test_the_server_extension_loads_without_any_hub_package(tmp_path):
+    """What runs inside a user image (the status extension, its collector, its handler) imports
+    nothing from the hub extra: an import of any of those fails here, as it would in the image."""
+    script = f"""
+import importlib.abc, sys
+class NoHubPackages(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {HUB_ONLY!r}:
+            raise ImportError(f"{{name}} is a hub package (the hub extra)")
+sys.meta_path.insert(0, NoHubPackages())
+import jupyter_gpuspawn, jupyter_gpuspawn.status
+from jupyter_gpuspawn.status import activity, collector, container, handlers, notice
+assert jupyter_gpuspawn._jupyter_server_extension_points()
+print("ok")
+"""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_a_wheel_built_from_the_sdist_needs_no_node(tmp_path):
+    """The sdist carries the built labextension; building the wheel from it runs no npm (a host
+    with no Node.js can install the sdist), and the wheel holds the extension and install.json."""
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+
+    if not os.path.exists(os.path.join(ROOT, "jupyter_gpuspawn/labextension/package.json")):
+        raise AssertionError("build the labextension first (scripts/setup does)")
+    build = [sys.executable, "-m", "build", "--no-isolation"]
+    r = subprocess.run(
+        [*build, "--sdist", "-o", str(tmp_path / "dist"), ROOT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp_path / "src", filter="data")
+    (source,) = (tmp_path / "src").iterdir()
+    # a PATH with Python but no npm/node/jlpm: the build hook fails if it tries to run them
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("npm", "node", "jlpm", "yarn"):
+        fake = bin_dir / tool
+        fake.write_text(f"#!/bin/sh\necho '{tool} must not run' >&2\nexit 97\n")
+        fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin")
+    r = subprocess.run(
+        [*build, "--wheel", "-o", str(tmp_path / "wheel"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "must not run" not in r.stdout + r.stderr
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    data = f"jupyter_gpuspawn-{__version__}.data/data/"
+    ext = data + "share/jupyter/labextensions/jupyter-gpuspawn/"
+    assert ext + "package.json" in names and ext + "install.json" in names
+    assert any(n.startswith(ext + "static/") and n.endswith(".js") for n in names)
+    install = json.loads(zipfile.ZipFile(wheel).read(ext + "install.json"))
+    assert install["packageName"] == "jupyter-gpuspawn"
