@@ -185,7 +185,9 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
             if server
             else f"{self.api}/users/{user}/server"
         )
-        body = raw_body if raw_body is not None else {"user_options": options or {}}
+        # the options object itself: the body both JupyterHub 5 and 6 take (6 also takes
+        # {"user_options": {...}}, which 5 reads as an option named user_options)
+        body = raw_body if raw_body is not None else (options or {})
         return self.session.post(url, data=json.dumps(body), timeout=120)
 
     def server(self, user, server=""):
