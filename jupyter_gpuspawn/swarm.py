@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from .gpus import GPU, Snapshot, parse_size
 from .reconcile import LabelledContainer
@@ -205,8 +206,6 @@ def list_labelled_services(client) -> list[LabelledContainer]:
 
 def _epoch(stamp: str | None) -> float:
     """Docker's RFC 3339 time (nanoseconds, "Z") as epoch seconds; 0 when absent or unreadable."""
-    from datetime import datetime
-
     if not stamp:
         return 0.0
     try:
