@@ -156,6 +156,7 @@ class GPUSpawnerSettings(LoggingConfigurable):
           free (the longest-idle first, only as many as the queue needs).
         - always: it is stopped whether anyone waits or not.
         - never: idle GPUs stay with their server.
+
         The student is warned in JupyterLab gpu_idle_warn_minutes before; the home directory stays.
         Courses may override it (idle: {reclaim: always}).""",
     )
@@ -207,7 +208,7 @@ class GPUSpawnerSettings(LoggingConfigurable):
         `jupyter-gpuspawn usage` read them). Default: an SQLite file jupyter_gpuspawn_usage.sqlite
         next to the hub's sqlite database (the hub's working directory for other databases), as an
         absolute path. Sites whose hub uses PostgreSQL or MySQL may point it there (e.g.
-        postgresql://hub@db/jupyterhub); the tables are prefixed gpuspawn_. Back it up with the
+        postgresql://hub@db/jupyterhub); the tables are prefixed `gpuspawn_`. Back it up with the
         hub's database.""",
     )
 
@@ -355,6 +356,7 @@ class GPUSpawnerSettings(LoggingConfigurable):
         - auto: with a LocalAuthenticator (PAM), the host account when there is one (uid >=
           min_uid); with any other authenticator (dummy, shared password, OAuth) always the range: a
           login name alone is no proof of the host account that carries it.
+
         A uid_gid_hook, when set, overrides all of these.
         """,
     )

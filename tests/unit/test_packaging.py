@@ -100,6 +100,15 @@ def test_a_wheel_built_from_the_sdist_needs_no_node(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
     with tarfile.open(sdist) as tar:
+        # sources only: no build output, no local environments, no downloaded wheels
+        stray = [
+            n
+            for n in tar.getnames()
+            if any(part in n.split("/") for part in ("node_modules", "test-artifacts", "_build"))
+            or n.endswith((".whl", ".sqlite"))
+            or "/.venv" in n
+        ]
+        assert not stray, stray[:10]
         tar.extractall(tmp_path / "src", filter="data")
     (source,) = (tmp_path / "src").iterdir()
     # a PATH with Python but no npm/node/jlpm: the build hook fails if it tries to run them
