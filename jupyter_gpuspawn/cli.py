@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -278,6 +279,8 @@ def cmd_validate(args) -> int:
     if not os.path.isdir(directory):
         print(f"error: {directory} is not a directory", file=sys.stderr)
         return 2
+    # the catalog also logs each problem (for the hub's log); here they are printed once, below
+    logging.getLogger("jupyter_gpuspawn.courses").disabled = True
     problems = validate_directory(directory, roots)
     for problem in problems:
         print(problem)
