@@ -297,9 +297,9 @@ def swarm_service_kwargs(
     merged under the plan, as on one host: they cannot change the user, the GPU env, the mounts, the
     labels, the dropped capabilities or the node.
 
-    What a service cannot carry is left to the node's dockerd, which the admin configures (README,
-    Swarm): device requests (moby#40133: GPU nodes run nvidia as the default runtime and read
-    NVIDIA_VISIBLE_DEVICES) and
+    What a service cannot carry is left to the node's dockerd, which the admin configures
+    (docs/admin/swarm.md): device requests (moby#40133: GPU nodes run nvidia as the default runtime
+    and read NVIDIA_VISIBLE_DEVICES) and
     ``no-new-privileges`` (services get it in API 1.44; dockerd ``--no-new-privileges`` sets it for
     all).
     """

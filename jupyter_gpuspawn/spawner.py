@@ -106,8 +106,8 @@ def _course_of(state: _HubProcessState, key) -> str:
 class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     """Spawns single-user servers in Docker containers with GPUs assigned by UUID.
 
-    See the README for a configuration reference; every option below has help text (`jupyterhub
-    --help-all`).
+    docs/reference/configuration.md lists every option, generated from the help text below
+    (also in `jupyterhub --help-all`).
     """
 
     engine: Engine = CONTAINERS  # what a server runs as: a container here, a service on Swarm

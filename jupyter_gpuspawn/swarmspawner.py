@@ -37,7 +37,7 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
     UUID).
 
     The hub talks to a Swarm manager (DockerSpawner's ``client_kwargs`` / ``DOCKER_HOST``).
-    Requirements for the nodes (README, "Several GPU servers: Docker Swarm"): GPUs advertised as
+    Requirements for the nodes (docs/admin/swarm.md): GPUs advertised as
     ``NVIDIA-GPU`` generic resources, nvidia as the default runtime, ``--no-new-privileges``, homes
     on storage every node mounts at the same path.
     """
@@ -82,10 +82,10 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
 
     @default("network_name")
     def _default_network_name(self):
-        # each node's default bridge, which the README's node settings isolate (icc off, no userland
-        # proxy, two iptables rules). Not a swarm-scoped bridge: after a node's dockerd crashes,
-        # Docker 20.10 rejects every task on it (moby#37087); not an overlay: students would reach
-        # each other across nodes.
+        # each node's default bridge, which the node settings of docs/admin/swarm.md isolate (icc
+        # off, no userland proxy, two iptables rules). Not a swarm-scoped bridge: after a node's
+        # dockerd crashes, Docker 20.10 rejects every task on it (moby#37087); not an overlay:
+        # students would reach each other across nodes.
         return ""
 
     @default("use_internal_ip")

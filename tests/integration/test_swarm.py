@@ -120,7 +120,7 @@ c.JupyterHub.hub_bind_url = "http://{HUB_ADDRESS}:" + c.JupyterHub.hub_bind_url.
 c.DockerSpawner.client_kwargs = {{"base_url": {MANAGER!r}}}
 c.GPUSwarmSpawner.node_docker_hosts = {hosts!r}
 c.GPUSwarmSpawner.gpu_inventory = "swarm"
-# each node's default bridge, isolated by the node settings (README)
+# each node's default bridge, isolated by the node settings (docs/admin/swarm.md)
 c.GPUSwarmSpawner.network_name = ""
 """
             + extra_config,

@@ -21,7 +21,7 @@ def test_both_spawners_are_entry_points():
     found = {e.name: e.value for e in entry_points(group="jupyterhub.spawners")}
     assert found["gpudocker"] == "jupyter_gpuspawn.spawner:GPUDockerSpawner"
     assert found["gpuswarm"] == "jupyter_gpuspawn.swarmspawner:GPUSwarmSpawner"
-    # the names the README gives: jupyter_gpuspawn.GPUDockerSpawner / .GPUSwarmSpawner
+    # the names the docs give: jupyter_gpuspawn.GPUDockerSpawner / .GPUSwarmSpawner
     import jupyter_gpuspawn
 
     assert jupyter_gpuspawn.GPUSwarmSpawner.__name__ == "GPUSwarmSpawner"
