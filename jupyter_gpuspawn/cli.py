@@ -201,13 +201,23 @@ def cmd_gpus(args) -> int:
 
 
 def configured_images(settings) -> list:
-    """Every image a hub with these settings can start: the default image and the allowed ones."""
-    found = [settings.get("image") or "quay.io/jupyterhub/singleuser:latest"]
+    """Every image a hub with these settings can start: the default image, the allowed ones and
+    those of the course files (with courses_dir set, they are what students choose from)."""
+    from dockerspawner import DockerSpawner
+
+    from .courses import CourseCatalog
+
+    found = [settings.get("image") or DockerSpawner.image.default_value]
     allowed = settings.get("allowed_images") or {}
     if isinstance(allowed, dict):
         found += list(allowed.values())
     elif isinstance(allowed, (list, tuple)):
         found += list(allowed)
+    if settings.get("courses_dir"):
+        # a course file with problems is left out here; `jupyter-gpuspawn validate` names them
+        roots = settings.get("course_data_roots", ())
+        view = CourseCatalog(settings["courses_dir"], roots).refresh()
+        found += [image.image for course in view.courses for image in course.images]
     return list(dict.fromkeys(found))
 
 

@@ -53,15 +53,24 @@ class AdminState:
         self.form_templates = template_environment(form_template_paths)
 
     def read(self, now: float) -> dict:
-        activity = read_activity(self.runtime_dir)
-        usage_error, totals = "", []
+        totals = self.week_totals(now)
+        unavailable = "Usage records unavailable (the service's log says why)."
+        return {
+            "activity": read_activity(self.runtime_dir),
+            "totals": totals or [],
+            "usage_error": "" if totals is not None else unavailable,
+        }
+
+    def week_totals(self, now: float, course: str | None = None) -> list[dict] | None:
+        """This week's GPU-hours per user and course (UsageDB.totals), of one course if given; None
+        when the records cannot be read (none yet, or the database is down: the rest of the page
+        still shows). Blocking."""
         try:
             db = UsageDB(self.usage_db_url, create=False)
             try:
-                totals = db.totals(week_start(now, self.week_start_spec), now)
+                return db.totals(week_start(now, self.week_start_spec), now, course=course)
             finally:
                 db.dispose()
-        # no records yet, or the database is down: the rest of the page still shows
         except Exception as e:
             # the message may carry the database URL, password included: the log gets it, the page
             # does not
@@ -69,8 +78,7 @@ class AdminState:
                 "usage records unavailable: %s",
                 str(e).replace(self.usage_db_url, _safe_url(self.usage_db_url)),
             )
-            usage_error = "Usage records unavailable (the service's log says why)."
-        return {"activity": activity, "totals": totals, "usage_error": usage_error}
+            return None
 
 
 class ServiceHandler(HubOAuthenticated, web.RequestHandler):

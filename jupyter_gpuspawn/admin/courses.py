@@ -16,13 +16,11 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.log import app_log
 
-from ..budget import week_start
 from ..course_edit import data_from_form, form_from_data
 from ..course_store import normalized_text
 from ..course_yaml import parse_yaml_text
 from ..courses import MAX_IMAGES, CourseError
 from ..reclaim import read_activity
-from ..usage import UsageDB
 from . import view
 from .app import NAME_LIMIT, ServiceHandler
 from .desk import Entry, Refused
@@ -267,18 +265,7 @@ class CourseHandler(InstructorHandler):
 
     def usage_and_activity(self, course_id: str, now: float):
         activity = read_activity(self.state.runtime_dir)
-        try:
-            db = UsageDB(self.state.usage_db_url, create=False)
-            try:
-                totals = db.totals(
-                    week_start(now, self.state.week_start_spec), now, course=course_id
-                )
-            finally:
-                db.dispose()
-        except Exception as e:
-            app_log.warning("usage records unavailable: %s", type(e).__name__)
-            totals = None
-        return activity, view.usage_rows(totals)
+        return activity, view.usage_rows(self.state.week_totals(now, course_id))
 
 
 class ArchiveHandler(InstructorHandler):

@@ -285,3 +285,31 @@ def test_no_python_is_reported_only_when_the_python_check_failed(
     out = io.StringIO()
     assert images.build_image("local/b:1", "local/t:1", wheel=str(wheel), out=out) == 1
     assert ("has no Python; use a base with Python 3" in out.getvalue()) is says_no_python
+
+
+def test_pip_mirror_build_args_reach_pip():
+    """docker passes --build-arg X to RUN only when the Dockerfile declares ARG X (else it warns
+    and pip goes to pypi.org): the mirror settings are declared before the first RUN."""
+    text = dockerfile("python:3.12-slim", "6.1.1", wheel_name="w.whl")
+    first_run = text.index("\nRUN ")
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"):
+        assert f"\nARG {name}\n" in text[:first_run]
+
+
+def test_the_images_checklist_covers_course_files_and_dockerspawners_default(tmp_path):
+    from dockerspawner import DockerSpawner
+
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    (courses / "dl.yaml").write_text(
+        "id: dl\ntitle: DL\nimages:\n"
+        "  - {key: torch, image: 'local/course-torch:1'}\n"
+        "  - {key: tf, image: 'local/course-tf:2'}\n"
+    )
+    (courses / "broken.yaml").write_text("id: [\n")  # reported by validate, not here
+    found = cli.configured_images({"courses_dir": str(courses)})
+    assert found == [DockerSpawner.image.default_value, "local/course-torch:1", "local/course-tf:2"]
+    assert cli.configured_images({"image": "a:1", "allowed_images": {"x": "b:1", "y": "a:1"}}) == [
+        "a:1",
+        "b:1",
+    ]
