@@ -567,7 +567,9 @@ def build_parser():
     build.add_argument(
         "--base", required=True, help="base image, e.g. nvcr.io/nvidia/pytorch:24.08-py3"
     )
-    build.add_argument("--tag", help="name:tag of the image to build")
+    build.add_argument(
+        "--tag", help="name:tag of the image to build (required, unless --dockerfile-only)"
+    )
     build.add_argument(
         "--wheel", help="install this jupyter-gpuspawn wheel instead of building one"
     )

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import requires as dist_requires
 from importlib.metadata import version as dist_version
 
@@ -103,7 +104,15 @@ def check_image_reference(value, what: str = "--base") -> str:
 
 @functools.lru_cache(maxsize=1)
 def hub_jupyterhub_version() -> str:
-    return dist_version("jupyterhub")
+    """The JupyterHub version installed here, which images are pinned to. ValueError if none is."""
+    try:
+        return dist_version("jupyterhub")
+    except PackageNotFoundError:
+        raise ValueError(
+            "JupyterHub is not installed here, and build-image pins the image's JupyterHub to the "
+            'hub\'s version: run it where `pip install "jupyter-gpuspawn[hub]"` installed the same '
+            "JupyterHub version as the hub"
+        ) from None
 
 
 def server_requirements() -> str:

@@ -313,3 +313,16 @@ def test_the_images_checklist_covers_course_files_and_dockerspawners_default(tmp
         "a:1",
         "b:1",
     ]
+
+
+def test_build_image_without_jupyterhub_installed_is_one_line_and_exit_2(monkeypatch, capsys):
+    from importlib.metadata import PackageNotFoundError
+
+    def not_installed(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(images, "dist_version", not_installed)
+    code = cli.main(["build-image", "--base", "python:3.12-slim", "--tag", "local/x:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: JupyterHub is not installed here") and "[hub]" in err
