@@ -68,8 +68,9 @@ def ensure_network(
 ) -> UserNetwork:
     """The network ``name``, created as an isolated bridge if it does not exist.
 
-    An existing network is used as it is, but one that lets containers reach each other is refused:
-    a network of that name made by hand (or by an older setup) must not silently undo the isolation.
+    An existing network is used as it is, but one that lets containers reach each other, or whose
+    ``internal`` flag differs from ``internal``, is refused: a network of that name made by hand (or
+    by an older setup) must not silently undo the isolation.
     """
     import docker.errors
 
@@ -108,6 +109,15 @@ def ensure_network(
             f"The Docker network {name!r} exists with subnet {found.subnet or 'none'}, not the "
             f"configured {subnet}. "
             "Remove it (docker network rm, once no server uses it) or change network_subnet."
+        )
+    if found.internal != internal and name not in BUILTIN_NETWORKS:
+        # e.g. hub_address() made it at config load without internal=True: an exam network that
+        # silently routes off the host must not pass
+        have = "internal (no route off this host)" if found.internal else "routed off this host"
+        raise NetworkError(
+            f"The Docker network {name!r} exists {have}, but network_internal is {internal}. "
+            "Remove it (docker network rm, once no server uses it) and the spawner recreates it; "
+            "hub_address() in jupyterhub_config.py must be given the same internal= setting."
         )
     if require_isolated and not found.isolated:
         fix = (

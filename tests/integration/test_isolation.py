@@ -208,6 +208,13 @@ def test_the_network_keeps_its_subnet_and_networks_that_let_containers_talk_are_
             NetworkError, match="exists with subnet 10.213.250.0/24, not the configured"
         ):
             ensure_network(client, name, internal=True, subnet="10.213.251.0/24")
+        # an exam hub (internal) never runs on a network that routes off the host, nor the reverse
+        with pytest.raises(NetworkError, match="exists internal .* network_internal is False"):
+            ensure_network(client, name, internal=False, subnet="10.213.250.0/24")
+        client.remove_network(name)
+        ensure_network(client, name, subnet="10.213.250.0/24")
+        with pytest.raises(NetworkError, match="exists routed off this host.*docker network rm"):
+            ensure_network(client, name, internal=True, subnet="10.213.250.0/24")
     finally:
         client.remove_network(name)
     # Docker's own default bridge lets containers talk: refused unless the admin opts out
