@@ -30,16 +30,16 @@ def _inventory_from_args(args) -> GPUInventory:
 
 
 def _docker_client(settings):
-    """The hub's Docker engine (a Swarm manager for GPUSwarmSpawner), as its config names it."""
+    """The hub's Docker engine (a Swarm manager for GPUSwarmSpawner), as its config names it: the
+    same order as DockerSpawner's client (tls_config, then DOCKER_* env, then client_kwargs)."""
     import docker
 
-    return docker.APIClient(
-        **{
-            "version": "auto",
-            **docker.utils.kwargs_from_env(),
-            **(settings.get("client_kwargs") or {}),
-        }
-    )
+    kwargs = {"version": "auto"}
+    if settings.get("tls_config"):
+        kwargs["tls"] = docker.tls.TLSConfig(**settings["tls_config"])
+    kwargs.update(docker.utils.kwargs_from_env())
+    kwargs.update(settings.get("client_kwargs") or {})
+    return docker.APIClient(**kwargs)
 
 
 def _running_assignments(args):

@@ -326,3 +326,15 @@ def test_build_image_without_jupyterhub_installed_is_one_line_and_exit_2(monkeyp
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: JupyterHub is not installed here") and "[hub]" in err
+
+
+def test_the_cli_reaches_a_tls_manager_as_the_spawner_does(monkeypatch):
+    for name in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    settings = {
+        "tls_config": {"verify": False},
+        "client_kwargs": {"base_url": "tcp://manager:2376"},
+    }
+    client = cli._docker_client(settings)
+    assert client.base_url == "https://manager:2376"
+    assert cli._docker_client({}).base_url.startswith("http+docker://")
