@@ -333,8 +333,9 @@ def test_the_cli_reaches_a_tls_manager_as_the_spawner_does(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     settings = {
         "tls_config": {"verify": False},
-        "client_kwargs": {"base_url": "tcp://manager:2376"},
+        # a fixed API version: the client asks no engine for it
+        "client_kwargs": {"base_url": "tcp://127.0.0.1:2376", "version": "1.41"},
     }
-    client = cli._docker_client(settings)
-    assert client.base_url == "https://manager:2376"
-    assert cli._docker_client({}).base_url.startswith("http+docker://")
+    assert cli._docker_client(settings).base_url == "https://127.0.0.1:2376"
+    del settings["tls_config"]
+    assert cli._docker_client(settings).base_url == "http://127.0.0.1:2376"
