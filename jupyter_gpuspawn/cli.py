@@ -227,9 +227,7 @@ def cmd_images(args) -> int:
     settings = _hub_config(args.config)
     wanted = args.image or configured_images(settings)
     try:
-        import docker
-
-        client = docker.APIClient(version="auto")
+        client = _docker_client(settings)
         statuses = [images.inspect_readiness(client, image) for image in wanted]
     except Exception as e:
         print(f"error: cannot read images from Docker: {e}", file=sys.stderr)

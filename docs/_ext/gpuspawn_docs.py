@@ -64,7 +64,9 @@ CHANGED_DEFAULTS = {
         "Docker's default bridge needs published ports.",
         "start_timeout": "``gpu_queue_timeout + http_timeout + 90`` seconds (60 when "
         "``gpu_queue_timeout`` is 0): the whole start counts, a wait in the queue included. A "
-        "smaller value set by the admin shortens the wait instead.",
+        "smaller value set by the admin shortens the wait instead, to ``start_timeout - "
+        "http_timeout - 30`` seconds (300 with an ``http_timeout`` of 120 leaves 150 s); see "
+        ":doc:`/admin/queue-reclaim`.",
         "options_form": "The course spawn form (``gpuspawn_form.html``, see "
         ":opt:`form_template_paths`).",
         "options_from_form": "Reads the spawn form's fields into ``course``, ``image`` and "
