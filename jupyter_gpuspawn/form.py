@@ -144,9 +144,11 @@ def render_form(
     notice: str = "",
     budgets: Mapping = None,
 ) -> str:
-    cards = course_cards(
-        courses, previous or {}, snapshot.gpus, allocator, queue_line, waiting, budgets
-    )
+    # saved options that are not an object (JupyterHub 5 saves a spawn request's body as it is)
+    # preselect nothing
+    if not isinstance(previous, Mapping):
+        previous = {}
+    cards = course_cards(courses, previous, snapshot.gpus, allocator, queue_line, waiting, budgets)
     free_now = allocator.free_count(snapshot.gpus)
     return env.get_template(TEMPLATE).render(
         cards=cards,

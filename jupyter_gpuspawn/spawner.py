@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
 from tornado import web
-from traitlets import default
+from traitlets import Any, Dict, Union, default
 
 from . import homes, images
 from .allocation import (
@@ -111,6 +111,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     """
 
     engine: Engine = CONTAINERS  # what a server runs as: a container here, a service on Swarm
+
+    # Any JSON value, not only an object. JupyterHub 5 hands the spawn request's body to this trait
+    # as it is (6 answers 400 to a body that is not an object), and Spawner's Dict trait would then
+    # raise outside the spawn's error handling: HTTP 500, and a server record left "ready" that
+    # nothing can stop. start() refuses what is not an object with 400, as any bad option, and the
+    # failed spawn is cleaned up as usual.
+    user_options = Union([Dict(), Any()], help="The spawn options (checked in start()).")
 
     @default("remove")
     def _default_remove(self):

@@ -237,7 +237,19 @@ c.GPUDockerSpawner.gpu_queue_timeout = 0
             else f"{self.api}/users/{user}/server"
         )
         events = []
-        with self.session.get(f"{base}/progress", stream=True, timeout=timeout) as r:
+        deadline = time.monotonic() + 10
+        while True:
+            r = self.session.get(f"{base}/progress", stream=True, timeout=timeout)
+            # A start refused at once: while the hub cleans up after it (User.stop), the server is
+            # neither pending nor failed yet, and the progress API says "not starting" for that
+            # moment (JupyterHub 5 and 6 alike); then it sends the failure.
+            if r.status_code != 400 or "not starting" not in r.text:
+                break
+            r.close()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        with r:
             r.raise_for_status()
             for line in r.iter_lines(decode_unicode=True):
                 if line and line.startswith("data:"):

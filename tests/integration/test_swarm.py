@@ -38,8 +38,10 @@ def run_testbed(*args, env=None) -> str:
 
 @pytest.fixture(scope="module")
 def swarm(docker_engine):
-    """The 3-node swarm: {hostname: {"addr", "socket", "gpus"}}; gsnode3 lacks the image."""
-    line = run_testbed("up", env={"SWARM_SKIP_IMAGE_ON": MISSING_ON[-1]}).strip().splitlines()[-1]
+    """The 3-node swarm: {hostname: {"addr", "socket", "gpus"}}; gsnode3 lacks the image (the
+    hubs' image, GPUSPAWN_SINGLEUSER_IMAGE)."""
+    env = {"SWARM_IMAGES": TEST_IMAGE, "SWARM_SKIP_IMAGE_ON": MISSING_ON[-1]}
+    line = run_testbed("up", env=env).strip().splitlines()[-1]
     fields = dict(part.split("=", 1) for part in line.split()[1:])
     nodes = {}
     for entry in fields["nodes"].split(","):

@@ -127,6 +127,15 @@ def test_saved_user_options_that_match_nothing_are_not_rendered():
     assert "alert(" not in html
 
 
+def test_saved_user_options_that_are_not_an_object_preselect_nothing():
+    # JupyterHub 5 saves a spawn request's JSON body as the server's options, whatever it is, and
+    # hands it back to the form
+    course = Course(id="c", title="t", images=(CourseImage("k", "local/x:1"),))
+    for saved in ([1, 2], "gpus=1", 7, None):
+        html = render_hostile([course], saved)
+        assert '<input type="radio" name="course" value="c" checked required>' in html
+
+
 def test_GHSA_v7m9_9497_p9gr_oauth_client_ids_never_collide():
     from hypothesis import given, settings
     from hypothesis import strategies as st

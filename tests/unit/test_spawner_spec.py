@@ -78,3 +78,22 @@ def test_swarm_spawner_state_is_its_own_and_reads_the_nodes():
     assert swarm.gpu_inventory == "swarm" and swarm.inventory.kind == "swarm"
     assert swarm.allocator is not make_spawner().allocator
     assert swarm.engine.kind == "service" and swarm.network_name == "" and not swarm.use_internal_ip
+
+
+def test_spawn_options_that_are_not_an_object_are_refused_with_400_in_start():
+    """JupyterHub 5 puts a spawn request's JSON body into user_options as it is, a list or a string
+    too (and makes the spawner from the saved value on its next start). Assigning it must not raise
+    (that is a 500 outside the spawn's clean-up, leaving a server record that cannot be stopped):
+    start() refuses it with 400, like any bad option."""
+    from jupyter_gpuspawn.errors import SpawnRefused
+    from jupyter_gpuspawn.gpus import Snapshot
+
+    for body in ([1, 2], "gpus=1", 7):
+        spawner = make_spawner(user_options=body)
+        try:
+            asyncio.run(spawner._validate_user_options(Snapshot(source="none")))
+        except SpawnRefused as e:
+            assert e.status_code == 400 and "JSON object" in str(e), e
+        else:
+            raise AssertionError(f"{body!r} was accepted")
+    assert make_spawner().user_options == {}
