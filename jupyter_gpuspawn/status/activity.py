@@ -17,11 +17,19 @@ from traitlets.config import LoggingConfigurable
 SETTING = "gpuspawn_gpu_last_activity"
 
 
+def _measured_utilization(gpu: dict) -> float:
+    """The GPU's utilisation, 0 when unknown or made up (a simulated GPU in demo mode, demo.py):
+    a demo's moving figures must not keep an idle server from the culler."""
+    if "utilization_pct" in (gpu.get("demo_figures") or ()):
+        return 0
+    return gpu.get("utilization_pct") or 0
+
+
 def gpus_busy(gpus, utilization_pct: float) -> bool:
     """Whether any of this container's GPUs works: utilization at or above the threshold, or a
     process of ours."""
     return any(
-        (gpu.get("utilization_pct") or 0) >= utilization_pct or gpu.get("processes") for gpu in gpus
+        _measured_utilization(gpu) >= utilization_pct or gpu.get("processes") for gpu in gpus
     )
 
 

@@ -8,12 +8,12 @@ import os
 import socket
 import time
 
-from traitlets import CaselessStrEnum, Float, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..cached import Cached
 from ..gpus import GPU, InventoryError, NVMLReader, parse_simulated, read_simulated
-from . import container
+from . import container, demo
 from .notice import read_reclaim
 
 
@@ -71,6 +71,15 @@ class StatusCollector(LoggingConfigurable):
         preferred over simulated_gpus, the description taken at start.""",
     )
 
+    demo_figures = Bool(
+        True,
+        config=True,
+        help="""Demo mode: give a simulated GPU whose file leaves its utilisation out made-up
+        figures that move smoothly over time (utilisation, temperature, memory; see
+        jupyter_gpuspawn/status/demo.py), named in its ``demo_figures``. False: show only what
+        the file says.""",
+    )
+
     notice_file = Unicode(
         config=True,
         help="""The hub's notice file for this server, a small JSON file in a directory the spawner
@@ -107,10 +116,10 @@ class StatusCollector(LoggingConfigurable):
     # ---- one collection (blocking) ---------------------------------------------------------------
     def collect(self) -> dict:
         errors = []
-        info = self._container()
-        gpus, gpu_errors = self._gpus()
-        errors += gpu_errors
         now = time.time()
+        info = self._container()
+        gpus, gpu_errors = self._gpus(now)
+        errors += gpu_errors
         reclaim = read_reclaim(self.notice_file, now, self.log)
         return {
             "container": info,
@@ -170,7 +179,7 @@ class StatusCollector(LoggingConfigurable):
                 errors.append(f"simulated GPUs cannot be read: {e}")
         return (), "none", errors
 
-    def _gpus(self):
+    def _gpus(self, now: float):
         wanted = assigned_gpus(self.env)
         if wanted == []:
             return [], []
@@ -201,10 +210,14 @@ class StatusCollector(LoggingConfigurable):
                         "parent_uuid": None,
                         "processes": [],
                         "simulated": source == "simulated",
+                        "demo_figures": [],
                     }
                 )
                 continue
-            out.append(self._gpu_entry(gpu, my_cgroup, source))
+            entry = self._gpu_entry(gpu, my_cgroup, source)
+            if source == "simulated" and self.demo_figures:
+                entry = demo.fill(entry, now)
+            out.append(entry)
         if missing and not errors:
             errors.append(
                 f"No metrics for {', '.join(missing)}: the GPU is not visible to this container."
@@ -246,4 +259,5 @@ class StatusCollector(LoggingConfigurable):
             "processes": processes,
             "other_processes": unattributed,
             "simulated": source == "simulated",
+            "demo_figures": [],  # demo mode: the figures made up for a simulated GPU (demo.py)
         }

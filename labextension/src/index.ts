@@ -5,12 +5,21 @@ import {
 } from '@jupyterlab/application';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { StatusModel } from './model';
+// The panel and the status item show from the start, and the requester polls from then on: nothing to load later.
+// eslint-disable-next-line jupyter/prefer-lazy-imports
 import { ContainerPanel } from './panel';
+// eslint-disable-next-line jupyter/prefer-lazy-imports
+import { statusRequester } from './request';
+import { DEFAULT_SETTINGS, loadSettings, readValues } from './settings';
+// eslint-disable-next-line jupyter/prefer-lazy-imports
 import { StatusBarItem } from './statusbar';
+import { DOMAIN } from './trans';
 
 const PLUGIN_ID = 'jupyter-gpuspawn:plugin';
+const OPEN_COMMAND = 'jupyter-gpuspawn:open-panel';
 
 const gpuIcon = new LabIcon({
   name: 'jupyter-gpuspawn:gpu',
@@ -22,37 +31,32 @@ const gpuIcon = new LabIcon({
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'Shows this container and its GPUs in the status bar and a side panel.',
+  description:
+    'Shows this container and its GPUs in the status bar and a side panel.',
   autoStart: true,
-  optional: [IStatusBar, ISettingRegistry, ILabShell],
-  activate: async (
+  optional: [IStatusBar, ISettingRegistry, ILabShell, ITranslator],
+  activate: (
     app: JupyterFrontEnd,
     statusBar: IStatusBar | null,
     settingRegistry: ISettingRegistry | null,
-    labShell: ILabShell | null
+    labShell: ILabShell | null,
+    translator: ITranslator | null
   ) => {
-    let interval = 2;
-    let history = 5;
-    const settings = settingRegistry ? await settingRegistry.load(PLUGIN_ID).catch(() => null) : null;
-    if (settings) {
-      interval = settings.get('refreshInterval').composite as number;
-      history = settings.get('historyMinutes').composite as number;
-    }
-    const model = new StatusModel(interval, history);
-    settings?.changed.connect(() => {
-      model.configure(
-        settings.get('refreshInterval').composite as number,
-        settings.get('historyMinutes').composite as number
-      );
+    const trans = (translator ?? nullTranslator).load(DOMAIN);
+    // started with the defaults: the settings come in below, without holding up JupyterLab's start
+    const model = new StatusModel({
+      fetch: statusRequester(),
+      interval: DEFAULT_SETTINGS.refreshInterval,
+      historyMinutes: DEFAULT_SETTINGS.historyMinutes
     });
 
-    const panel = new ContainerPanel(model);
+    const panel = new ContainerPanel(model, trans);
     panel.title.icon = gpuIcon;
     app.shell.add(panel, 'right', { rank: 900 });
 
-    const command = 'jupyter-gpuspawn:open-panel';
-    app.commands.addCommand(command, {
-      label: 'My Container and GPUs',
+    app.commands.addCommand(OPEN_COMMAND, {
+      label: trans.__('My Container and GPUs'),
+      describedBy: { args: { type: 'object', properties: {} } },
       execute: () => {
         app.shell.activateById(panel.id);
         void model.refresh();
@@ -60,17 +64,38 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     if (statusBar) {
-      const item = new StatusBarItem(model, () => void app.commands.execute(command));
+      const item = new StatusBarItem(
+        model,
+        () => void app.commands.execute(OPEN_COMMAND),
+        trans
+      );
       statusBar.registerStatusItem(PLUGIN_ID, {
         item,
         align: 'left',
         rank: 1000,
-        isActive: () => true
+        isActive: () => model.active,
+        activeStateChanged: model.stateChanged
       });
     }
     if (labShell) {
       labShell.restored.then(() => void model.refresh()).catch(() => undefined);
     }
+
+    // a failure is logged by loadSettings and noted in the panel; the defaults stay in use
+    void loadSettings(settingRegistry, PLUGIN_ID).then(loaded => {
+      if (loaded.error !== null) {
+        panel.showSettingsError(loaded.error);
+        return;
+      }
+      model.configure(
+        loaded.values.refreshInterval,
+        loaded.values.historyMinutes
+      );
+      loaded.settings?.changed.connect(settings => {
+        const values = readValues(settings);
+        model.configure(values.refreshInterval, values.historyMinutes);
+      });
+    });
   }
 };
 

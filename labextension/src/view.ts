@@ -1,11 +1,13 @@
-// A widget that re-renders whenever the status model changes.
+// A widget that updates itself whenever the status model changes.
 import { Widget } from '@lumino/widgets';
 import { StatusModel } from './model';
+import { plainTrans, Trans } from './trans';
 
 export abstract class StatusView extends Widget {
-  constructor(model: StatusModel) {
+  constructor(model: StatusModel, trans: Trans = plainTrans) {
     super();
     this.model = model;
+    this.trans = trans;
     model.changed.connect(this.render, this);
   }
 
@@ -17,4 +19,5 @@ export abstract class StatusView extends Widget {
   protected abstract render(): void;
 
   protected readonly model: StatusModel;
+  protected readonly trans: Trans;
 }
