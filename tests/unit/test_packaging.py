@@ -136,3 +136,15 @@ def test_a_wheel_built_from_the_sdist_needs_no_node(tmp_path):
     assert any(n.startswith(ext + "static/") and n.endswith(".js") for n in names)
     install = json.loads(zipfile.ZipFile(wheel).read(ext + "install.json"))
     assert install["packageName"] == "jupyter-gpuspawn"
+
+
+def test_pip_check_is_clean_where_the_hub_side_is_installed():
+    """The hub's environment (here: .venv, with the hub, test and docs extras) has every
+    requirement of every installed package; the user image's is checked in the integration tier."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
