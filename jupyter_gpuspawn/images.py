@@ -265,6 +265,7 @@ def build_image(
     docker's exit code. ValueError for a ``base`` that is not an image reference; wheels.WheelError
     if no wheel can be had."""
     check_image_reference(base)
+    jupyterhub_version = hub_jupyterhub_version()  # first: without JupyterHub nothing can be built
     with tempfile.TemporaryDirectory(prefix="gpuspawn-build-") as context:
         payload = os.path.join(context, "gpuspawn")
         os.mkdir(payload)
@@ -281,7 +282,7 @@ def build_image(
             f.write(
                 dockerfile(
                     base,
-                    hub_jupyterhub_version(),
+                    jupyterhub_version,
                     wheel_name=wheel_name,
                     ca_bundle=bool(ca_bundle),
                     install_python=install_python,

@@ -47,10 +47,14 @@ def test_a_spent_budget_warns_stops_refuses_and_a_grant_reopens_it(make_hub, tmp
     wait_until(lambda: hub.server("student") is None, 40, f"never stopped\n{hub.log_tail()}")
     assert time.time() >= started + 33
     db = os.path.join(hub.dir, "jupyter_gpuspawn_usage.sqlite")
-    with sqlite3.connect(db) as conn:
-        [(reason, used)] = conn.execute(
-            "SELECT end_reason, end - start FROM gpuspawn_gpu_usage"
-        ).fetchall()
+
+    def closed_record():
+        # the usage records' writer thread closes the row just after the stop (not in its path)
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT end_reason, end - start FROM gpuspawn_gpu_usage").fetchall()
+        return rows if rows and rows[0][0] is not None else None
+
+    [(reason, used)] = wait_until(closed_record, 10, "the usage record was never closed")
     assert reason == "budget" and 34 <= used <= 40, (reason, used)
     assert "Stopping student: its GPU-hour budget is spent" in hub.log_tail(400)
 

@@ -321,8 +321,17 @@ def test_build_image_without_jupyterhub_installed_is_one_line_and_exit_2(monkeyp
     def not_installed(name):
         raise PackageNotFoundError(name)
 
+    def nothing_may_run(*args, **kwargs):
+        raise AssertionError("no pip wheel and no docker build without JupyterHub")
+
     monkeypatch.setattr(images, "dist_version", not_installed)
-    code = cli.main(["build-image", "--base", "python:3.12-slim", "--tag", "local/x:1"])
+    monkeypatch.setattr(images.subprocess, "run", nothing_may_run)
+    monkeypatch.setattr(images.subprocess, "Popen", nothing_may_run)
+    images.hub_jupyterhub_version.cache_clear()  # an earlier test may have cached the real one
+    try:
+        code = cli.main(["build-image", "--base", "python:3.12-slim", "--tag", "local/x:1"])
+    finally:
+        images.hub_jupyterhub_version.cache_clear()
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: JupyterHub is not installed here") and "[hub]" in err
