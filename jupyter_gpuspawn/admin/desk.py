@@ -130,33 +130,50 @@ class CourseDesk:
         self.data_roots = tuple(data_roots)
         self.limits = limits
         self.usage_db_url = usage_db_url
+        # (path, revision) -> what parsing that text gave; replaced whole by each entries()
+        self._parsed: dict[tuple[str, str], tuple[dict | None, Course | None, list[str]]] = {}
 
     # ---- reading ---------------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
-        entries = []
+        """Every course file of the directory, read anew; parsing is kept per (path, revision), so a
+        page of a hub with hundreds of courses parses only the files that changed."""
+        entries, parsed = [], {}
         for stored in self.store.files():
+            key = (stored.path, stored.revision)
+            data, course, problems = parsed[key] = self._parsed.get(key) or self._parse(stored)
             name = os.path.basename(stored.path)
-            data, course, problems = None, None, []
-            try:
-                data = parse_text(
-                    stored.text, as_json=stored.path.endswith(".json"), kind="course files"
-                )
-                if not isinstance(data, dict):
-                    raise DataFileError(
-                        "expected a mapping of keys (id, title, images, …) at the top level"
-                    )
-                course = parse_course(data, stored.path, self.data_roots)
-            except DataFileError as e:
-                data, problems = None, [f"{name}: {e}"]
-            except CourseError as e:
-                problems = e.problems
             course_id = (
                 data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else ""
             )
-            entries.append(
-                Entry(course_id or posixpath.splitext(name)[0], stored, data, course, problems)
+            # a copy of the data: callers may change theirs; the cached one stays as parsed
+            entry = Entry(
+                course_id or posixpath.splitext(name)[0],
+                stored,
+                copy.deepcopy(data),
+                course,
+                list(problems),
             )
+            entries.append(entry)
+        self._parsed = parsed  # files gone or changed drop out
         return sorted(entries, key=lambda e: (e.archived, e.title.lower(), e.id))
+
+    def _parse(self, stored: StoredCourse) -> tuple[dict | None, Course | None, list[str]]:
+        name = os.path.basename(stored.path)
+        data, course, problems = None, None, []
+        try:
+            data = parse_text(
+                stored.text, as_json=stored.path.endswith(".json"), kind="course files"
+            )
+            if not isinstance(data, dict):
+                raise DataFileError(
+                    "expected a mapping of keys (id, title, images, …) at the top level"
+                )
+            course = parse_course(data, stored.path, self.data_roots)
+        except DataFileError as e:
+            data, problems = None, [f"{name}: {e}"]
+        except CourseError as e:
+            problems = e.problems
+        return data, course, problems
 
     def mine(self, who: Who) -> list[Entry]:
         return [e for e in self.entries() if e.owned_by(who)]

@@ -271,3 +271,33 @@ def test_a_new_course_cannot_take_an_unreadable_file_s_id_nor_exceed_the_count(d
     with pytest.raises(Refused, match="You manage 2 courses already"):
         desk.create(PROF, "two", "Two")
     desk.create(BOSS, "two", "Two")  # admins are not counted
+
+
+def test_only_changed_files_are_parsed_again_and_callers_cannot_change_the_kept_parse(
+    desk, tmp_path, monkeypatch
+):
+    import jupyter_gpuspawn.admin.desk as desk_module
+
+    parsed = []
+    real = desk_module.parse_course
+    monkeypatch.setattr(
+        desk_module, "parse_course", lambda data, *a: parsed.append(data["id"]) or real(data, *a)
+    )
+    desk.entries()
+    assert sorted(parsed) == ["dl", "vision"]
+    first = desk.entry("dl", PROF)
+    first.data["title"] = "changed by a caller"
+    first.data["instructors"].append("intruder")
+    first.problems.append("a caller's note")
+    parsed.clear()
+    again = desk.entry("dl", PROF)
+    assert parsed == []  # nothing changed on disk: nothing parsed
+    assert again.title == "Deep Learning" and again.data["instructors"] == ["prof"]
+    assert again.problems == [] and not desk.entry("dl", PROF).owned_by(Who("intruder"))
+    # an edit made on the host (same size, same second) is seen at once
+    (tmp_path / "courses" / "dl.yaml").write_text(DL.replace("Deep Learning", "Deep Lurning"))
+    assert desk.entry("dl", PROF).title == "Deep Lurning" and parsed == ["dl"]
+    (tmp_path / "courses" / "vision.yaml").unlink()
+    assert [e.id for e in desk.entries()] == ["dl"] and list(desk._parsed) == [
+        (str(tmp_path / "courses" / "dl.yaml"), desk.entry("dl", PROF).stored.revision)
+    ]
