@@ -315,32 +315,17 @@ def check_limits(data: dict, limits: InstructorLimits, name: str) -> list[str]:
             if size > cap:
                 shown = value if isinstance(value, str) else format_size(size)
                 problems.append(_too_much(name, f"resources.{key}", shown, format_size(cap)))
-    if (
-        limits.max_cpu_limit is not None
-        and "cpu_limit" in resources
-        and resources["cpu_limit"] > limits.max_cpu_limit
-    ):
-        problems.append(
-            _too_much(
-                name,
-                "resources.cpu_limit",
-                plain_number(resources["cpu_limit"]),
-                plain_number(limits.max_cpu_limit),
+    numeric_caps = (
+        ("resources", resources, "cpu_limit", limits.max_cpu_limit),
+        ("gpus", gpus, "weekly_hours", limits.max_weekly_hours),
+    )
+    for section_name, section, key, cap in numeric_caps:
+        if cap is not None and key in section and section[key] > cap:
+            problems.append(
+                _too_much(
+                    name, f"{section_name}.{key}", plain_number(section[key]), plain_number(cap)
+                )
             )
-        )
-    if (
-        limits.max_weekly_hours is not None
-        and "weekly_hours" in gpus
-        and gpus["weekly_hours"] > limits.max_weekly_hours
-    ):
-        problems.append(
-            _too_much(
-                name,
-                "gpus.weekly_hours",
-                plain_number(gpus["weekly_hours"]),
-                plain_number(limits.max_weekly_hours),
-            )
-        )
     for i, image in enumerate(data.get("images") or []):
         ref = image.get("image")
         if ref not in limits.images:
