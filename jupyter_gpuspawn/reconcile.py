@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .datafiles import read_text, write_json_atomic
 from .spec import LABEL_USER, GPUAssignment
 
 # States in which a container holds its GPUs (a paused process keeps its GPU memory; a restarting
@@ -96,6 +102,155 @@ def container_ended(client, container_id_or_name: str) -> str | None:
 
 DockerCall = Callable[..., Awaitable]
 
+REMOVALS_FILE_VERSION = 1
+# far above what a hub ever has pending (about 100 bytes an entry)
+MAX_REMOVALS_FILE_BYTES = 16 * 1024 * 1024
+
+
+def pending_removals_file(runtime_dir: str, owner: str = "") -> str:
+    """Where the reconcile of the spawner class ``owner`` keeps the containers it must still
+    remove: one file per spawner class, since each class has its own reconcile and engine (a
+    Swarm class must not remove, or drop, a one-host class's containers)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", owner)
+    return os.path.join(
+        runtime_dir, f"pending-removals-{name}.json" if name else "pending-removals.json"
+    )
+
+
+class PendingRemovals(MutableMapping):
+    """Container (or service) id -> server key: containers the hub has forgotten the server of
+    (its stop or its start failed, Docker did not confirm it stopped) that must still go, and whose
+    GPUs stay held until they have. A dict that outlives the hub process: a restarted hub would
+    otherwise adopt such a container as a running server nobody can stop, its GPUs held and its
+    usage billed for good.
+
+    With a ``path``, the mapping is read from it once, here (an unreadable or corrupt file is
+    logged and counts as empty: the hub starts anyway), and every change is written back to it:
+    atomically (temporary file, fsync, rename, fsync of the directory), in order, by one writer
+    thread of its own, so the event loop (which makes every change) never waits on the disk. Changes
+    made faster than the disk takes them are written together. A write that fails is logged; the
+    mapping still holds in memory. Without a path it is a plain in-memory mapping.
+    """
+
+    def __init__(self, path: str | None = None, log: logging.Logger | None = None):
+        self.path = path or None
+        self.log = log or logging.getLogger("jupyter_gpuspawn.reconcile")
+        self._data: dict[str, tuple[str, str]] = {}
+        self._version = 0  # of the last change; the writer skips all but the newest snapshot
+        self._writer: ThreadPoolExecutor | None = None
+        self._last_write: Future | None = None
+        if self.path:
+            self._data = self._load()
+
+    # ---- the mapping -----------------------------------------------------------------------------
+    def __getitem__(self, container_id: str) -> tuple[str, str]:
+        return self._data[container_id]
+
+    def __setitem__(self, container_id: str, key) -> None:
+        key = (str(key[0]), str(key[1]))
+        if self._data.get(container_id) != key:
+            self._data[container_id] = key
+            self._changed()
+
+    def __delitem__(self, container_id: str) -> None:
+        del self._data[container_id]
+        self._changed()
+
+    def __contains__(self, container_id) -> bool:
+        return container_id in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"PendingRemovals({self._data!r})"
+
+    # ---- the file --------------------------------------------------------------------------------
+    def _load(self) -> dict[str, tuple[str, str]]:
+        try:
+            text = read_text(self.path, kind="pending removals", max_bytes=MAX_REMOVALS_FILE_BYTES)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            self._bad_file(f"cannot be read: {e}")
+            return {}
+        try:
+            document = json.loads(text)
+            if document.get("version") != REMOVALS_FILE_VERSION:
+                raise ValueError(
+                    f"version {document.get('version')!r} is not {REMOVALS_FILE_VERSION}"
+                )
+            removals = document["removals"]
+            loaded = {}
+            for container_id, key in removals.items():
+                if not (
+                    container_id
+                    and isinstance(key, list)
+                    and len(key) == 2
+                    and all(isinstance(part, str) for part in key)
+                ):
+                    raise ValueError(f"entry {container_id[:64]!r} is not a server key")
+                loaded[container_id] = (key[0], key[1])
+        except Exception as e:  # any shape at all: the hub starts anyway
+            self._bad_file(f"is not a pending-removals document ({type(e).__name__}: {e})"[:300])
+            return {}
+        if loaded:
+            self.log.warning(
+                "GPU reconcile: %d container(s) whose removal was pending when the hub stopped "
+                "will be removed: %s",
+                len(loaded),
+                ", ".join(f"{cid[:12]} ({_name(key)})" for cid, key in list(loaded.items())[:20])
+                + (", ..." if len(loaded) > 20 else ""),
+            )
+        return loaded
+
+    def _bad_file(self, why: str) -> None:
+        self.log.error(
+            "GPU reconcile: %s %s; starting with no pending container removals (the file is "
+            "replaced at the next change). A container whose removal was pending is adopted as "
+            "running: find stray ones with `docker ps --filter label=%s`",
+            self.path,
+            why,
+            LABEL_USER,
+        )
+
+    def _changed(self) -> None:
+        if not self.path:
+            return
+        self._version += 1
+        snapshot = {cid: list(key) for cid, key in self._data.items()}
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="gpuspawn-removals")
+        self._last_write = self._writer.submit(self._write, snapshot, self._version)
+
+    def _write(self, snapshot: dict, version: int) -> None:
+        if version != self._version:
+            return  # a newer snapshot is queued behind this one
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
+            write_json_atomic(
+                self.path,
+                {"version": REMOVALS_FILE_VERSION, "removals": snapshot},
+                mode=0o600,
+                durable=True,
+            )
+        except Exception as e:
+            self.log.error(
+                "GPU reconcile: cannot save the pending container removals to %s: %s. They hold "
+                "in this hub process; one restarted before they are done adopts those containers",
+                self.path,
+                e,
+            )
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every change so far is on disk (or its write failed and was logged);
+        blocking."""
+        if self._last_write is not None:
+            self._last_write.result(timeout)
+
 
 class Reconciler:
     """Keeps the allocator equal to "running containers + starts in flight" while the hub runs.
@@ -108,7 +263,16 @@ class Reconciler:
     confirms. One Docker list call per round, off the event loop.
     """
 
-    def __init__(self, allocator, list_labelled=list_labelled, remove=remove_container):
+    def __init__(
+        self,
+        allocator,
+        list_labelled=list_labelled,
+        remove=remove_container,
+        *,
+        runtime_dir: str = "",
+        owner: str = "",
+        log: logging.Logger | None = None,
+    ):
         self.allocator = allocator
         # the engine's calls (engines.Engine): containers on one host, services on a Swarm
         self.list_labelled, self.remove = list_labelled, remove
@@ -116,8 +280,11 @@ class Reconciler:
         self.starting: set[tuple[str, str]] = set()
         # server keys with a stop in flight (their end is the stop's)
         self.stopping: set[tuple[str, str]] = set()
-        # container id -> server key: must go, still holds GPUs
-        self.removals: dict[str, tuple[str, str]] = {}
+        # container id -> server key: must go, still holds GPUs; kept in runtime_dir across hub
+        # restarts
+        self.removals = PendingRemovals(
+            pending_removals_file(runtime_dir, owner) if runtime_dir else None, log
+        )
         self.first: asyncio.Future | None = None
         self.loop: asyncio.Future | None = None
         self.rounds = 0

@@ -7,6 +7,7 @@ Each test runs a 1-GPU host with a second student waiting for that GPU. JupyterH
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,7 +15,10 @@ import time
 import requests
 
 from .conftest import gpuspawn_containers, inspect, labelled
+from .hub import wait_until
 from .test_chaos import restart_dockerd
+from .test_courses_hub import course, write_course
+from .test_usage import of
 
 ONLY_POLL = "c.Spawner.poll_interval = 1\nc.GPUDockerSpawner.reconcile_interval = 0\n"
 ONLY_RECONCILE = "c.Spawner.poll_interval = 3600\nc.GPUDockerSpawner.reconcile_interval = 1\n"
@@ -227,3 +231,78 @@ def test_starting_again_after_a_failed_stop_never_frees_what_the_old_container_h
     holders = running_holders()
     assert sorted(holders) == sorted(g["uuid"] for g in hub.gpus), holders
     assert all(len(users) == 1 for users in holders.values()), f"a GPU is booked twice: {holders}"
+
+
+def fail_max_stop(hub, options=None) -> str:
+    """max's stop fails with his container still running; the hub forgets his server. Returns the
+    container's id."""
+    hub.spawn_ready("max", options or {"gpus": 1})
+    cid = container_of("max")["Id"]
+    try:
+        hub.session.delete(f"{hub.api}/users/max/server", timeout=30)
+    except requests.RequestException:
+        pass
+    wait_hub_forgets(hub, "max")
+    assert container_of("max")["State"]["Running"]
+    return cid
+
+
+def pending_removals(hub) -> dict:
+    # the default runtime_dir: next to the hub's database; one file per spawner class
+    path = os.path.join(hub.dir, "jupyter_gpuspawn", "pending-removals-DockerRefusesToStop.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["removals"]
+    except FileNotFoundError:
+        return {}
+
+
+def test_a_failed_stop_is_still_removed_after_a_hub_crash(make_hub):
+    # no periodic reconcile: the removal is still pending when the hub dies
+    hub = make_hub(
+        n_gpus=1, extra_config=FAILING_STOP + "c.GPUDockerSpawner.reconcile_interval = 0\n"
+    )
+    hub.create_users("max", "ned")
+    cid = fail_max_stop(hub)
+    wait_until(
+        lambda: pending_removals(hub).get(cid) == ["max", ""],
+        10,
+        f"the pending removal never reached the disk\n{hub.log_tail()}",
+    )
+    hub.kill9()
+    hub.start()
+    # the new hub removes it at its first reconcile, where it used to adopt it as a running server
+    # nobody could stop: its GPU held and its usage billed for good
+    hub.spawn_ready("ned", {"gpus": 1})
+    assert labelled("max") == [], f"max's container outlived the restart\n{hub.log_tail()}"
+    assert held_by("ned") == [g["uuid"] for g in hub.gpus]
+    wait_until(
+        lambda: of(hub, "max") and all(row["end"] for row in of(hub, "max")),
+        10,
+        f"max's usage record stayed open: {of(hub, 'max')}",
+    )
+    wait_until(lambda: pending_removals(hub) == {}, 10, "the done removal stayed in the file")
+
+
+def held_by(user) -> list:
+    return container_of(user)["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(",")
+
+
+def test_a_start_refused_for_its_budget_still_removes_the_old_container(make_hub, tmp_path):
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    write_course(str(courses), course("free", gpus={"default": 1, "max": 1}))
+    write_course(str(courses), course("zero", gpus={"default": 1, "max": 1, "weekly_hours": 0}))
+    hub = make_hub(
+        n_gpus=1,
+        extra_config=FAILING_STOP
+        + "c.GPUDockerSpawner.reconcile_interval = 0\n"
+        + f"c.GPUDockerSpawner.courses_dir = {str(courses)!r}\n",
+    )
+    hub.create_users("max", "ned")
+    fail_max_stop(hub, {"course": "free", "gpus": 1})
+    # max's budget in this course is spent: refused, but only after his old container is gone
+    r = hub.spawn("max", {"course": "zero", "gpus": 1})
+    assert r.status_code == 403, r.text
+    assert labelled("max") == [], "a refused start left the old container holding its GPU"
+    hub.spawn_ready("ned", {"course": "free", "gpus": 1})

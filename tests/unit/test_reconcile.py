@@ -4,7 +4,11 @@ scripted container list. The real engine path is tested in tests/integration/tes
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+
+import pytest
 
 from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest
 from jupyter_gpuspawn.gpus import GPU
@@ -127,3 +131,129 @@ def test_paused_containers_hold_their_gpus_and_exited_ones_do_not():
         ),
     )
     assert alloc.assignment("paused") == ("GPU-0",) and alloc.assignment("exited") == ()
+
+
+# ---- pending removals outlive the hub process ----------------------------------------------------
+def reconciler_in(runtime_dir, alloc=None, owner="GPUDockerSpawner"):
+    return Reconciler(alloc or GPUAllocator(), runtime_dir=str(runtime_dir), owner=owner, log=log)
+
+
+def saved(reconciler) -> dict:
+    reconciler.removals.flush(10)
+    with open(reconciler.removals.path, encoding="utf-8") as f:
+        return json.load(f)["removals"]
+
+
+def test_a_pending_removal_survives_a_hub_restart_and_goes_once_done(tmp_path):
+    before = reconciler_in(tmp_path)
+    before.removals["c9"] = ("stuck", "")
+    before.removals.setdefault("c8", ("exited", "named"))
+    assert saved(before) == {"c9": ["stuck", ""], "c8": ["exited", "named"]}
+    assert oct(os.stat(before.removals.path).st_mode & 0o777) == "0o600"
+
+    # a new hub process: dockerd still restarting at its first reconcile
+    alloc = GPUAllocator()
+    after = reconciler_in(tmp_path, alloc)
+    assert dict(after.removals) == {"c9": ("stuck", ""), "c8": ("exited", "named")}
+    engine = Engine(
+        [container("c9", "stuck", ["GPU-0"]), container("c8", "exited", [], "exited")],
+        fail_removal={"c9"},
+    )
+    run(after, engine)
+    assert engine.removed == ["c8"] and saved(after) == {"c9": ["stuck", ""]}
+    # its GPUs stay held while it may run, but only until it is gone: never adopted for good
+    assert alloc.assignment("stuck") == ("GPU-0",)
+    engine.fail_removal.clear()
+    run(after, engine)
+    assert engine.removed == ["c8", "c9"] and alloc.assignment("stuck") == ()
+    assert saved(after) == {} and not reconciler_in(tmp_path).removals
+
+
+def test_each_spawner_class_keeps_its_own_pending_removals(tmp_path):
+    docker = reconciler_in(tmp_path, owner="GPUDockerSpawner")
+    docker.removals["c1"] = ("ann", "")
+    docker.removals.flush(10)
+    # a Swarm class beside it must neither remove (with its engine) nor drop the other's containers
+    assert not reconciler_in(tmp_path, owner="GPUSwarmSpawner").removals
+    assert dict(reconciler_in(tmp_path, owner="GPUDockerSpawner").removals) == {"c1": ("ann", "")}
+
+
+def test_the_spawner_keeps_its_pending_removals_in_its_runtime_dir(tmp_path):
+    from types import SimpleNamespace
+
+    from jupyter_gpuspawn.spawner import GPUDockerSpawner
+
+    class FreshSpawner(GPUDockerSpawner):  # a hub state of its own, not the other tests'
+        pass
+
+    user = SimpleNamespace(name="alice", url="/user/alice/", id=1, escaped_name="alice")
+    spawner = FreshSpawner(user=user, runtime_dir=str(tmp_path))
+    removals = spawner._shared.reconciler.removals
+    assert removals.path == str(tmp_path / "pending-removals-FreshSpawner.json")
+    removals["c1"] = spawner.server_key
+    removals.flush(10)
+    del FreshSpawner._hub_process_state  # the hub restarts
+    again = FreshSpawner(user=user, runtime_dir=str(tmp_path))
+    assert dict(again._shared.reconciler.removals) == {"c1": ("alice", "")}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"\xff\xfe garbage",
+        b"[]",
+        b'{"version": 1}',
+        b'{"version": 2, "removals": {}}',
+        b'{"version": 1, "removals": {"c1": "alice"}}',
+        b'{"version": 1, "removals": {"c1": "ab"}}',
+        b'{"version": 1, "removals": {"": ["alice", ""]}}',
+        b'{"version": 1, "removals": {"c1": ["alice", 3]}}',
+        b'{"version": 1, "removals": []}',
+    ],
+)
+def test_a_corrupt_file_is_logged_and_counts_as_empty(tmp_path, caplog, content):
+    path = tmp_path / "pending-removals-GPUDockerSpawner.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.ERROR, logger="test"):
+        reconciler = reconciler_in(tmp_path)
+    assert not reconciler.removals
+    assert any(str(path) in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    # the hub goes on: the next change replaces the file with a good one
+    reconciler.removals["c2"] = ("bob", "")
+    assert saved(reconciler) == {"c2": ["bob", ""]}
+
+
+def test_an_unreadable_runtime_dir_is_logged_and_the_removals_still_hold(tmp_path, caplog):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with caplog.at_level(logging.ERROR, logger="test"):
+        reconciler = reconciler_in(blocker)  # the file would be below a regular file
+        reconciler.removals["c1"] = ("ann", "")
+        reconciler.removals.flush(10)
+    assert dict(reconciler.removals) == {"c1": ("ann", "")}
+    assert any("cannot save" in r.getMessage() for r in caplog.records)
+
+
+def test_only_changes_are_written(tmp_path):
+    reconciler = reconciler_in(tmp_path)
+    # what a confirmed stop does every time: nothing pending, nothing written
+    reconciler.removals.pop("c1", None)
+    assert "c1" not in reconciler.removals and reconciler.removals._last_write is None
+    assert not os.path.exists(reconciler.removals.path)
+    reconciler.removals["c1"] = ("ann", "")
+    first = reconciler.removals._last_write
+    reconciler.removals["c1"] = ("ann", "")  # already so
+    assert reconciler.removals._last_write is first
+    del reconciler.removals["c1"]
+    assert saved(reconciler) == {}
+
+
+def test_many_changes_end_on_disk_in_order(tmp_path):
+    reconciler = reconciler_in(tmp_path)
+    for i in range(200):
+        reconciler.removals[f"c{i}"] = ("u", str(i))
+        if i % 3 == 0:
+            reconciler.removals.pop(f"c{i}")
+    assert saved(reconciler) == {f"c{i}": ["u", str(i)] for i in range(200) if i % 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["pending-removals-GPUDockerSpawner.json"]
