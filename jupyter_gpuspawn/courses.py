@@ -185,6 +185,10 @@ class Mount:
     read_only: bool = True
 
 
+# the fields of a Course that a running server keeps (Course.kept_rules)
+KEPT_RULES = ("title", "weekly_hours", "idle_minutes", "idle_warn_minutes", "idle_reclaim")
+
+
 @dataclass(frozen=True)
 class Course:
     id: str
@@ -234,6 +238,40 @@ class Course:
 
     def image_for(self, key: str) -> CourseImage | None:
         return next((img for img in self.images if img.key == key), None)
+
+    def kept_rules(self) -> dict:
+        """What a running server keeps of its course (in the spawner's state, JSON): the rules it
+        is judged by while it runs (idle GPUs, GPU-hour budget), as the file said at its start.
+        None still means "the spawner's setting"."""
+        return {name: getattr(self, name) for name in KEPT_RULES}
+
+    @classmethod
+    def from_kept_rules(cls, course_id: str, rules) -> Course | None:
+        """The course a running server started in, as far as judging it goes, from
+        ``kept_rules()`` (read back from state: checked again, a bad value falls back to the
+        spawner's setting); None without kept rules (a server started before they were kept)."""
+        if not course_id or not isinstance(rules, dict):
+            return None
+
+        def number(name, minimum, above=False):
+            value = rules.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            if not math.isfinite(value) or value < minimum or (above and value == minimum):
+                return None
+            return value
+
+        title = rules.get("title")
+        reclaim = rules.get("idle_reclaim")
+        return cls(
+            id=course_id,
+            title=title if isinstance(title, str) and title else course_id,
+            images=(),
+            weekly_hours=number("weekly_hours", 0),
+            idle_minutes=number("idle_minutes", 0, above=True),
+            idle_warn_minutes=number("idle_warn_minutes", 0),
+            idle_reclaim=reclaim if reclaim in RECLAIM_MODES else None,
+        )
 
     @classmethod
     def implicit(

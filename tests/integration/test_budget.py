@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from .hub import wait_until
+from .hub import simulated_gpus, wait_until
 from .test_courses_hub import course, write_course
 from .test_reclaim import reclaim_notice, spawn_page
 
@@ -95,3 +95,61 @@ def test_a_spent_budget_warns_stops_refuses_and_a_grant_reopens_it(make_hub, tmp
     r = hub.spawn("student", {"course": "zero", "gpus": 1})
     assert r.status_code == 403 and "You have used your 0 GPU-hours" in r.text, r.text
     hub.spawn_ready("prof", {"course": "zero", "gpus": 1})
+
+
+def test_a_running_server_keeps_its_course_rules_when_the_file_breaks_and_the_hub_restarts(
+    make_hub, tmp_path
+):
+    """The course gives 0.05 GPU-hours and never reclaims idle GPUs; the hub's own settings give
+    0.001 GPU-hours and reclaim idle GPUs always, after 3 s. The instructor saves a broken file and
+    the hub restarts: the running server is still judged by its course (its state kept the rules),
+    not stopped for a budget or an idle GPU it never had."""
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    rules = course(
+        "k",
+        gpus={"default": 1, "max": 1, "weekly_hours": 0.05},  # 180 GPU-seconds
+        idle={"minutes": 600, "warn_minutes": 5, "reclaim": "never"},
+    )
+    write_course(str(courses), rules)
+    gpus = simulated_gpus(1)
+    gpus[0]["utilization"] = 0  # idle throughout
+    hub = make_hub(
+        gpus=gpus,
+        extra_config=f"""
+c.GPUDockerSpawner.courses_dir = {str(courses)!r}
+c.GPUDockerSpawner.gpu_hours_per_week = 0.001
+c.GPUDockerSpawner.gpu_idle_reclaim = "always"
+c.GPUDockerSpawner.gpu_idle_minutes = 0.05
+c.GPUDockerSpawner.gpu_idle_warn_minutes = 0.02
+c.GPUDockerSpawner.gpu_idle_check_seconds = 1
+""",
+    )
+    hub.create_users("student")
+    hub.spawn_ready("student", {"course": "k"})
+
+    def course_budget_warning():
+        notice = reclaim_notice(hub, "student")
+        return notice if notice and notice["reason"] == "budget" else None
+
+    # 180 GPU-seconds with 5 minutes' warning: warned at once, with the course's budget
+    notice = wait_until(course_budget_warning, 20, f"no budget warning\n{hub.log_tail()}")
+    assert "nearly used your 0.05 GPU-hours for this week in Course K" in notice["message"], notice
+
+    with open(courses / "k.yaml", "a") as f:
+        f.write("gpus: [\n")  # not YAML any more
+    hub.stop()
+    hub.start()
+    hub.wait_ready("student")
+    # several rounds (1 s apart), past the hub's own idle time and budget: still running, warned
+    # about the course's budget as before
+    time.sleep(6)
+    info = hub.server("student")
+    assert info and info["ready"], f"stopped under the hub's own rules\n{hub.log_tail()}"
+    notice = reclaim_notice(hub, "student")
+    assert notice and notice["reason"] == "budget", notice
+    assert "nearly used your 0.05 GPU-hours for this week in Course K" in notice["message"], notice
+    log = hub.log_tail(400)
+    assert "Stopping student" not in log and "used up your" not in log, log
+    # and the admin is told, once
+    assert log.count("server keeps the rules it was started with") == 1, log

@@ -779,3 +779,61 @@ def test_env_names_must_be_strings_and_few(tmp_path, data_root):
     path.write_text("id: dl101\ntitle: DL\nimages: [{key: a, image: 'img:1'}]\nenv: {1: x}\n")
     with pytest.raises(CourseError, match="env"):
         load_course_file(str(path), [data_root])
+
+
+def test_the_rules_a_running_server_keeps_survive_json_and_bad_values_fall_back(
+    tmp_path, data_root
+):
+    import json
+
+    course = load_course_file(
+        write(
+            tmp_path,
+            "dl101.yaml",
+            course_data(
+                data_root,
+                gpus={"default": 1, "max": 2, "weekly_hours": 20},
+                idle={"minutes": 90, "warn_minutes": 10, "reclaim": "never"},
+            ),
+        ),
+        [data_root],
+    )
+    kept = json.loads(json.dumps(course.kept_rules()))
+    assert kept == {
+        "title": "Deep Learning 101",
+        "weekly_hours": 20,
+        "idle_minutes": 90,
+        "idle_warn_minutes": 10,
+        "idle_reclaim": "never",
+    }
+    back = Course.from_kept_rules("dl101", kept)
+    assert back.kept_rules() == kept and back.id == "dl101"
+    # a course that sets none of them keeps None: the spawner's settings, as for the live course
+    plain = load_course_file(write(tmp_path, "p.yaml", course_data(data_root)), [data_root])
+    assert set(Course.from_kept_rules("dl101", plain.kept_rules()).kept_rules().values()) == {
+        "Deep Learning 101",
+        None,
+    }
+    # no kept rules (a server started before they were kept), or no course: nothing to judge by
+    for rules in (None, [], "x"):
+        assert Course.from_kept_rules("dl101", rules) is None
+    assert Course.from_kept_rules("", kept) is None
+    # values the state should never hold fall back to the spawner's settings, one by one
+    odd = Course.from_kept_rules(
+        "dl101",
+        {
+            "title": 7,
+            "weekly_hours": True,
+            "idle_minutes": 0,
+            "idle_warn_minutes": float("nan"),
+            "idle_reclaim": "sometimes",
+        },
+    )
+    assert odd.title == "dl101"
+    assert (odd.weekly_hours, odd.idle_minutes, odd.idle_warn_minutes, odd.idle_reclaim) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert Course.from_kept_rules("dl101", {"weekly_hours": 0}).weekly_hours == 0
