@@ -33,6 +33,8 @@ c.JupyterHub.cookie_secret_file = f"{demo_dir}/jupyterhub_cookie_secret"
 c.JupyterHub.pid_file = f"{demo_dir}/jupyterhub.pid"
 c.ConfigurableHTTPProxy.pid_file = f"{demo_dir}/jupyterhub-proxy.pid"
 c.JupyterHub.allow_named_servers = True
+# named servers must not multiply one student's GPUs: at most 3 servers, 2 GPUs over all of them
+c.JupyterHub.named_server_limit_per_user = 3
 
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = os.environ.get(
@@ -70,6 +72,7 @@ c.GPUDockerSpawner.uid_map_file = f"{demo_dir}/uids.json"
 c.GPUDockerSpawner.mem_limit = "4G"
 c.GPUDockerSpawner.cpu_limit = 2.0
 c.GPUDockerSpawner.default_gpus = 0
+c.GPUDockerSpawner.max_gpus_per_user = 2
 # edit a file: the form changes, no restart
 c.GPUDockerSpawner.courses_dir = os.path.join(here, "demo-courses")
 c.Spawner.start_timeout = 180

@@ -13,6 +13,12 @@ class SpawnRefused(web.HTTPError):
         return self.log_message or super().__str__()
 
 
+class LinkNotStarted(Exception):
+    """A spawn link was not followed (spawn_from_link is off): JupyterHub shows the spawn form with
+    this message, as a normal page (not an HTTP error: nothing is wrong with the student's
+    request)."""
+
+
 def engine_error_text(error: Exception, limit: int = 200) -> str:
     """A Docker error in one short line (docker-py's explanation, without the request URL)."""
     text = str(getattr(error, "explanation", "") or error).strip().replace("\n", " ")

@@ -112,18 +112,35 @@ class UidMap:
         self.last = last
 
     def _read(self) -> dict:
+        """The map; HomeError when it cannot be read: never empty then, or every user would be
+        given a uid anew, and with it another student's home."""
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
+            users = data.get("users", {}) if isinstance(data, dict) else {}
+            return {str(k): int(v) for k, v in users.items()}
         except FileNotFoundError:
             return {}
-        users = data.get("users", {}) if isinstance(data, dict) else {}
-        return {str(k): int(v) for k, v in users.items()}
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            raise HomeError(self._broken("read", e)) from None
+
+    def _broken(self, what: str, error: Exception) -> str:
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+        return (
+            f"The hub cannot {what} its uid map {self.path} ({detail}), which says who owns which "
+            "home; no server starts under a uid from the range until an admin fixes it."
+        )
 
     def lookup(self, username: str):
         return self._read().get(username)
 
     def uid_for(self, username: str) -> int:
+        try:
+            return self._uid_for(username)
+        except OSError as e:  # a full or read-only disk
+            raise HomeError(self._broken("write", e)) from None
+
+    def _uid_for(self, username: str) -> int:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         with open(self.path + ".lock", "a") as lock:

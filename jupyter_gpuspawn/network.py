@@ -14,6 +14,8 @@ Blocking docker-py calls (``docker.APIClient``): run them in an executor.
 from __future__ import annotations
 
 import ipaddress
+import sys
+import time
 from dataclasses import dataclass
 
 NETWORK_LABEL = "org.jupyter.gpuspawn.network"
@@ -141,7 +143,13 @@ def ensure_network(
     return found
 
 
-def hub_address(name: str = DEFAULT_NETWORK, *, internal: bool = False, subnet: str = "") -> str:
+def hub_address(
+    name: str = DEFAULT_NETWORK,
+    *,
+    internal: bool = False,
+    subnet: str = "",
+    wait_for_docker: float = 300,
+) -> str:
     """For jupyterhub_config.py: make sure the user network exists and return the host's address on
     it.
 
@@ -151,12 +159,31 @@ def hub_address(name: str = DEFAULT_NETWORK, *, internal: bool = False, subnet: 
         c.JupyterHub.hub_bind_url = f"http://{hub_address()}:8081"
 
     Pass the same ``name``, ``internal`` and ``subnet`` as the spawner's ``network_name``,
-    ``network_internal`` and
-    ``network_subnet``.
+    ``network_internal`` and ``network_subnet``. While Docker does not answer (the hub started at
+    boot or after an upgrade before dockerd is back) it waits up to ``wait_for_docker`` seconds,
+    saying so on stderr: a hub that exits at once instead is restarted by systemd, which gives up
+    on a unit that fails five times in ten seconds, leaving no hub at all.
     """
     import docker
 
-    client = docker.APIClient(version="auto")
+    deadline = time.monotonic() + wait_for_docker
+    said = False
+    while True:
+        try:
+            client = docker.APIClient(version="auto")
+            break
+        except docker.errors.DockerException as e:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                print(
+                    f"jupyter-gpuspawn: Docker does not answer ({e}); waiting up to "
+                    f"{wait_for_docker:.0f} s for it before the hub starts",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     try:
         return ensure_network(client, name, internal=internal, subnet=subnet).gateway
     finally:

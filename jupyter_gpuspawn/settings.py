@@ -113,6 +113,17 @@ class GPUSpawnerSettings(LoggingConfigurable):
         compute processes), is busy with work outside the hub and is not handed out.""",
     )
 
+    spawn_from_link = Bool(
+        False,
+        config=True,
+        help="""Start a server straight from a link carrying spawn options
+        (``/hub/spawn?opt-course=dl&opt-gpus=2``), as stock JupyterHub does. Off by default: anyone
+        can post such a link, and whoever opens it while logged in would start a GPU server that
+        takes GPUs from the pool and spends their GPU hours, without seeing a form. Off, the link
+        opens the spawn form with the link's course and GPUs preselected and a line saying to
+        press Start. The REST API is not affected.""",
+    )
+
     gpu_queue = Bool(
         True,
         config=True,

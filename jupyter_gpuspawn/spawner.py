@@ -12,6 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
+import docker.errors
+import requests
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
 from tornado import web
@@ -30,7 +32,7 @@ from .budget import BudgetState
 from .cached import Cached
 from .courses import Course, CourseCatalog, conflicting_mounts
 from .engines import CONTAINERS, Engine
-from .errors import SpawnRefused, engine_error_text
+from .errors import LinkNotStarted, SpawnRefused, engine_error_text
 from .form import render_form, template_environment
 from .gpus import (
     GPUInventory,
@@ -71,9 +73,19 @@ class _HubProcessState:
     """What every spawner of this hub process shares: the allocator and its reconciler, reserved
     ports."""
 
-    def __init__(self, foreign_memory_threshold: int, engine: Engine):
+    def __init__(
+        self, foreign_memory_threshold: int, engine: Engine, runtime_dir="", owner="", log=None
+    ):
         self.allocator = GPUAllocator(foreign_memory_threshold)
-        self.reconciler = Reconciler(self.allocator, engine.list_labelled, engine.remove)
+        # its pending container removals are kept in runtime_dir: a restarted hub still removes them
+        self.reconciler = Reconciler(
+            self.allocator,
+            engine.list_labelled,
+            engine.remove,
+            runtime_dir=runtime_dir,
+            owner=owner,
+            log=log,
+        )
         self.waitroom = WaitRoom(self.allocator)
         self.metrics = hub_metrics()
         self.reclaimer = Reclaimer(self.allocator, self.waitroom, self.metrics)
@@ -149,6 +161,18 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     def _default_options_from_form(self):
         return options_from_form
 
+    def options_from_query(self, query_data):
+        if self.spawn_from_link:
+            return super().options_from_query(query_data)
+        # JupyterHub shows the form instead, with this message: preselect what the link asked for
+        try:
+            self._link_options = self.options_from_form(query_data)
+        except Exception:  # a link with bad options preselects nothing; the form says what is valid
+            self._link_options = {}
+        raise LinkNotStarted(
+            "This link asks to start a server for you. Check the choice below and press Start."
+        )
+
     @default("options_form")
     def _default_options_form(self):
         return lambda spawner: spawner.render_options_form()
@@ -185,6 +209,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self.oauth_client_id = oauth_client_id(self.user.name, self.name)
         # this start's container, decided before it is created
         self._plan: ContainerPlan | None = None
+        # what a spawn link asked for (spawn_from_link off): preselected in the next form
+        self._link_options: dict | None = None
+        # the last poll could not ask Docker (logged once per outage)
+        self._docker_unanswered = False
 
     @property
     def _shared(self) -> _HubProcessState:
@@ -196,7 +224,13 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if state is None:
             # the admin's settings are the class's (one config per spawner class): GPUs busy outside
             # the hub are judged by the first instance's threshold, for the whole hub process
-            state = _HubProcessState(self.busy_gpu_memory_threshold, self.engine)
+            state = _HubProcessState(
+                self.busy_gpu_memory_threshold,
+                self.engine,
+                self.runtime_dir,
+                cls.__name__,
+                self.log,
+            )
             cls._hub_process_state = state
         return state
 
@@ -275,7 +309,12 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 self.docker_call, self.log, self.reconcile_interval
             )
         except Exception as e:
-            raise SpawnRefused(500, f"Cannot read running containers from Docker: {e}") from None
+            self.log.error("Cannot read running containers from Docker: %s", engine_error_text(e))
+            raise SpawnRefused(
+                503,
+                "The container engine does not answer right now. Try again in a minute; if it "
+                "keeps happening, tell the admin the time of this attempt.",
+            ) from None
         try:
             inventory = self.inventory
         except SpawnRefused:
@@ -371,7 +410,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             self._shared.form_environments[paths],
             courses=visible,
             budgets=budgets,
-            previous=self.user_options or {},
+            previous=self._take_link_options() or self.user_options or {},
             snapshot=snapshot,
             allocator=self.allocator,
             admin_errors=errors if getattr(self.user, "admin", False) else (),
@@ -379,6 +418,10 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             waiting=waiting,
             notice=self._reclaimed["message"] if self._reclaimed else "",
         )
+
+    def _take_link_options(self) -> dict | None:
+        options, self._link_options = self._link_options, None
+        return options
 
     async def check_allowed(self, image):
         # DockerSpawner.start re-checks user_options['image']; ours was validated (and resolved)
@@ -432,14 +475,45 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._shared.reconciler.starting.add(key)
         try:
             return await self._start()
+        except (web.HTTPError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # before anything was held (after it, _start says so itself)
+            raise self._start_failed(e) from None
         finally:
             self._shared.reconciler.starting.discard(key)
+
+    def _name_the_course(self, course_id: str) -> None:
+        """A start that named no course (the REST API) got the first the user may use: say which in
+        its user_options, kept in the hub's database, which the instructors' pages list their
+        courses' servers by, and the next spawn form preselects."""
+        self.user_options = dict(self.user_options, course=course_id)
+        if self.orm_spawner is not None:
+            self.orm_spawner.user_options = self.user_options
+
+    def _start_failed(self, error: Exception) -> SpawnRefused:
+        """What a student is told of an unexpected error in a start (JupyterHub would show the raw
+        exception or "Internal Server Error"); the details go to the log, for the admin."""
+        self.log.error("%s: start failed", self._log_name, exc_info=error)
+        if isinstance(error, (requests.ConnectionError, docker.errors.DockerException)):
+            what = "the container engine does not answer right now"
+        else:
+            what = engine_error_text(error)
+        return SpawnRefused(
+            500,
+            f"Your server could not be started ({what}). Try again in a minute; if it keeps "
+            "happening, tell the admin the time of this attempt.",
+        )
 
     async def _start(self):
         await self._ensure_reconciled()
         snapshot = await self.gpu_snapshot()
         choice = await self._validate_user_options(snapshot)
         course = choice.course
+        if course.id and self.user_options.get("course") != course.id:
+            self._name_the_course(course.id)
+        # before the budget: a refused start still removes a container left by this server's failed
+        # stop, which would otherwise keep its GPUs and spend the budget for good
+        await self._clear_previous_hold()
         if choice.gpus:
             budget = await self._budget_state(course, course.id)
             if budget is not None and budget.left <= 0:
@@ -457,7 +531,6 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             raise SpawnRefused(400, str(e)) from None
         await self._check_course_data(course, host_home)
 
-        await self._clear_previous_hold()
         request = GPURequest(
             user=self.user.name,
             server=self.name or "",
@@ -509,6 +582,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 node=self._node_for(uuids, snapshot),
             )
             self._course = course
+            self._kept_rules = course.kept_rules() if course.id else None
+            self._kept_rules_noted = False
             self._identity, self._host_home = identity, host_home
             self.image = self._chosen_image = choice.image
             try:
@@ -556,15 +631,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
             await self._end_failed_start()
             if isinstance(e, web.HTTPError):
                 raise
-            # JupyterHub would show "Internal Server Error": say what failed, keep the details for
-            # the admin
-            self.log.exception("%s: start failed", self._log_name)
-            raise SpawnRefused(
-                500,
-                f"Your server could not be started ({engine_error_text(e)}). Try again; if it "
-                f"keeps happening, "
-                "tell the admin the time of this attempt.",
-            ) from None
+            raise self._start_failed(e) from None
 
     async def _prepare_notices(self):
         """A GPU server gets an empty notice directory before its container mounts it."""
@@ -582,14 +649,35 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._notice_dir = directory
 
     # ---- idle GPUs: what the reclaimer asks of a server ------------------------------------------
+    # the start-time rules of this server's course (Course.kept_rules), kept in state: they judge it
+    # when its course is not in the catalog (file gone, renamed, or invalid since a hub restart)
+    _kept_rules: dict | None = None
+    _kept_rules_noted = False
+
     async def _running_course(self) -> Course | None:
         """The course of the running server as its file says now (an edit applies to running servers
-        too); None without course files, or when the file is gone: the spawner's settings apply."""
+        too); without it in the catalog, the rules the server started with; None without course
+        files (or kept rules, for a server started before they were kept): the spawner's settings
+        apply."""
         course_id = self._assignment.course if self._assignment else ""
         if not (self.courses_dir and course_id):
             return None
         view = await self._catalog().get()
-        return next((c for c in view.courses if c.id == course_id), None)
+        live = next((c for c in view.courses if c.id == course_id), None)
+        if live is not None:
+            self._kept_rules_noted = False
+            return live
+        kept = Course.from_kept_rules(course_id, self._kept_rules)
+        if kept is not None and not self._kept_rules_noted:
+            self._kept_rules_noted = True
+            self.log.warning(
+                "%s: course %r is not in the course catalog (its file is missing or invalid); the "
+                "server keeps the rules it was started with: %s",
+                self._log_name,
+                course_id,
+                kept.kept_rules(),
+            )
+        return kept
 
     async def idle_policy(self, course: Course | None = None) -> IdlePolicy:
         """The course's idle settings where it has them, the spawner's otherwise."""
@@ -1050,8 +1138,23 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         return await super().poll()
 
     async def poll(self):
-        await self._ensure_reconciled()
-        status = await self._object_status()
+        try:
+            await self._ensure_reconciled()
+            status = await self._object_status()
+        except Exception as e:
+            # Docker does not answer (dockerd restarting at 3 a.m.; live-restore keeps containers
+            # up): "stopped" would make JupyterHub forget a server that may well run and queue its
+            # container for removal. Unknown counts as running: at hub start JupyterHub then checks
+            # the server over HTTP, later it polls again.
+            if not self._docker_unanswered:
+                self.log.warning(
+                    "%s: Docker does not answer (%s); assuming the server still runs",
+                    self._log_name,
+                    engine_error_text(e),
+                )
+            self._docker_unanswered = True
+            return None
+        self._docker_unanswered = False
         key = self.server_key
         if (
             status is not None
@@ -1178,6 +1281,8 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
                 "started": self._started_epoch or None,
                 "notices": bool(self._notice_dir),
             }
+            if self._kept_rules is not None:
+                state["gpuspawn"]["course_rules"] = dict(self._kept_rules)
         if self._reclaimed:
             # outlives clear_state: for the next spawn page
             state["gpuspawn_reclaimed"] = dict(self._reclaimed)
@@ -1199,6 +1304,9 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         if data.get("uid") is not None:
             self._identity = homes.Identity(int(data["uid"]), int(data["gid"]), "state")
         self._started_epoch = float(data.get("started") or time.time())
+        # absent for a server started before they were kept: judged as before (spawner settings)
+        rules = data.get("course_rules")
+        self._kept_rules = dict(rules) if isinstance(rules, dict) else None
         if data.get("notices") and self._assignment.gpus:
             # a hub restart: the reclaimer watches this server again, warning it through the same
             # directory
@@ -1237,6 +1345,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         self._assignment = None
         self._plan = None
         self._course = None
+        self._kept_rules, self._kept_rules_noted = None, False
         if getattr(self, "_notice_dir", ""):
             self._shared.reclaimer.unregister(key, self._notice_dir)
             self._notice_dir = ""

@@ -138,3 +138,40 @@ c.Spawner.start_timeout = 300
     page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
     [container] = labelled("stu3")
     assert container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] == hub.gpus[0]["uuid"]
+
+
+def test_a_spawn_link_opens_the_form_preselected_and_starts_nothing(make_hub, page, tmp_path):
+    # anyone can post a link: opening it must not start a GPU server (and spend GPU hours) unasked
+    hub = hub_with_a_busy_gpu(make_hub, tmp_path, 4, "clicker", "poster")
+    login(page, hub, "clicker")
+    page.wait_for_selector(".gpuspawn-form", timeout=30_000)
+    response = page.goto(f"{hub.url}/hub/spawn?opt-course=dl&opt-gpus=2")
+    assert response.status == 200
+    page.wait_for_selector(".gpuspawn-form", timeout=30_000)
+    assert "This link asks to start a server for you" in page.content()
+    assert page.locator('input[name="course"][value="dl"]').is_checked()
+    assert page.locator('select[name="gpus:dl"]').input_value() == "2"
+    screenshot(page, "spawn-link-form.png")
+    r = hub.session.get(f"{hub.api}/users/clicker")
+    assert r.json()["servers"] == {} and labelled("clicker") == []
+    # a link with a GPU count nobody typed: the form, with the course's default count
+    page.goto(f"{hub.url}/hub/spawn?opt-course=dl&opt-gpus=%C2%B2")
+    assert "This link asks to start a server for you" in page.content()
+    assert "Traceback" not in page.content() and labelled("clicker") == []
+    # pressing Start is the student's own choice
+    page.click('form#spawn_form [type="submit"]')
+    page.wait_for_url("**/user/clicker/lab**", timeout=90_000)
+    [container] = labelled("clicker")
+    assert len(container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(",")) == 1
+
+
+def test_an_admin_may_let_links_start_servers(make_hub, page, tmp_path):
+    hub = hub_with_a_busy_gpu(
+        make_hub, tmp_path, 4, "linked", "poster2", "c.GPUDockerSpawner.spawn_from_link = True\n"
+    )
+    login(page, hub, "linked")
+    page.wait_for_selector(".gpuspawn-form", timeout=30_000)
+    page.goto(f"{hub.url}/hub/spawn?opt-course=dl&opt-gpus=2")
+    page.wait_for_url("**/user/linked/lab**", timeout=90_000)
+    [container] = labelled("linked")
+    assert len(container["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"].split(",")) == 2

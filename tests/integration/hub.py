@@ -54,8 +54,19 @@ class Hub:
     """One hub: its own directory (db, config, homes), ports, proxy token; can be killed and
     restarted."""
 
-    def __init__(self, workdir, gpus: list, extra_config: str = "", spawner_class="gpudocker"):
+    def __init__(
+        self,
+        workdir,
+        gpus: list,
+        extra_config: str = "",
+        spawner_class="gpudocker",
+        fixed_hub_address: bool = False,
+    ):
+        """``fixed_hub_address``: the config names the hub's address itself, as many hand-written
+        configs do, instead of asking Docker for it at start (a hub that then starts without
+        Docker)."""
         self.dir = str(workdir)
+        self.fixed_hub_address = fixed_hub_address
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
@@ -78,16 +89,21 @@ class Hub:
             f.write(self._config(spawner_class) + textwrap.dedent(extra_config))
 
     def _config(self, spawner_class) -> str:
+        from jupyter_gpuspawn.network import hub_address
+
         chp = os.path.join(CACHE, "node_modules", ".bin", "configurable-http-proxy")
+        address = (
+            repr(hub_address(TEST_NETWORK, internal=True))
+            if self.fixed_hub_address
+            else f"hub_address({TEST_NETWORK!r}, internal=True)"
+        )
         return f"""
 c = get_config()  # noqa
 from jupyter_gpuspawn.network import hub_address
 c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}"
 # the hub's API on the user network's gateway: reachable from the containers, from nothing off
 # this host
-c.JupyterHub.hub_bind_url = (
-    "http://" + hub_address({TEST_NETWORK!r}, internal=True) + ":{self.hub_port}"
-)
+c.JupyterHub.hub_bind_url = "http://" + {address} + ":{self.hub_port}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{chp!r}]
 c.JupyterHub.db_url = "sqlite:///{self.dir}/jupyterhub.sqlite"

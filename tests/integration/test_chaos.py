@@ -39,7 +39,7 @@ COURSES = [
 REQUESTS = [("excl", 1), ("excl", 2), ("shared", 1), ("cpu", 0), ("excl", 0), ("shared", 0)]
 
 
-def restart_dockerd():
+def stop_dockerd():
     live_restore = subprocess.run(
         ["docker", "info", "--format", "{{.LiveRestoreEnabled}}"], capture_output=True, text=True
     ).stdout.strip()
@@ -52,10 +52,18 @@ def restart_dockerd():
     while subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "dockerd did not stop"
         time.sleep(0.5)
+
+
+def start_dockerd():
     r = subprocess.run(
         ["bash", os.path.join(ROOT, "scripts", "setup"), "docker"], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def restart_dockerd():
+    stop_dockerd()
+    start_dockerd()
 
 
 def running(cid):
@@ -292,3 +300,63 @@ def test_chaos_burst_with_hub_kill_docker_restart_and_manual_delete(make_hub, tm
             },
             f,
         )
+
+
+def test_a_hub_started_while_docker_is_down_keeps_the_running_servers(make_hub):
+    # 3 a.m.: an upgrade restarts dockerd and the hub together, the hub comes up first (its config
+    # names the hub's address itself, not asking Docker). The containers run on (live-restore);
+    # "Docker does not answer" must not read as "stopped", or JupyterHub forgets the servers and
+    # their containers are removed once Docker is back.
+    hub = make_hub(
+        n_gpus=2,
+        extra_config="c.GPUDockerSpawner.reconcile_interval = 2\n",
+        fixed_hub_address=True,
+    )
+    hub.create_users("night", "late")
+    hub.spawn_ready("night", {"gpus": 1})
+    [before] = [c for c in gpuspawn_containers() if running(c)]
+    gpus = inspect(before)["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"]
+    hub.kill9()
+    stop_dockerd()
+    try:
+        hub.start(timeout=120)
+        assert hub.wait_ready("night")["ready"]
+        # a start meanwhile is told what is wrong, not a Python exception
+        r = hub.spawn("late", {"gpus": 1})
+        assert r.status_code in (500, 503), r.text
+        message = r.json()["message"]
+        assert "container engine does not answer right now" in message, message
+        assert "Connection aborted" not in message and "Error" not in message
+    finally:
+        start_dockerd()
+    time.sleep(8)  # a few reconcile rounds with Docker back
+    assert running(before), f"the server's container was removed:\n{hub.log_tail()}"
+    assert hub.server("night")["ready"]
+    # the GPU is still this server's: the other one goes to the next student, not the same twice
+    hub.create_users("early")
+    hub.spawn_ready("early", {"gpus": 1})
+    [other] = [c for c in gpuspawn_containers() if running(c) and c != before]
+    assert inspect(other)["Config"]["Labels"]["org.jupyter.gpuspawn.gpus"] != gpus
+    hub.stop_server("night")
+    assert not running(before)
+
+
+def test_a_hub_started_before_docker_waits_for_it(make_hub):
+    # the config asks Docker for the hub's address: without Docker the hub used to exit at once,
+    # and systemd stops restarting a unit that fails five times in ten seconds
+    hub = make_hub(n_gpus=1)
+    hub.create_users("dawn")
+    hub.spawn_ready("dawn", {"gpus": 1})
+    hub.kill9()
+    stop_dockerd()
+    started = threading.Thread(target=hub.start, kwargs={"timeout": 120})
+    try:
+        started.start()
+        time.sleep(6)
+        assert hub.proc.poll() is None, f"the hub exited without Docker:\n{hub.log_tail()}"
+        with open(os.path.join(hub.dir, "hub.log"), errors="replace") as f:
+            assert "Docker does not answer" in f.read()
+    finally:
+        start_dockerd()
+    started.join(130)
+    assert hub.wait_ready("dawn")["ready"]

@@ -309,7 +309,9 @@ def test_enrolment_and_stops_reach_only_the_course_s_own_group_and_servers(cours
     # ana starts dl, stu starts vision (an admin opened it to everyone): prof sees and may stop only
     # ana
     (hub.courses / "vision.yaml").write_text(VISION.replace("groups: [vision-students]\n", ""))
-    hub.spawn_ready("ana", {"course": "dl"})
+    # ana's start names no course (the REST API): she gets her first, and it is named for her
+    hub.spawn_ready("ana", {})
+    assert hub.server("ana")["user_options"]["course"] == "dl"
     hub.spawn_ready("stu", {"course": "vision"})
     html = prof.page("courses/dl/")
     assert 'data-server="ana"' in html and 'data-server="stu"' not in html

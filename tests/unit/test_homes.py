@@ -227,3 +227,22 @@ def test_a_missing_home_is_refused_when_homes_are_not_created(root):
             os.path.join(root, "dora"), homes.Identity(50005, 50005, "range"), root, create=False
         )
     assert not os.path.exists(os.path.join(root, "dora"))
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"users": {"a": "five"}}', '{"users": ["a"]}'])
+def test_a_broken_uid_map_is_never_read_as_empty(tmp_path, text):
+    # read as empty, every user would get a uid anew: another student's home
+    path = tmp_path / "uids.json"
+    path.write_text(text)
+    m = homes.UidMap(str(path), 5000, 5002)
+    for call in (m.uid_for, m.lookup):
+        with pytest.raises(homes.HomeError, match="cannot read its uid map .* until an admin"):
+            call("a")
+    assert path.read_text() == text
+
+
+def test_a_uid_map_that_cannot_be_written_says_so(tmp_path):
+    (tmp_path / "file").write_text("")
+    m = homes.UidMap(str(tmp_path / "file" / "uids.json"), 5000, 5002)
+    with pytest.raises(homes.HomeError, match="cannot write its uid map .*until an admin"):
+        m.uid_for("a")

@@ -156,3 +156,21 @@ def test_GHSA_v7m9_9497_p9gr_oauth_client_ids_never_collide():
             assert oauth_client_id(u1, s1) != oauth_client_id(u2, s2)
 
     distinct()
+
+
+def test_hub_address_waits_for_docker_then_gives_up(monkeypatch, capsys):
+    import docker
+
+    from jupyter_gpuspawn import network
+
+    calls = []
+
+    def no_docker(*args, **kwargs):
+        calls.append(1)
+        raise docker.errors.DockerException("Error while fetching server API version")
+
+    monkeypatch.setattr(docker, "APIClient", no_docker)
+    with pytest.raises(docker.errors.DockerException):
+        network.hub_address(wait_for_docker=2.5)
+    assert len(calls) >= 2  # tried again while waiting, not just once
+    assert capsys.readouterr().err.count("Docker does not answer") == 1
