@@ -204,11 +204,12 @@ class GPUSpawnerSettings(LoggingConfigurable):
     runtime_dir = Unicode(
         config=True,
         help="""Directory the hub writes its runtime files to: per-server notices mounted read-only
-        into each
-        container (the reclaim warning JupyterLab shows) and the GPU activity `jupyter-gpuspawn
-        gpus` reports. Default: jupyter_gpuspawn/ next to the hub's sqlite database (the hub's
-        working directory for other databases), as an absolute path. It must be a host path when the
-        hub itself runs in a container.""",
+        into each container (the reclaim warning JupyterLab shows), the GPU activity
+        `jupyter-gpuspawn gpus` reports, and the containers whose removal is still pending
+        (pending-removals-<spawner class>.json: a restarted hub removes them rather than adopting
+        them). Keep it across hub restarts. Default: jupyter_gpuspawn/ next to the hub's sqlite
+        database (the hub's working directory for other databases), as an absolute path. It must be
+        a host path when the hub itself runs in a container.""",
     )
 
     # ---- usage records ---------------------------------------------------------------------------
