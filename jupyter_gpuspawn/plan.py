@@ -112,6 +112,9 @@ class ContainerPlan:
             # removal is the spawner's (on stop, on failure, before a re-create): a container Docker
             # removed by itself would take its exit code, OOM flag and last output with it
             "auto_remove": False,
+            # a container that ended has given its GPUs back: Docker restarting it by itself (an
+            # admin's "always" or "unless-stopped") would run it on GPUs now someone else's
+            "restart_policy": {"Name": "no"},
         }
         limits = self.hardening
         if limits.no_new_privileges:

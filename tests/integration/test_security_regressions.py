@@ -133,7 +133,9 @@ def test_status_endpoint_without_a_token(make_hub):
 def test_container_runs_non_root_no_new_privileges_no_capabilities_with_limits(make_hub):
     hub = make_hub(
         n_gpus=1,
-        extra_config='c.GPUDockerSpawner.mem_limit = "512M"\nc.GPUDockerSpawner.pids_limit = 256\n',
+        extra_config='c.GPUDockerSpawner.mem_limit = "512M"\nc.GPUDockerSpawner.pids_limit = 256\n'
+        # Docker restarting an ended container would run it on GPUs given back to the pool
+        'c.GPUDockerSpawner.extra_host_config = {"restart_policy": {"Name": "always"}}\n',
     )
     hub.create_users("hardy")
     hub.spawn_ready("hardy", {"gpus": 1})
@@ -143,6 +145,7 @@ def test_container_runs_non_root_no_new_privileges_no_capabilities_with_limits(m
     assert host["CapDrop"] == ["ALL"] and not host["CapAdd"] and host["Privileged"] is False
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["PidsLimit"] == 256 and host["Memory"] == 512 * 1024**2
+    assert host["RestartPolicy"]["Name"] in ("no", "")
     status = inside(container, "id -u; grep -E '^(NoNewPrivs|CapEff|CapPrm):' /proc/1/status")
     lines = status.split("\n")
     assert lines[0] != "0"

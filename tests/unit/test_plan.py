@@ -138,10 +138,17 @@ def test_the_admin_s_settings_are_merged_under_the_plan_whatever_a_hook_assigned
 
 def test_the_admin_may_change_defaults_but_not_isolation():
     _, host, _ = render(
-        plan(course=None), admin_host={"shm_size": "8g", "cpu_period": 50_000, "auto_remove": True}
+        plan(course=None),
+        admin_host={
+            "shm_size": "8g",
+            "cpu_period": 50_000,
+            "auto_remove": True,
+            "restart_policy": {"Name": "unless-stopped"},
+        },
     )
     assert (
         host["shm_size"] == "8g" and host["cpu_quota"] == 100_000 and host["auto_remove"] is False
     )
+    assert host["restart_policy"] == {"Name": "no"}
     _, published, _ = render(plan(), use_internal_ip=False, host_ip="127.0.0.1")
     assert published["port_bindings"] == {8888: ("127.0.0.1",)}
