@@ -220,8 +220,9 @@ class GPUSpawnerSettings(LoggingConfigurable):
         `jupyter-gpuspawn usage` read them). Default: an SQLite file jupyter_gpuspawn_usage.sqlite
         next to the hub's sqlite database (the hub's working directory for other databases), as an
         absolute path. Sites whose hub uses PostgreSQL or MySQL may point it there (e.g.
-        postgresql://hub@db/jupyterhub); the tables are prefixed `gpuspawn_`. Back it up with the
-        hub's database.""",
+        postgresql://hub@db/jupyterhub); the tables are prefixed `gpuspawn_`. One hub per database:
+        two hubs writing one close each other's open records. Back it up with the hub's
+        database.""",
     )
 
     # ---- budgets ---------------------------------------------------------------------------------
