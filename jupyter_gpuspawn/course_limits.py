@@ -18,48 +18,205 @@ from .courses import normalize_mount_target
 from .gpus import InventoryError, format_size, parse_size
 from .options import shorten
 
-# Environment names instructors may not set on top of courses.PROTECTED (spec.is_protected_env):
-# each makes the shell, Python, Jupyter, git or another runtime load code or config from where the
-# course points it.
-INSTRUCTOR_ENV_DENIED = frozenset(
-    {
-        "ENV",
-        "BASH_ENV",
-        "PROMPT_COMMAND",
-        "PS4",
-        "SHELLOPTS",
-        "BASHOPTS",
-        "PAGER",
-        "EDITOR",
-        "VISUAL",
-        "BROWSER",
-        "TERMINFO",
-        "HOSTALIASES",
-        "LOCPATH",
-        "GCONV_PATH",
-        "MPLCONFIGDIR",
-        "MATPLOTLIBRC",
-    }
+
+# Environment names instructors may not set on top of the ones reserved for every course
+# (spec.is_protected_env): each makes a program in the image load code, config or trust from where
+# the course points it, or run it as a command. A course mounts data that instructors write, so any
+# of these would run an instructor's code as every student (their files, their tokens) or let it
+# read and change their traffic: OPENSSL_CONF=/data/dl/x.cnf loads a module from the data mount as
+# soon as the server imports ssl. This is a denylist, not an allowlist, because instructors need
+# names of their own choosing (DATA_DIR, HF_HOME, TORCH_HOME, OMP_NUM_THREADS, WANDB_MODE, ...); it
+# denies whole families (prefixes, suffixes) where it can, so that a runtime's next variable is
+# denied with its siblings. Names are compared in upper case: some programs read lower-case forms
+# too (http_proxy, npm_config_*), and a denied name is no loss in either case. Admins are not capped
+# (they may set any of these, and an instructor may keep such a value exactly as an admin set it).
+@dataclass(frozen=True)
+class EnvRule:
+    why: str  # shown as "instructors may not set it ({why}); ask an admin"
+    names: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+
+    def matches(self, var: str) -> bool:
+        var = var.upper()
+        return var in self.names or var.startswith(self.prefixes) or var.endswith(self.suffixes)
+
+
+INSTRUCTOR_ENV_RULES = (
+    EnvRule(
+        "the shell runs code or reads its settings from it at start-up or at each prompt",
+        frozenset(
+            {
+                "ENV",
+                "ZDOTDIR",
+                "FPATH",
+                "PROMPT_COMMAND",
+                *("PS0", "PS1", "PS2", "PS3", "PS4"),  # prompts run $(...) in them
+                "SHELLOPTS",
+                "BASHOPTS",
+                "INPUTRC",
+                "FCEDIT",
+            }
+        ),
+        ("BASH_",),  # BASH_ENV, BASH_LOADABLES_PATH, BASH_XTRACEFD, ...
+    ),
+    EnvRule(
+        "Python, IPython, Jupyter or a Python tool loads code or config from it",
+        frozenset({"MPLCONFIGDIR", "MATPLOTLIBRC"}),  # a matplotlibrc names a backend module
+        # DASK_*: dask's config, whose preload settings run scripts; PYTEST_ADDOPTS: conftest.py
+        (
+            "PYTHON",
+            "IPYTHON",
+            "JUPYTER",
+            "JPY",
+            "PIP_",
+            "CONDA",
+            "MAMBA",
+            "UV_",
+            "PYTEST_",
+            "DASK_",
+        ),
+    ),
+    EnvRule(
+        "git or ssh runs a program or reads config from it",
+        prefixes=("GIT_", "SSH_"),  # GIT_CONFIG_*, GIT_EXEC_PATH, GIT_SSH_COMMAND, SSH_ASKPASS, ...
+    ),
+    EnvRule(
+        "the runtime of another language loads code or options from it",
+        frozenset(
+            {
+                "CLASSPATH",
+                "R_HOME",
+                "JULIA_DEPOT_PATH",  # startup.jl and packages
+                "JULIA_LOAD_PATH",
+                "JULIA_PROJECT",
+                "JULIA_BINDIR",
+                "TCLLIBPATH",
+            }
+        ),
+        (
+            "JAVA_",  # JAVA_TOOL_OPTIONS: -javaagent loads code into every JVM
+            "_JAVA_",
+            "JDK_",
+            "SPARK_",  # SPARK_CONF_DIR: spark-env.sh is sourced
+            "PYSPARK_",
+            "HADOOP_",
+            "PERL5",
+            "PERLLIB",
+            "RUBY",
+            "GEM_",
+            "NODE_",  # NODE_OPTIONS --require, NODE_PATH, NODE_EXTRA_CA_CERTS
+            "NPM_CONFIG_",
+            "YARN_",
+            "R_PROFILE",
+            "R_ENVIRON",
+            "R_LIBS",
+            "LUA_PATH",
+            "LUA_CPATH",
+            "LUA_INIT",
+        ),
+    ),
+    EnvRule(
+        "TLS libraries load modules, config or trusted certificates from it, or write their keys "
+        "to it",
+        frozenset(
+            {
+                "SSL_CERT_FILE",
+                "SSL_CERT_DIR",
+                "SSLKEYLOGFILE",
+                "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+                "GNUPGHOME",
+            }
+        ),
+        ("OPENSSL_",),  # OPENSSL_CONF, OPENSSL_MODULES, OPENSSL_ENGINES
+        # REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, AWS_CA_BUNDLE, HTTPLIB2_CA_CERTS, GIT_SSL_CAINFO, ...
+        ("_CA_BUNDLE", "_CA_CERTS", "_CAINFO", "_CAPATH"),
+    ),
+    EnvRule(
+        "it sends students' web traffic through a proxy of the course's choosing",
+        frozenset({"CURL_HOME", "WGETRC"}),  # their config files set proxies and certificates
+        suffixes=("_PROXY",),  # HTTP_PROXY, https_proxy, ALL_PROXY, NO_PROXY, ...
+    ),
+    EnvRule(
+        "programs run it as a command (a pager, an editor, a browser or a password prompt)",
+        frozenset({"VISUAL"}),
+        suffixes=("PAGER", "EDITOR", "BROWSER", "ASKPASS"),  # GIT_PAGER, R_BROWSER, SUDO_ASKPASS
+    ),
+    EnvRule(
+        "an editor or less runs commands from it",
+        frozenset(
+            {
+                "EXINIT",
+                "VIM",
+                "VIMINIT",
+                "GVIMINIT",
+                "VIMRUNTIME",
+                "MYVIMRC",
+                "MYGVIMRC",
+                "EMACSLOADPATH",
+                "EMACSPATH",
+                "EMACSDATA",
+                "LESS",
+                "LESSOPEN",
+                "LESSCLOSE",
+                "LESSEDIT",
+                "LESSSECURE",
+            }
+        ),
+        ("LESSKEY",),
+    ),
+    EnvRule(
+        "the C library, the terminal or the desktop loads code, data or host names from it",
+        frozenset(
+            {
+                *("LOCPATH", "GCONV_PATH", "NLSPATH"),  # gconv modules are shared libraries
+                *("TERMINFO", "TERMINFO_DIRS", "TERMCAP"),
+                "HOSTALIASES",  # host names resolve where the course says
+            }
+        ),
+        ("XDG_",),  # XDG_CONFIG_HOME, XDG_DATA_DIRS: every program's config and plugins
+    ),
+    EnvRule(
+        "graphics, GPU or media libraries load drivers or plugins (shared libraries) from it",
+        frozenset({"OCL_ICD_FILENAMES", "OCL_ICD_VENDORS"}),
+        ("VK_", "__EGL_", "__GLX_", "LIBGL_"),  # Vulkan layers and ICDs, EGL/GLX vendor libraries
+        ("_PLUGIN", "_PLUGINS", "_PLUGIN_PATH"),  # NCCL_NET_PLUGIN, QT_PLUGIN_PATH, ...
+    ),
+    EnvRule(
+        "a compiler, make or LaTeX runs it, or a plugin or config it names, when a student builds "
+        "something",
+        frozenset(
+            {
+                *("CC", "CXX", "CPP", "FC", "F77", "F90", "CUDAHOSTCXX"),
+                *("CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS"),  # -fplugin= loads a shared library
+                *("NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS"),
+                *("MAKEFILES", "MAKEFLAGS", "MFLAGS"),
+                "TEXINPUTS",
+            }
+        ),
+        ("CMAKE_", "TEXMF"),  # CMAKE_TOOLCHAIN_FILE; TEXMFCNF can turn on LaTeX's shell escape
+    ),
+    EnvRule(
+        "a cloud or cluster client runs the commands its config names",
+        frozenset(
+            {
+                "KUBECONFIG",
+                "DOCKER_CONFIG",
+                "AWS_CONFIG_FILE",
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "BOTO_CONFIG",
+                "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES",
+            }
+        ),
+    ),
 )
-INSTRUCTOR_ENV_DENIED_PREFIXES = (
-    "PYTHON",
-    "IPYTHON",
-    "JUPYTER",
-    "JPY",
-    "GIT_",
-    "SSH_",
-    "PERL5",
-    "PERLLIB",
-    "RUBY",
-    "NODE_",
-    "R_PROFILE",
-    "R_ENVIRON",
-    "R_LIBS",
-    "XDG_",
-    "CONDA",
-    "PIP_",
-    "LESS",
-)
+
+
+def instructor_env_denied(var: str) -> str:
+    """Why instructors may not set the environment variable ``var`` ("" if they may)."""
+    return next((rule.why for rule in INSTRUCTOR_ENV_RULES if rule.matches(var)), "")
+
+
 # Who may use and who may manage a course: set by admins only (enrolment and ownership are access
 # control).
 OWNER_FIELDS = ("groups", "users", "instructors", "instructor_groups")
@@ -370,12 +527,10 @@ def check_limits(data: dict, limits: InstructorLimits, name: str) -> list[str]:
                 f"image)"
             )
     for var in data.get("env") or {}:
-        if isinstance(var, str) and (
-            var in INSTRUCTOR_ENV_DENIED or var.startswith(INSTRUCTOR_ENV_DENIED_PREFIXES)
-        ):
+        why = instructor_env_denied(var) if isinstance(var, str) else ""
+        if why:
             problems.append(
-                f"{name}: env.{var[:60]}: instructors may not set it (it makes the shell, "
-                "Python, Jupyter or git run other code in students' servers); ask an admin"
+                f"{name}: env.{var[:60]}: instructors may not set it ({why}); ask an admin"
             )
     idle = data.get("idle") or {}
     if (

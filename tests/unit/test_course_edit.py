@@ -1340,6 +1340,99 @@ def test_instructors_mount_read_only_under_the_mount_targets_and_set_no_code_loa
     )
 
 
+# each makes a runtime in the image load code, config or trust from where the course points it
+CODE_LOADING_ENV = {
+    "OPENSSL_CONF": "TLS libraries load modules",  # a .so in the data mount runs as each student
+    "OPENSSL_MODULES": "TLS libraries",
+    "OPENSSL_ENGINES": "TLS libraries",
+    "REQUESTS_CA_BUNDLE": "trusted certificates",
+    "SSL_CERT_FILE": "trusted certificates",
+    "SSL_CERT_DIR": "trusted certificates",
+    "CURL_CA_BUNDLE": "trusted certificates",
+    "NODE_EXTRA_CA_CERTS": "runtime of another language",
+    "GIT_SSL_CAINFO": "git or ssh",
+    "GIT_CONFIG_GLOBAL": "git or ssh",
+    "GIT_EXEC_PATH": "git or ssh",
+    "SSLKEYLOGFILE": "write their keys",
+    "JAVA_TOOL_OPTIONS": "another language",
+    "_JAVA_OPTIONS": "another language",
+    "JDK_JAVA_OPTIONS": "another language",
+    "ZDOTDIR": "the shell",
+    "PS1": "the shell",
+    "BASH_LOADABLES_PATH": "the shell",
+    "VIMINIT": "an editor",
+    "EXINIT": "an editor",
+    "LESSOPEN": "less runs commands",
+    "HTTPS_PROXY": "proxy of the course's choosing",
+    "https_proxy": "proxy",
+    "HTTP_PROXY": "proxy",
+    "http_proxy": "proxy",
+    "ALL_PROXY": "proxy",
+    "all_proxy": "proxy",
+    "NO_PROXY": "proxy",
+    "no_proxy": "proxy",
+    "npm_config_registry": "another language",
+    "NODE_OPTIONS": "another language",
+    "PERL5OPT": "another language",
+    "RUBYOPT": "another language",
+    "R_PROFILE_USER": "another language",
+    "JULIA_DEPOT_PATH": "another language",
+    "PYTHONSTARTUP": "Python",
+    "PYTEST_ADDOPTS": "Python tool",
+    "DASK_DISTRIBUTED__WORKER__PRELOAD": "Python tool",
+    "MATPLOTLIBRC": "Python",
+    "GCONV_PATH": "the C library",
+    "LOCPATH": "the C library",
+    "XDG_CONFIG_HOME": "the desktop",
+    "PAGER": "pager",
+    "GIT_PAGER": "git or ssh",
+    "MANPAGER": "pager",
+    "EDITOR": "editor",
+    "VISUAL": "editor",
+    "BROWSER": "browser",
+    "SUDO_ASKPASS": "password prompt",
+    "VK_ICD_FILENAMES": "drivers or plugins",
+    "__EGL_VENDOR_LIBRARY_FILENAMES": "drivers or plugins",
+    "NCCL_NET_PLUGIN": "drivers or plugins",
+    "CFLAGS": "compiler",
+    "TEXMFCNF": "LaTeX",
+    "KUBECONFIG": "runs the commands its config names",
+}
+
+
+@pytest.mark.parametrize("var", sorted(CODE_LOADING_ENV))
+def test_instructors_set_no_env_that_loads_code_config_or_trust_and_hear_which_and_why(var):
+    [problem] = check_limits(course(env={var: "/data/dl/course.cnf"}), limits(), NAME)
+    assert problem.startswith(f"dl.yaml: env.{var}: instructors may not set it ("), problem
+    assert CODE_LOADING_ENV[var] in problem and problem.endswith("; ask an admin"), problem
+
+
+def test_instructors_keep_free_form_env_names_of_their_own():
+    own = {
+        name: "x"
+        for name in (
+            "DATA_DIR",
+            "HF_HOME",
+            "HF_DATASETS_CACHE",
+            "TORCH_HOME",
+            "OMP_NUM_THREADS",
+            "WANDB_MODE",
+            "NCCL_DEBUG",
+            "JULIA_NUM_THREADS",
+            "MPLBACKEND",
+            "TF_CPP_MIN_LOG_LEVEL",
+            "KERAS_BACKEND",
+            "TOKENIZERS_PARALLELISM",
+            "CUDA_LAUNCH_BLOCKING",
+            "ENVIRONMENT",
+            "LESSON_DIR",
+            "COURSE_URL",
+            "MLFLOW_TRACKING_URI",
+        )
+    }
+    assert check_limits(course(env=own), limits(), NAME) == []
+
+
 def test_the_idle_minutes_are_capped_so_never_cannot_come_back_as_a_year():
     caps = limits(max_idle_minutes=120)
     assert check_limits(course(idle={"minutes": 120}), caps, NAME) == []
