@@ -24,7 +24,7 @@ from datetime import datetime
 
 from ..course_edit import changed_fields, new_course_data
 from ..course_limits import InstructorLimits, check_limits, owner_field_changes
-from ..course_store import CourseConflict, CourseStore, StoredCourse
+from ..course_store import CourseConflict, CourseStore, StoredCourse, normalized_text
 from ..course_yaml import merge_yaml, same_value
 from ..courses import (
     COURSE_FILE_SUFFIXES,
@@ -50,6 +50,16 @@ DEFAULTED = {
     "resources.shm_size": "max_shm_size",
     "idle.minutes": "max_idle_minutes",
 }
+
+
+# what the history and the page say of a YAML edit that changed no value
+LAYOUT_ONLY = "comments or layout only"
+
+
+def same_layout(typed: str, stored: str) -> bool:
+    """Whether the YAML view's ``typed`` text would write ``stored`` again: the store writes Unix
+    line ends and a final newline, and a browser drops a textarea's first newline."""
+    return normalized_text(typed).lstrip("\n") == normalized_text(stored).lstrip("\n")
 
 
 class Refused(Exception):
@@ -88,7 +98,10 @@ class Entry:
 
     @property
     def title(self) -> str:
-        return (self.data or {}).get("title") or self.id
+        """The title, or the id when the file has none that is a string (a hand-edited `title: 101`
+        or `title: 2024-09-01` reads as a number or a date; the list must still sort)."""
+        title = (self.data or {}).get("title")
+        return title if isinstance(title, str) and title.strip() else self.id
 
     @property
     def archived(self) -> bool:
@@ -100,11 +113,9 @@ class Entry:
         if who.admin:
             return True
         data = self.data or {}
-        names = data.get("instructors") if isinstance(data.get("instructors"), list) else []
-        groups = (
-            data.get("instructor_groups") if isinstance(data.get("instructor_groups"), list) else []
+        return who.name in _names(data.get("instructors")) or bool(
+            set(who.groups) & set(_names(data.get("instructor_groups")))
         )
-        return who.name in names or bool(set(who.groups) & set(groups))
 
     @property
     def groups(self) -> list[str]:
@@ -270,7 +281,14 @@ class CourseDesk:
         self.check(entry, new, who)
         changes = changed_fields(entry.data or {}, new)
         if not changes:
-            return entry, []
+            # the YAML view's text may change only comments or layout: an edit too, kept as typed
+            if (
+                text is None
+                or entry.stored.path.endswith(".json")
+                or same_layout(text, entry.stored.text)
+            ):
+                return entry, []
+            changes = [LAYOUT_ONLY]
         if entry.stored.path.endswith(".json"):  # the catalog reads .json files as JSON
             text = json.dumps(new, indent=2, ensure_ascii=False)
         elif text is None:
@@ -293,7 +311,7 @@ class CourseDesk:
             )
         if (
             not who.admin
-            and sum(who.name in ((e.data or {}).get("instructors") or []) for e in mine)
+            and sum(who.name in _names((e.data or {}).get("instructors")) for e in mine)
             >= self.limits.max_courses
         ):
             raise Refused(
@@ -322,6 +340,18 @@ class CourseDesk:
         ]
         if any(e.id == course_id for e in entries) or any(os.path.lexists(p) for p in taken):
             raise Refused(400, [f"id: a course {course_id!r} exists already; choose another id"])
+        # a file ml_2024.yaml that says `id: ml` but no longer parses is known here only as
+        # ml_2024, while the hub serves its last good version: a new ml.yaml would replace it there
+        unknown = self.unreadable(entries, ids=True)
+        if unknown:
+            raise Refused(
+                400,
+                [
+                    f"{unknown} so it is unknown which course id the hub still serves from its "
+                    "last good version, and a new course could take it over; new courses wait "
+                    "until an admin fixes that."
+                ],
+            )
         template = None
         if template_id:
             template = self.entry(template_id, who).data  # only a course one manages is a template
@@ -439,6 +469,24 @@ class CourseDesk:
             "opened it; reload the page and make your edit again (nothing was saved)."
         )
 
+    def unreadable(self, entries: Sequence[Entry], ids: bool = False) -> str:
+        """Empty when the desk knows every course file of the directory; otherwise "a.yaml cannot be
+        read," or "a.yaml and b.yaml cannot be read," naming those it cannot read or parse (and,
+        with ``ids``, those whose id is not a string). The hub may still serve their last good
+        version, whose id and groups are then unknown here."""
+        known = {
+            e.stored.path
+            for e in entries
+            if e.data is not None and (not ids or isinstance(e.data.get("id"), str))
+        }
+        names = [os.path.basename(p) for p in course_files(self.store.directory) if p not in known]
+        if not names:
+            return ""
+        if len(names) > 5:
+            names = names[:4] + [f"{len(names) - 4} more files"]
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        return f"{listed} cannot be read,"
+
     def enrolment_group(self, entry: Entry) -> str:
         """The hub group students of this course join: its first group, if no other course file uses
         it."""
@@ -453,7 +501,7 @@ class CourseDesk:
             )
         group = entry.groups[0]
         if group in self.creator_groups or group in (
-            (entry.data or {}).get("instructor_groups") or []
+            _names((entry.data or {}).get("instructor_groups"))
         ):
             raise Refused(
                 400,
@@ -464,20 +512,18 @@ class CourseDesk:
                 ],
             )
         entries = self.entries()
-        listed = {e.stored.path for e in entries if e.data is not None}
-        unreadable = [p for p in course_files(self.store.directory) if p not in listed]
-        if unreadable:  # the hub may still serve its last good version: its groups are unknown
+        unknown = self.unreadable(entries)
+        if unknown:  # the hub may still serve its last good version: its groups are unknown
             raise Refused(
                 400,
                 [
-                    f"{os.path.basename(unreadable[0])} cannot be read, so it is unknown whether "
-                    f"it "
-                    f"uses the group {group!r} too; enrolment waits until an admin fixes that file."
+                    f"{unknown} so it is unknown whether it uses the group {group!r} too; "
+                    "enrolment waits until an admin fixes that."
                 ],
             )
         for other in entries:
             if other.id != entry.id and (
-                group in other.groups or group in _list(other.data.get("instructor_groups"))
+                group in other.groups or group in _names(other.data.get("instructor_groups"))
             ):
                 raise Refused(
                     400,
@@ -493,3 +539,9 @@ class CourseDesk:
 
 def _list(value) -> list:
     return value if isinstance(value, list) else []
+
+
+def _names(value) -> list[str]:
+    """The strings of a list of names read from a file that may be hand-edited wrongly (`[1]`,
+    `[{a: 1}]`, `[[a]]`, a bare string): anything else names no one."""
+    return [v for v in _list(value) if isinstance(v, str)]

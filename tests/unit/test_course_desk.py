@@ -76,6 +76,12 @@ def test_an_edit_is_checked_saved_with_comments_and_recorded(desk):
         ({"groups": ["everyone"]}, "groups: set by an admin"),
         ({"instructors": ["prof", "stu"]}, "instructors: set by an admin"),
         ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "env.NVIDIA_VISIBLE_DEVICES: reserved"),
+        # a .so beside it in the read-only data mount would run as every student once ssl loads
+        (
+            {"env": {"OPENSSL_CONF": "/data/dl/course.cnf"}},
+            "env.OPENSSL_CONF: instructors may not set it (TLS libraries load modules",
+        ),
+        ({"env": {"https_proxy": "http://tap:3128"}}, "env.https_proxy: instructors may not set"),
         ({"images": [{"key": "x", "image": "evil:1"}]}, "evil:1"),
     ],
 )
@@ -92,10 +98,27 @@ def test_admins_are_not_capped_and_may_set_who_uses_a_course(desk):
     desk.save(
         "dl",
         BOSS,
-        dict(entry.data, gpus={"max": 8}, groups=["course-dl", "tas"]),
+        dict(
+            entry.data,
+            gpus={"max": 8},
+            groups=["course-dl", "tas"],
+            env={"OPENSSL_CONF": "/etc/ssl/site.cnf", "HTTPS_PROXY": "http://proxy:3128"},
+        ),
         entry.stored.revision,
     )
     assert desk.entry("dl", BOSS).course.gpu_max == 8
+    # an instructor may keep what the admin set (editing the title), not change it
+    entry = desk.entry("dl", PROF)
+    desk.save("dl", PROF, dict(entry.data, title="Renamed"), entry.stored.revision)
+    entry = desk.entry("dl", PROF)
+    assert dict(entry.course.env)["OPENSSL_CONF"] == "/etc/ssl/site.cnf"
+    with pytest.raises(Refused, match="env.OPENSSL_CONF: instructors may not set it"):
+        desk.save(
+            "dl",
+            PROF,
+            dict(entry.data, env={"OPENSSL_CONF": "/data/dl/course.cnf"}),
+            entry.stored.revision,
+        )
 
 
 def test_create_from_the_template_or_a_copy_of_ones_own_course(desk):
@@ -266,6 +289,9 @@ def test_a_new_course_cannot_take_an_unreadable_file_s_id_nor_exceed_the_count(d
     (tmp_path / "courses" / "ml.yml").write_bytes(b"\xff not utf-8")
     with pytest.raises(Refused, match="exists already"):
         desk.create(PROF, "ml", "ML")
+    with pytest.raises(Refused, match="ml.yml cannot be read"):  # nor any other id meanwhile
+        desk.create(PROF, "one", "One")
+    (tmp_path / "courses" / "ml.yml").unlink()
     desk.limits = InstructorLimits.from_config({"images": ["img:1"], "max_courses": 2})
     desk.create(PROF, "one", "One")
     with pytest.raises(Refused, match="You manage 2 courses already"):
@@ -301,3 +327,109 @@ def test_only_changed_files_are_parsed_again_and_callers_cannot_change_the_kept_
     assert [e.id for e in desk.entries()] == ["dl"] and list(desk._parsed) == [
         (str(tmp_path / "courses" / "dl.yaml"), desk.entry("dl", PROF).stored.revision)
     ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "title: 101",
+        "title: 2024-09-01",
+        "title: yes",
+        "title: [a]",
+        "title: {a: 1}",
+        "title: null",
+        "instructor_groups: [{a: 1}]",
+        "instructor_groups: [[a]]",
+        "instructor_groups: 5",
+        "instructors: [1]",
+        "instructors: [[prof]]",
+        "instructors: {prof: 1}",
+        "instructors: 5",
+        "instructors: ta",  # a string, not a list: "ta" is not one of its instructors
+    ],
+)
+def test_a_hand_edited_file_of_the_wrong_types_is_listed_and_the_others_still_served(
+    desk, tmp_path, line
+):
+    key = line.split(":")[0]
+    text = "".join(f"{line}\n" if old.startswith(key + ":") else old for old in DL.splitlines(True))
+    (tmp_path / "courses" / "odd.yaml").write_text(
+        text.replace("id: dl", "id: odd").replace("course-dl", "course-odd")
+    )
+    entries = {e.id: e for e in desk.entries()}  # sorting by title did not raise
+    assert set(entries) == {"dl", "vision", "odd"}
+    odd = entries["odd"]
+    assert odd.problems and odd.course is None, odd.problems  # shown as invalid, with what is wrong
+    assert isinstance(odd.title, str) and (odd.title == "odd") == (key == "title")
+    # whoever the file still names by a string manages it; nobody by a number or a list
+    assert ("odd" in [e.id for e in desk.mine(PROF)]) == (key != "instructors")
+    assert ("odd" in [e.id for e in desk.mine(TA)]) == (key != "instructor_groups")
+    assert [e.id for e in desk.mine(OTHER)] == ["vision"]
+    # the TA manages dl and odd through their group, and is named an instructor of neither
+    desk.limits = InstructorLimits.from_config({"images": ["img:1"], "max_courses": 1})
+    assert "ta" in desk.create(TA, "ml", "ML").course.instructors  # counted without raising
+    entry = desk.entry("dl", PROF)
+    desk.save("dl", PROF, dict(entry.data, title="Still served"), entry.stored.revision)
+    assert desk.enrolment_group(desk.entry("dl", PROF)) == "course-dl"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "id: ml\ntitle: [unclosed\n",  # a YAML syntax error
+        "- id: ml\n",  # not a mapping
+        "id: [ml]\ntitle: ML\n",  # an id that is not a string
+    ],
+)
+def test_no_course_is_created_while_a_file_whose_id_the_hub_may_serve_cannot_be_read(
+    desk, tmp_path, broken
+):
+    """ml_2024.yaml said `id: ml` and the hub still serves that last good version; an admin's typo
+    leaves the desk knowing it only as ml_2024. A new ml.yaml would sort first and take ml over."""
+    courses = tmp_path / "courses"
+    (courses / "ml_2024.yaml").write_text(broken)
+    (courses / "old.yaml").write_text("id: old\n\ttabs: no\n")
+    for who in (PROF, BOSS):
+        with pytest.raises(Refused) as e:
+            desk.create(who, "ml", "ML")
+        [problem] = e.value.problems
+        assert e.value.status == 400 and problem.startswith(
+            "ml_2024.yaml and old.yaml cannot be read, so it is unknown which course id"
+        ), problem
+    assert not (courses / "ml.yaml").exists() and desk.history("ml") == []
+    # enrolment says the same, in its own words (it needs the groups of a file, not its id)
+    with pytest.raises(Refused, match="old.yaml cannot be read, so it is unknown whether it uses"):
+        desk.enrolment_group(desk.entry("dl", PROF))
+    (courses / "ml_2024.yaml").write_text(DL.replace("id: dl", "id: ml").replace("dl", "ml"))
+    (courses / "old.yaml").unlink()
+    with pytest.raises(Refused, match="exists already"):
+        desk.create(PROF, "ml", "ML")
+    assert desk.create(PROF, "ml2", "ML 2").course.id == "ml2"
+
+
+def test_a_yaml_edit_of_comments_or_layout_only_is_saved_and_recorded(desk, tmp_path):
+    path = tmp_path / "courses" / "dl.yaml"
+    # as the YAML view sends it back untouched: CRLF line ends, the textarea's first newline gone
+    path.write_text("\n" + DL)
+    entry = desk.entry("dl", PROF)
+    typed = DL.replace("\n", "\r\n")
+    assert desk.save("dl", PROF, entry.data, entry.stored.revision, typed) == (entry, [])
+    assert path.read_text() == "\n" + DL and desk.history("dl") == []
+    # a comment changed, one added, a blank line: no value changed, and still an edit
+    typed = DL.replace("# kept", "# kept: ask Ana first").replace("gpus:", "\n# GPUs\ngpus:")
+    saved, changes = desk.save("dl", PROF, entry.data, entry.stored.revision, typed)
+    assert changes == ["comments or layout only"] and path.read_text() == typed
+    assert saved.stored.text == typed and saved.data == entry.data
+    [change] = desk.history("dl")
+    assert (change["user"], change["action"], change["summary"]) == (
+        "prof",
+        "edited",
+        ["comments or layout only"],
+    )
+    assert change["revision"] == saved.stored.revision
+    # made on the old version: refused like any other edit, nothing written
+    with pytest.raises(Refused) as e:
+        desk.save("dl", TA, entry.data, entry.stored.revision, typed + "# more\n")
+    assert e.value.status == 409 and path.read_text() == typed
+    # the form (no text) with nothing changed still writes nothing
+    assert desk.save("dl", PROF, saved.data, saved.stored.revision) == (saved, [])
