@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -442,8 +443,12 @@ def cmd_grant(args) -> int:
     except WeekStartError as e:
         print(f"error: gpu_budget_week_start: {e}", file=sys.stderr)
         return 2
-    if not args.hours > 0:
-        print(f"error: HOURS must be more than 0, got {args.hours:g}", file=sys.stderr)
+    # float() takes "inf" and "nan": an endless grant would lift the budget for good
+    if not (math.isfinite(args.hours) and args.hours > 0):
+        print(
+            f"error: HOURS must be a finite number of hours more than 0, got {args.hours:g}",
+            file=sys.stderr,
+        )
         return 2
     if not (args.config or args.db):
         # a guess at the database would write a grant the hub never reads

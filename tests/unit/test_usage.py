@@ -538,10 +538,14 @@ def test_grant_refuses_what_the_hub_would_never_read(tmp_path, capsys):
     assert "budgets are per course: add --course (one of dl)" in capsys.readouterr().err
     assert main(["grant", "alice", "1", "-f", str(config), "--course", "dk"]) == 2
     assert "no course 'dk'" in capsys.readouterr().err
+    # float() reads "inf" and "nan": an endless grant would lift the budget for good
+    for hours in ("inf", "Infinity", "nan", "0", "-1"):
+        assert main(["grant", "alice", hours, "-f", str(config), "--course", "dl"]) == 2, hours
+        assert "HOURS must be a finite number of hours more than 0" in capsys.readouterr().err
     assert main(["grant", "alice", "1.5", "-f", str(config), "--course", "dl", "--by", "prof"]) == 0
     assert "alice: 1.5 extra GPU-hours in course dl this week" in capsys.readouterr().out
     db = UsageDB(db_url)
-    assert db.granted_hours("alice", 0, 4e9, course="dl") == 1.5
+    assert db.granted_hours("alice", 0, 4e9, course="dl") == 1.5  # none of the refused ones
     db.dispose()
 
 
