@@ -178,14 +178,18 @@ class CourseHandler(InstructorHandler):
                 return
         else:
             status = 400
+        conflict = status == 409
         await self.render_course(
             entry,
             status=status,
             problems=problems,
             form=form if mode != "yaml" else None,
             yaml_text=text,
-            revision=revision,
+            # after a conflict the page shows the current file beside the kept edit: saving again
+            # is a choice made knowing it, so it carries the current revision
+            revision=entry.stored.revision if conflict else revision,
             mode=mode,
+            conflict=conflict,
         )
 
     async def render_course(
@@ -199,9 +203,11 @@ class CourseHandler(InstructorHandler):
         mode="form",
         preview=None,
         previewing=False,
+        conflict=False,
     ):
         """The course page. After a refused save it keeps what the instructor typed (and the
-        revision they started from, so saving again cannot overwrite someone else's change)."""
+        revision they started from, so saving again cannot overwrite someone else's change; after
+        a conflict, the current file is shown too)."""
         desk = self.state.desk
         now = time.time()
         fields = form_from_data(entry.data or {}) if form is None else view.form_values(form)
@@ -222,6 +228,7 @@ class CourseHandler(InstructorHandler):
             history=history,
             preview=preview_html,
             previewing=previewing,
+            conflict=conflict,
             course_url=self.course_url(entry.id),
             policies=("exclusive", "shared"),
             reclaims=view.reclaim_choices(desk.limits.allow_reclaim_never, self.who.admin),

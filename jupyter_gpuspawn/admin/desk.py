@@ -465,8 +465,9 @@ class CourseDesk:
             who, when = "someone editing the file on the hub host", current.mtime
         return (
             f"Changed by {who} at {datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M:%S')} "
-            f"after you "
-            "opened it; reload the page and make your edit again (nothing was saved)."
+            "after you opened it; nothing was saved. Your edit is kept below and the current "
+            "version of the file is shown under it: save again to replace it with your edit, or "
+            "reload the page to start from it."
         )
 
     def unreadable(self, entries: Sequence[Entry], ids: bool = False) -> str:

@@ -278,6 +278,13 @@ def test_edits_within_the_caps_go_live_keep_comments_and_are_recorded(course_hub
     )
     assert re.search(r"Changed by prof at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", r.text), r.text[:3000]
     assert "by prof" in (hub.courses / "dl.yaml").read_text()
+    # boss's edit is kept, prof's version is shown beside it, and saving again is boss's choice
+    current = re.search(r'<details open id="current-version">.*?</details>', r.text, re.S)
+    assert current and "by prof" in current.group(0)
+    assert form_of(r.text)["description"] == ["by boss"]
+    assert revision(r.text) != stale
+    r = boss.submit("courses/dl/", dict(form_of(r.text), mode="form"))
+    assert "Saved dl" in r.text and "by boss" in (hub.courses / "dl.yaml").read_text()
 
 
 def test_enrolment_and_stops_reach_only_the_course_s_own_group_and_servers(course_hub):
