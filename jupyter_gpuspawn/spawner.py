@@ -115,6 +115,19 @@ def _course_of(state: _HubProcessState, key) -> str:
     return assignment.course if assignment is not None else ""
 
 
+def _engine_unreachable(error: Exception) -> bool:
+    """Docker did not answer at all (its socket gone, refused, timed out), as opposed to an answer
+    refusing something (docker.errors.APIError)."""
+    if isinstance(error, (requests.ConnectionError, requests.Timeout)):
+        return True
+    # docker-py's client asks the engine's API version first and wraps that failure
+    return (
+        isinstance(error, docker.errors.DockerException)
+        and not isinstance(error, docker.errors.APIError)
+        and "server API version" in str(error)
+    )
+
+
 class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
     """Spawns single-user servers in Docker containers with GPUs assigned by UUID.
 
@@ -494,7 +507,7 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         """What a student is told of an unexpected error in a start (JupyterHub would show the raw
         exception or "Internal Server Error"); the details go to the log, for the admin."""
         self.log.error("%s: start failed", self._log_name, exc_info=error)
-        if isinstance(error, (requests.ConnectionError, docker.errors.DockerException)):
+        if _engine_unreachable(error):
             what = "the container engine does not answer right now"
         else:
             what = engine_error_text(error)
