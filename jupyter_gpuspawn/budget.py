@@ -39,20 +39,27 @@ def parse_week_start(text: str) -> tuple:
 
 
 def week_start(now: float, spec: str = "Monday 00:00") -> float:
-    """Epoch seconds of the start of the budget week that contains ``now``."""
+    """Epoch seconds of the start of the budget week that contains ``now``. A start time that
+    occurs twice on its day (summer time ends) is its first occurrence; one that does not occur
+    (summer time begins) is the moment the clocks jump past it. Compared as instants, never as
+    wall-clock times, which repeat."""
     weekday, hour, minute = parse_week_start(spec)
     local = dt.datetime.fromtimestamp(now)
-    start = (local - dt.timedelta(days=(local.weekday() - weekday) % 7)).replace(
-        hour=hour, minute=minute, second=0, microsecond=0
-    )
-    if start > local:
-        start -= dt.timedelta(days=7)
-    return start.timestamp()
+    day = local.date() - dt.timedelta(days=(local.weekday() - weekday) % 7)
+    for weeks_back in (0, 1):
+        # fold 0 (the default): the first of a repeated time, the later side of a skipped one
+        start = dt.datetime.combine(
+            day - dt.timedelta(days=7 * weeks_back), dt.time(hour, minute)
+        ).timestamp()
+        if start <= now:
+            return start
+    raise AssertionError("unreachable: a week back is always in the past")
 
 
 def next_week_start(now: float, spec: str = "Monday 00:00") -> float:
-    start = dt.datetime.fromtimestamp(week_start(now, spec))
-    return (start + dt.timedelta(days=7)).timestamp()
+    # the start of the week containing a moment well inside the next one: the same rule as above,
+    # however long this week is (167 or 169 hours around a change of summer time)
+    return week_start(week_start(now, spec) + 7 * 24 * 3600 + 2 * 3600, spec)
 
 
 def describe(when: float) -> str:

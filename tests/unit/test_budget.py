@@ -173,6 +173,31 @@ def test_week_across_the_start_of_summer_time_is_167_hours(tz):
     assert sunday - local(2026, 3, 22, 18, 0) == 167 * HOUR
 
 
+@pytest.mark.parametrize(
+    "zone, spec",
+    [
+        ("Europe/Berlin", "Sunday 02:30"),  # 02:30 occurs twice in October, never in March
+        ("America/New_York", "Sunday 02:30"),
+        ("America/Santiago", "Saturday 23:30"),  # changes at midnight, Saturday to Sunday
+        ("America/Santiago", "Sunday 00:00"),
+    ],
+)
+def test_a_week_start_inside_a_change_of_summer_time_gives_whole_weeks(tz, zone, spec):
+    # a wall-clock start that repeats or is skipped: weeks still follow one another, each moment in
+    # exactly one of them (before, the half hour after a repeated start fell back into last week)
+    tz(zone)
+    t, end = local(2026, 1, 1), local(2027, 1, 1)
+    previous = None
+    while t < end:
+        start, following = week_start(t, spec), next_week_start(t, spec)
+        assert start <= t < following, (zone, spec, describe(t))
+        assert week_start(following, spec) == following
+        assert following - start in (167 * HOUR, 168 * HOUR, 169 * HOUR), describe(start)
+        assert previous is None or start >= previous
+        previous = start
+        t += 600
+
+
 # ---- describe ------------------------------------------------------------------------------------
 def test_describe(tz):
     tz("Europe/Berlin")
