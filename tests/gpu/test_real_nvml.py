@@ -6,6 +6,7 @@ Skipped as a whole where no driver answers (CI has none); nothing else in the su
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import statistics
@@ -217,3 +218,47 @@ def test_the_status_panel_lists_our_own_cuda_process(cuda_worker):
     [mine] = gpu["processes"]
     print(f"status panel process: {mine}, others {gpu['other_processes']}")
     assert mine["pid"] == proc.pid and mine["command"].startswith("python")
+
+
+NAMESPACED_PANEL = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    from jupyter_gpuspawn.status.collector import StatusCollector
+    uuid, workload = sys.argv[1], sys.argv[2]
+    worker = subprocess.Popen(
+        [sys.executable, "-c", workload, "30"], stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=uuid),
+    )
+    assert worker.stdout.readline().strip() == "ready"
+    collector = StatusCollector(env={"JUPYTER_GPUSPAWN_GPUS": uuid}, gpu_source="nvml")
+    end, gpu = time.time() + 15, None
+    while time.time() < end:
+        [gpu] = collector.collect()["gpus"]
+        if gpu["processes"] or gpu["other_processes"]:
+            break
+        time.sleep(0.5)
+    worker.kill()
+    print(json.dumps({"worker": worker.pid, "processes": gpu["processes"],
+                      "others": gpu["other_processes"]}))
+""")
+
+
+def test_the_status_panel_finds_our_cuda_process_from_inside_a_pid_namespace(tmp_path):
+    # a student's server runs in its container's own PID namespace: NVML may report host PIDs
+    # there, which the container's /proc does not have (or has as some other process)
+    if importlib.util.find_spec("torch") is None:
+        pytest.importorskip("cupy", reason="the workload needs torch or cupy on the GPU host")
+    uuid = read().gpus[0].uuid
+    script = tmp_path / "panel.py"
+    script.write_text(NAMESPACED_PANEL)
+    r = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, str(script), uuid, WORKLOAD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, f"unshare --pid (needs root) or the script failed:\n{r.stderr}"
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"inside a PID namespace: {seen}")
+    assert [p["pid"] for p in seen["processes"]] == [seen["worker"]], (
+        "NVML's PIDs are not this namespace's: the panel cannot tell our processes from others'"
+    )
