@@ -93,9 +93,21 @@ def snapshot_from_nodes(nodes_data: list) -> Snapshot:
             f"GPU {uuid} is advertised by several nodes ({', '.join(seen[uuid])}); check their "
             "node-generic-resources: it is offered on none of them"
         )
+    # servers are placed by hostname: two ready nodes of one name would pass for one node, and a
+    # server's GPUs could be taken from both
+    hostnames: dict = {}
+    for node in nodes:
+        if node.state == "ready":
+            hostnames[node.hostname] = hostnames.get(node.hostname, 0) + 1
+    same_name = {h for h, count in hostnames.items() if count > 1}
+    for hostname in sorted(same_name):
+        errors.append(
+            f"{hostnames[hostname]} ready nodes are named {hostname!r} (docker node ls); give each "
+            "node its own hostname: their GPUs are offered on none of them"
+        )
     gpus = []
     for node in sorted(nodes, key=lambda n: n.hostname):
-        if not node.offers:
+        if not node.offers or node.hostname in same_name:
             continue
         labels = _engine_labels(nodes_data, node.id)
         try:
@@ -140,53 +152,63 @@ def _current_task(tasks: list) -> dict | None:
     return max(tasks, key=lambda t: t.get("CreatedAt") or "", default=None)
 
 
-def service_state(tasks: list, nodes_down=frozenset()) -> str:
-    """A service's state in Docker's container words (reconcile.HOLDING_STATES): "created" before
-    its task runs, "running", "exited" once its task ended. A task Swarm is stopping (desired state
-    shutdown) still runs until its node reports it ended, except on a node that is down
-    (``nodes_down``: node IDs): Swarm has given it up, the node offers nothing until it is back, and
-    then Swarm stops the task before any new one starts there."""
-    task = _current_task(tasks)
-    if task is None:
-        return "created"
+def task_holds_gpus(task: dict, ready=None) -> bool:
+    """Whether a task may still use its GPUs: any task that has not ended, unless Swarm gave it up
+    (desired state shutdown or remove) before it reached a node, or on a node that is not ready:
+    down, disconnected, or gone from the swarm (``ready``: the ready nodes' IDs; None: not asked).
+    Swarm stops such a task before any new one starts on that node, should it come back."""
     state = (task.get("Status") or {}).get("State", "")
     if state in ENDED_STATES:
-        return "exited"
-    if task.get("DesiredState") in ("shutdown", "remove") and task.get("NodeID") in nodes_down:
-        return "exited"
-    return "running" if state == "running" else "created"
+        return False
+    if task.get("DesiredState") in ("shutdown", "remove"):
+        if state in ("new", "pending"):
+            return False
+        if ready is not None and task.get("NodeID") not in ready:
+            return False
+    return True
 
 
-def down_nodes(client) -> frozenset:
-    """IDs of the nodes that do not answer the manager (down, unknown, disconnected; blocking)."""
+def service_state(tasks: list, ready=None) -> str:
+    """A service's state in Docker's container words (reconcile.HOLDING_STATES): "created" before
+    its task runs, "running", "exited" once no task of it may still use its GPUs
+    (task_holds_gpus: a task Swarm is stopping still runs until its node reports it ended, or
+    until Swarm gives it up on a node that is not ready)."""
+    if not tasks:
+        return "created"
+    holding = [t for t in tasks if task_holds_gpus(t, ready)]
+    if not holding:
+        return "exited"
+    running = any((t.get("Status") or {}).get("State") == "running" for t in holding)
+    return "running" if running else "created"
+
+
+def ready_nodes(client) -> frozenset:
+    """IDs of the nodes that answer the manager (blocking). Any other node (down, unknown,
+    disconnected, or removed from the swarm, so no longer listed) counts as down."""
     return frozenset(
-        n["ID"] for n in client.nodes() if (n.get("Status") or {}).get("State") != "ready"
+        n["ID"] for n in client.nodes() if (n.get("Status") or {}).get("State") == "ready"
     )
 
 
 def _given_up(tasks: list) -> bool:
-    """Whether the current task is one Swarm is stopping but has not seen end: only then do node
-    states matter."""
-    task = _current_task(tasks)
-    return (
-        task is not None
-        and task.get("DesiredState") in ("shutdown", "remove")
-        and (task.get("Status") or {}).get("State") not in ENDED_STATES
+    """Whether a task is one Swarm is stopping but has not seen end: only then do node states
+    matter."""
+    return any(
+        t.get("DesiredState") in ("shutdown", "remove")
+        and (t.get("Status") or {}).get("State") not in ENDED_STATES
+        for t in tasks
     )
 
 
 def list_labelled_services(client) -> list[LabelledContainer]:
-    """Every service labelled by jupyter-gpuspawn with its state: two API calls (services, tasks),
-    three when a task is being stopped (nodes; blocking)."""
+    """Every service labelled by jupyter-gpuspawn with its state, and every task of a removed one
+    that may still use its GPUs (Swarm lists those until their node reports them ended): two API
+    calls (services, tasks), three when a task is being stopped (nodes; blocking)."""
     services = client.services(filters={"label": LABEL_USER})
-    if not services:
-        return []
     tasks_by_service: dict = {}
     for task in client.tasks():
         tasks_by_service.setdefault(task.get("ServiceID"), []).append(task)
-    down = (
-        down_nodes(client) if any(_given_up(t) for t in tasks_by_service.values()) else frozenset()
-    )
+    ready = ready_nodes(client) if any(_given_up(t) for t in tasks_by_service.values()) else None
     found = []
     for service in services:
         labels = (service.get("Spec") or {}).get("Labels") or {}
@@ -196,11 +218,24 @@ def list_labelled_services(client) -> list[LabelledContainer]:
         found.append(
             LabelledContainer(
                 service["ID"],
-                service_state(tasks_by_service.get(service["ID"], []), down),
+                service_state(tasks_by_service.get(service["ID"], []), ready),
                 assignment,
                 _epoch(service.get("CreatedAt")),
             )
         )
+    listed = {service["ID"] for service in services}
+    for service_id, tasks in tasks_by_service.items():
+        if service_id in listed:
+            continue
+        # a removed service whose task still runs: its GPUs stay held until the task has ended
+        state = service_state(tasks, ready)
+        task = _current_task(tasks)
+        labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+        assignment = GPUAssignment.from_labels(labels)
+        if assignment is not None and state != "exited":
+            found.append(
+                LabelledContainer(service_id, state, assignment, _epoch(task.get("CreatedAt")))
+            )
     return found
 
 
@@ -221,14 +256,12 @@ def remove_service(client, service_id: str, wait: float = 60.0, poll: float = 0.
     """Remove a service and wait until its task has ended (blocking). Unlike a forced container
     removal, removing a service returns at once while the node still stops the task (its stop grace
     period): GPUs freed then would go to the next student while the old kernel still holds them. A
-    service already gone counts as removed; a task still running after ``wait`` seconds raises, so
-    its GPUs stay held and the reconcile tries again."""
+    service already gone counts as removed once no task of it may still run (see _tasks); a task
+    still running after ``wait`` seconds raises, so its GPUs stay held and the reconcile tries
+    again."""
     import docker.errors
 
-    try:
-        tasks = [t["ID"] for t in client.tasks(filters={"service": service_id})]
-    except docker.errors.NotFound:
-        tasks = []
+    tasks = [t["ID"] for t in _tasks(client, service_id) or []]
     try:
         client.remove_service(service_id)
     except docker.errors.NotFound:
@@ -244,32 +277,37 @@ def remove_service(client, service_id: str, wait: float = 60.0, poll: float = 0.
 
 
 def _task_over(client, task_id: str) -> bool:
-    """Whether a task can no longer use its GPUs: ended, forgotten by the manager, never sent to a
-    node, or on a node that is down (see service_state)."""
+    """Whether a task can no longer use its GPUs: forgotten by the manager, or no longer holding
+    them (task_holds_gpus)."""
     import docker.errors
 
     try:
         task = client.inspect_task(task_id)
     except docker.errors.NotFound:
         return True
-    state = (task.get("Status") or {}).get("State")
-    if state in ENDED_STATES or state in ("new", "pending"):
+    if not task_holds_gpus(task):
         return True
-    return task.get("NodeID") in down_nodes(client)
+    return not task_holds_gpus(task, ready_nodes(client))  # nodes asked only when they matter
 
 
-def _tasks(client, service_id: str) -> list | None:
+def _tasks(client, service_id_or_name: str) -> list | None:
+    """The service's tasks; None when the manager knows neither the service nor a task of it. A
+    removed service's tasks stay listed until their node reports them ended: the manager then
+    answers 404 for the service (and for a task filter naming it), so they are found among all
+    tasks by service ID."""
     import docker.errors
 
     try:
-        client.inspect_service(service_id)
-        return client.tasks(filters={"service": service_id})
+        service_id_or_name = client.inspect_service(service_id_or_name)["ID"]
+        return client.tasks(filters={"service": service_id_or_name})
     except docker.errors.NotFound:
-        return None
+        pass
+    tasks = [t for t in client.tasks() if t.get("ServiceID") == service_id_or_name]
+    return tasks or None
 
 
 def _state_of(client, tasks: list) -> str:
-    return service_state(tasks, down_nodes(client) if _given_up(tasks) else frozenset())
+    return service_state(tasks, ready_nodes(client) if _given_up(tasks) else None)
 
 
 def service_holds_gpus(client, service_id: str) -> bool:

@@ -19,11 +19,11 @@ from traitlets import Dict as DictTrait
 
 from . import images
 from .engines import SERVICES
-from .errors import SpawnRefused
+from .errors import SpawnRefused, engine_error_text
 from .gpus import GPUInventory, Snapshot
 from .plan import swarm_service_kwargs
 from .spawner import GPUDockerSpawner
-from .swarm import STARTING_STATES, read_swarm, task_error
+from .swarm import STARTING_STATES, read_swarm, ready_nodes, task_error, task_holds_gpus
 
 # how long a task may stay pending with "no suitable node" before the start gives up
 UNPLACEABLE_SECONDS = 5.0
@@ -49,6 +49,7 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         # this start: nodes that have the image (None: not checked, any node)
         self._image_nodes = None
         self._image_lacking = set()  # this start: nodes whose engine said the image is missing
+        self._start_image = ""  # this start's image
         # the create_service call of this start, while it may still be running
         self._creating = None
 
@@ -107,6 +108,23 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             swarm_reader=lambda: read_swarm(self.client),
         )
 
+    async def gpu_snapshot(self):
+        """The swarm's GPUs; a manager that does not answer refuses the form or the start (503),
+        as an engine that does not answer does on one host."""
+        import docker.errors
+
+        try:
+            return await super().gpu_snapshot()
+        except (OSError, docker.errors.DockerException) as e:  # requests' errors are OSErrors
+            self.log.error(
+                "Cannot read the swarm's nodes from the manager: %s", engine_error_text(e)
+            )
+            raise SpawnRefused(
+                503,
+                "The cluster manager does not answer right now. Try again in a minute; if it keeps "
+                "happening, tell the admin the time of this attempt.",
+            ) from None
+
     def _node(self, snapshot: Snapshot, hostname: str):
         """The node of that hostname that takes servers (a node that left and rejoined is listed
         twice)."""
@@ -122,20 +140,21 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         nodes = {gpus[u].node for u in uuids if u in gpus}
         if len(nodes) == 1:
             return nodes.pop()
-        # CPU-only: the offering node (with the image) that has the most GPUs free, so GPU nodes
-        # fill last
+        # CPU-only: a node without GPUs, else the offering node (with the image) that has the most
+        # GPUs free, so GPU nodes fill last
         free = {}
         for gpu in self._placeable_gpus(snapshot):
             if not self.allocator.holders_of(gpu.uuid):
                 free[gpu.node] = free.get(gpu.node, 0) + 1
         offering = [
-            n.hostname
+            n
             for n in snapshot.nodes
             if n.offers and (self._image_nodes is None or n.hostname in self._image_nodes)
         ]
         if not offering:
             raise SpawnRefused(503, "No node of the cluster can take a server now; tell the admin.")
-        return min(offering, key=lambda name: (-free.get(name, 0), name))
+        best = min(offering, key=lambda n: (bool(n.gpus), -free.get(n.hostname, 0), n.hostname))
+        return best.hostname
 
     # ---- image: on the nodes, before anything is held --------------------------------------------
     async def _preflight_image(self, image):
@@ -143,6 +162,7 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         Starts go only to those; with none, the start is refused naming the nodes and the way to
         copy it there."""
         self._image_nodes, self._image_lacking = None, set()
+        self._start_image = image  # self.image is this start's only once it has its GPUs
         if not self.node_docker_hosts or not self.require_node_image:
             return
         snapshot = await self.gpu_snapshot()
@@ -182,7 +202,7 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
                 error.message = (
                     f"{error.message} {len(free)} more free on {', '.join(nodes)}, which "
                     f"{'lacks' if len(nodes) == 1 else 'lack'} the image: "
-                    f"{self._missing_image_text(self.image, nodes)}"
+                    f"{self._missing_image_text(self._start_image, nodes)}"
                 )
         super()._refuse_gpus(error, reason)
 
@@ -230,7 +250,32 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         return status
 
     async def _ensure_network(self):
-        return  # checked with the service: Swarm refuses a service on a network it does not have
+        """Servers run on each node's default bridge, which the node settings of
+        docs/admin/swarm.md isolate ("host" is taken as that bridge too). Any other network (an
+        attachable overlay, dockerspawner's usual Swarm recipe, or a swarm-scoped bridge) lets every
+        student reach every other, so it is refused unless require_isolated_network is off. Whether
+        the network exists is checked with the service: Swarm refuses one on a network it lacks."""
+        if not self.require_isolated_network:
+            return
+        networks = [self.network_name] if self.network_name not in ("", "host") else []
+        if not networks:  # extra_task_spec's networks count only without network_name
+            task = await self._admin_value(self.extra_task_spec)
+            networks = [
+                n.get("Target", "") if isinstance(n, dict) else str(n)
+                for n in task.get("networks") or []
+            ]
+        if networks:
+            self.log.error(
+                "GPUSwarmSpawner: servers would join network(s) %s (network_name or "
+                "extra_task_spec['networks']), where students reach each other's servers (an "
+                "overlay spans the nodes). Leave both unset: servers then run on each node's "
+                "default bridge, which docs/admin/swarm.md isolates. Only for trusted users, set "
+                "GPUDockerSpawner.require_isolated_network = False.",
+                ", ".join(repr(n) for n in networks),
+            )
+            raise SpawnRefused(
+                500, "The network for user servers is misconfigured; tell the admin."
+            )
 
     # ---- the service -----------------------------------------------------------------------------
     async def create_object(self):
@@ -280,6 +325,16 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
         creating, self._creating = self._creating, None
         if creating is not None and not creating.done():
             await asyncio.wait([creating], timeout=60)
+        if (
+            not self.object_id
+            and creating is not None
+            and creating.done()
+            and not creating.cancelled()
+            and creating.exception() is None
+        ):
+            # a start cancelled during its create: stop the service by its ID, by which its tasks
+            # are still found once it is removed (its name is not)
+            self.object_id = creating.result()["ID"]
 
     async def start_object(self):
         """Wait until the service's task runs (or ended without running: rejected for a missing
@@ -293,6 +348,15 @@ class GPUSwarmSpawner(GPUDockerSpawner, SwarmSpawner):
             state = status.get("State", "")
             if task is not None and state not in STARTING_STATES:
                 break
+            if task is not None and task.get("DesiredState") in ("shutdown", "remove"):
+                # Swarm gave the task up (its node died while it was assigned or preparing): it
+                # never runs, whatever start_timeout says
+                if not task_holds_gpus(task, await self.docker_call(ready_nodes)):
+                    raise SpawnRefused(
+                        503,
+                        f"Node {self._assignment.node} stopped answering while your server was "
+                        "starting there; try again.",
+                    )
             if state == "pending" and "no suitable node" in (status.get("Err") or ""):
                 # the node went down or was drained after it was chosen: the task would wait forever
                 now = asyncio.get_running_loop().time()

@@ -4,9 +4,14 @@ tests/integration/test_swarm.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from types import SimpleNamespace
+
 import pytest
 
 from jupyter_gpuspawn.allocation import GPUAllocator, GPURequest, NoGPUAvailable, largest_server
+from jupyter_gpuspawn.errors import SpawnRefused
 from jupyter_gpuspawn.gpus import GPU, InventoryError, Snapshot, assignment_message, parse_simulated
 from jupyter_gpuspawn.plan import (
     AdminSettings,
@@ -16,7 +21,14 @@ from jupyter_gpuspawn.plan import (
     swarm_service_kwargs,
 )
 from jupyter_gpuspawn.spec import LABEL_NODE, GPUAssignment
-from jupyter_gpuspawn.swarm import remove_service, service_ended, service_state, snapshot_from_nodes
+from jupyter_gpuspawn.swarm import (
+    list_labelled_services,
+    remove_service,
+    service_ended,
+    service_holds_gpus,
+    service_state,
+    snapshot_from_nodes,
+)
 
 
 def node(hostname, *uuids, state="ready", availability="active", labels=None, node_id=None):
@@ -79,6 +91,20 @@ def test_a_uuid_two_nodes_advertise_is_offered_on_neither():
     snap = snapshot_from_nodes([node("n1", "GPU-a", "GPU-b"), node("n2", "GPU-b")])
     assert [g.uuid for g in snap.gpus] == ["GPU-a"]
     assert "GPU-b is advertised by several nodes (n1, n2)" in snap.errors[0]
+
+
+def test_two_ready_nodes_with_one_hostname_offer_no_gpus():
+    # placement goes by hostname: a 2-GPU server would get one UUID from each
+    snap = snapshot_from_nodes(
+        [
+            node("n1", "GPU-a", node_id="one"),
+            node("n1", "GPU-b", node_id="two"),
+            node("n2", "GPU-c"),
+            node("n2", "GPU-d", state="down", node_id="old"),  # left and rejoined: no error
+        ]
+    )
+    assert [g.uuid for g in snap.gpus] == ["GPU-c"]
+    assert len(snap.errors) == 1 and "2 ready nodes are named 'n1'" in snap.errors[0]
 
 
 def test_a_node_that_left_and_rejoined_is_no_second_owner_of_its_gpus():
@@ -183,30 +209,39 @@ def test_a_services_state_in_container_words(tasks, expected):
 
 def test_a_task_swarm_gave_up_on_a_down_node_has_ended():
     assert (
-        service_state([task("running", desired="shutdown", node="id-n2")], frozenset({"id-n2"}))
+        service_state([task("running", desired="shutdown", node="id-n2")], frozenset({"id-n1"}))
         == "exited"
     )
     # not given up
-    assert service_state([task("running", node="id-n2")], frozenset({"id-n2"})) == "running"
+    assert service_state([task("running", node="id-n2")], frozenset({"id-n1"})) == "running"
 
 
 class Manager:
-    """A manager's API over one service's tasks (None: the service is gone) and the nodes that are
-    down."""
+    """A manager's API over one service ("svc") and the nodes, answering as Docker does: once the
+    service is removed, it (and a task filter naming it) is 404 while its tasks stay listed, desired
+    state "remove", until their node reports them ended. ``tasks`` None: no such service, no tasks;
+    ``down``: nodes listed as down (a node removed from the swarm is not listed at all)."""
 
-    def __init__(self, tasks, down=(), task_states=None):
-        self._tasks = tasks
+    def __init__(self, tasks, down=(), task_states=None, ready=("id-n1",), labels=None):
+        self._tasks = list(tasks or [])
         self._down = down
+        self._ready = ready
+        self._labels = labels or {}
         self.task_states = list(task_states or [])  # what inspect_task answers, call by call
-        self.removed = False
+        self.removed = tasks is None
 
     def nodes(self):
         return [{"ID": n, "Status": {"State": "down"}} for n in self._down] + [
-            {"ID": "id-n1", "Status": {"State": "ready"}}
+            {"ID": n, "Status": {"State": "ready"}} for n in self._ready
         ]
 
     def remove_service(self, service_id):
+        import docker.errors
+
+        if self.removed:
+            raise docker.errors.NotFound("gone")
         self.removed = True
+        self._tasks = [dict(t, DesiredState="remove") for t in self._tasks]
 
     def inspect_task(self, task_id):
         import docker.errors
@@ -214,21 +249,36 @@ class Manager:
         state = self.task_states.pop(0) if len(self.task_states) > 1 else self.task_states[0]
         if state is None:
             raise docker.errors.NotFound("gone")
-        return {"ID": task_id, "NodeID": "id-n1", "Status": {"State": state}}
+        desired = "remove" if self.removed else "running"
+        return {
+            "ID": task_id,
+            "NodeID": "id-n1",
+            "Status": {"State": state},
+            "DesiredState": desired,
+        }
 
     def inspect_service(self, service_id):
         import docker.errors
 
-        if self._tasks is None:
+        if self.removed or service_id not in ("svc", "jupyter-ana"):
             raise docker.errors.NotFound("gone")
-        return {"ID": service_id}
+        return {"ID": "svc"}
+
+    def services(self, filters=None):
+        if self.removed:
+            return []
+        return [{"ID": "svc", "Spec": {"Labels": self._labels}}]
 
     def tasks(self, filters=None):
         import docker.errors
 
-        if self._tasks is None:
-            raise docker.errors.NotFound("gone")
-        return [dict(t, ID=f"task{i}") for i, t in enumerate(self._tasks)]
+        if (filters or {}).get("service") and self.removed:
+            raise docker.errors.NotFound("service svc not found")
+        spec = {"ContainerSpec": {"Labels": self._labels}}
+        other = task("running", node="id-n1")  # another service's
+        return [dict(other, ID="other", ServiceID="other-svc")] * (not filters) + [
+            dict(t, ID=f"task{i}", ServiceID="svc", Spec=spec) for i, t in enumerate(self._tasks)
+        ]
 
 
 @pytest.mark.parametrize(
@@ -247,7 +297,15 @@ def test_how_a_service_ended(tasks, expected):
 def test_a_service_on_a_dead_node_that_swarm_gave_up_has_ended():
     given_up = [task("running", desired="shutdown", node="id-n2")]
     assert service_ended(Manager(given_up, down=("id-n2",)), "svc") == "crashed"
-    assert service_ended(Manager(given_up), "svc") is None  # its node answers: still stopping
+    # its node answers: still stopping
+    assert service_ended(Manager(given_up, ready=("id-n1", "id-n2")), "svc") is None
+
+
+def test_a_task_on_a_node_removed_from_the_swarm_has_ended():
+    # docker node rm --force: the node is not listed at all, neither ready nor down
+    given_up = [task("running", desired="shutdown", node="id-n2")]
+    assert service_ended(Manager(given_up), "svc") == "crashed"
+    assert not service_holds_gpus(Manager(given_up), "svc")
 
 
 def test_removing_a_service_waits_until_its_task_has_ended():
@@ -262,6 +320,27 @@ def test_a_task_that_will_not_end_keeps_the_service_counted_as_holding():
             Manager([task("running")], task_states=["running"]), "svc", wait=0.05, poll=0.01
         )
     remove_service(Manager(None), "svc")  # already gone: removed
+
+
+def test_a_removed_service_whose_task_still_runs_keeps_its_gpus():
+    # a kernel in D state, a hung driver: the service is gone (404) but its task runs on
+    labels = GPUAssignment("ana", "", ("GPU-1a",), node="n1").labels()
+    manager = Manager([task("running")], task_states=["running"], labels=labels)
+    with pytest.raises(RuntimeError, match="still runs"):
+        remove_service(manager, "svc", wait=0.05, poll=0.01)
+    assert manager.removed
+    assert service_holds_gpus(manager, "svc")
+    assert service_ended(manager, "svc") is None
+    with pytest.raises(RuntimeError, match="still runs"):  # the reconcile's retry waits too
+        remove_service(manager, "svc", wait=0.05, poll=0.01)
+    # the reconcile's list keeps it holding, by the labels of its task
+    [held] = list_labelled_services(manager)
+    assert (held.id, held.holds_gpus, held.assignment.gpus) == ("svc", True, ("GPU-1a",))
+    # once it has ended, or its node is gone, nothing holds
+    manager._tasks = [task("complete", desired="remove")]
+    assert not service_holds_gpus(manager, "svc") and list_labelled_services(manager) == []
+    manager._tasks, manager._ready = [task("running", desired="remove")], ()
+    assert not service_holds_gpus(manager, "svc") and list_labelled_services(manager) == []
 
 
 # ---- the plan as a service -----------------------------------------------------------------------
@@ -360,3 +439,122 @@ def test_a_cpu_only_service_sees_no_gpu_and_read_only_stays_read_only():
     assert "NVIDIA_VISIBLE_DEVICES=void" in container["Env"]
     assert [m["ReadOnly"] for m in container["Mounts"]] == [True, True, False]
     assert "GenericResources" not in str(kwargs["task_template"])  # no admin reservation either
+
+
+# ---- the spawner ---------------------------------------------------------------------------------
+
+
+def swarm_spawner(**config):
+    from jupyter_gpuspawn.swarmspawner import GPUSwarmSpawner
+
+    user = SimpleNamespace(name="ana", url="/user/ana/", id=1, escaped_name="ana")
+    return GPUSwarmSpawner(user=user, **config)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"network_name": "jupyterhub"},  # dockerspawner's usual attachable overlay
+        {"extra_task_spec": {"networks": ["jupyterhub"]}},
+        {"extra_task_spec": {"networks": [{"Target": "jupyterhub"}]}},
+    ],
+)
+def test_a_network_where_students_reach_each_other_is_refused(config, caplog):
+    spawner = swarm_spawner(**config)
+    with caplog.at_level(logging.ERROR), pytest.raises(SpawnRefused, match="tell the admin") as e:
+        asyncio.run(spawner._ensure_network())
+    assert e.value.status_code == 500
+    assert "'jupyterhub'" in caplog.text and "require_isolated_network = False" in caplog.text
+    # trusted users only: the admin's explicit opt-out
+    spawner.require_isolated_network = False
+    asyncio.run(spawner._ensure_network())
+
+
+@pytest.mark.parametrize("network", ["", "host"])
+def test_each_nodes_default_bridge_is_the_isolated_network(network):
+    asyncio.run(swarm_spawner(network_name=network)._ensure_network())
+
+
+class Nodes:
+    """A manager that answers with its node list (an exception: it does not answer)."""
+
+    def __init__(self, nodes):
+        self._nodes = nodes
+
+    def nodes(self):
+        if isinstance(self._nodes, Exception):
+            raise self._nodes
+        return self._nodes
+
+
+def with_manager(monkeypatch, nodes, **config):
+    from jupyter_gpuspawn.swarmspawner import GPUSwarmSpawner
+
+    monkeypatch.setattr(GPUSwarmSpawner, "_client", Nodes(nodes))
+    spawner = swarm_spawner(gpu_inventory_cache_seconds=0, **config)
+    spawner._shared.allocator = GPUAllocator()
+    return spawner
+
+
+def test_a_manager_that_does_not_answer_refuses_the_form_with_503(monkeypatch):
+    import requests
+
+    spawner = with_manager(monkeypatch, requests.exceptions.ConnectionError("refused"))
+    with pytest.raises(SpawnRefused, match="cluster manager does not answer") as e:
+        asyncio.run(spawner.gpu_snapshot())
+    assert e.value.status_code == 503
+
+
+def test_cpu_only_servers_go_to_nodes_without_gpus_first(monkeypatch):
+    spawner = with_manager(monkeypatch, [])
+    snap = snapshot_from_nodes([node("n1", "GPU-a", "GPU-b"), node("n2", "GPU-c"), node("n3")])
+    assert spawner._node_for((), snap) == "n3"
+    # then the GPU node with the most GPUs free
+    snap = snapshot_from_nodes([node("n1", "GPU-a", "GPU-b"), node("n2", "GPU-c")])
+    assert spawner._node_for((), snap) == "n1"
+
+
+def test_no_gpus_where_only_nodes_lacking_the_image_have_them_names_this_starts_image(monkeypatch):
+    from jupyter_gpuspawn import images
+
+    spawner = with_manager(
+        monkeypatch,
+        [node("n1", "GPU-a"), node("n2")],
+        node_docker_hosts={"n1": "tcp://n1:2376", "n2": "tcp://n2:2376"},
+    )
+    spawner.image = "left-from-the-last-start:1"
+
+    async def node_image(hostname, image):
+        return images.ImageReadiness(image, present=hostname == "n2", ready=hostname == "n2")
+
+    spawner._node_image = node_image
+    asyncio.run(spawner._preflight_image("course:2"))
+    with pytest.raises(SpawnRefused) as e:
+        spawner._refuse_gpus(NoGPUAvailable("No GPU is free."))
+    assert "Image course:2 is not on node n1" in str(e.value)
+
+
+def test_a_start_swarm_gave_up_on_a_dead_node_is_refused_at_once(monkeypatch):
+    spawner = with_manager(monkeypatch, [node("n1", "GPU-a")])  # n2 is down: no longer listed
+    spawner._assignment = GPUAssignment("ana", "", ("GPU-b",), node="n2")
+
+    async def get_task():
+        return task("assigned", desired="shutdown", node="id-n2")
+
+    spawner.get_task = get_task
+    with pytest.raises(SpawnRefused, match="n2 stopped answering") as e:
+        asyncio.run(asyncio.wait_for(spawner.start_object(), 5))
+    assert e.value.status_code == 503
+
+
+def test_a_stop_after_a_cancelled_create_goes_by_the_services_id():
+    # its tasks are found by service ID once it is removed; by its name, not
+    spawner = swarm_spawner()
+
+    async def stop_after_create():
+        spawner._creating = asyncio.get_running_loop().create_future()
+        spawner._creating.set_result({"ID": "svc-id"})
+        await spawner._settle_create()
+
+    asyncio.run(stop_after_create())
+    assert spawner.object_id == "svc-id"
