@@ -25,12 +25,27 @@ def _measured_utilization(gpu: dict) -> float:
     return gpu.get("utilization_pct") or 0
 
 
-def gpus_busy(gpus, utilization_pct: float) -> bool:
-    """Whether any of this container's GPUs works: utilization at or above the threshold, or a
-    process of ours."""
-    return any(
-        _measured_utilization(gpu) >= utilization_pct or gpu.get("processes") for gpu in gpus
-    )
+def gpus_busy(gpus, utilization_pct: float, cuda_process: bool = False) -> bool:
+    """Whether any of this container's GPUs works for us: a process of ours on it, or utilization
+    at or above the threshold that is ours.
+
+    On a GPU that also runs processes we cannot name as ours, the utilisation may all be a
+    neighbour's (a GPU shared with other students), and a neighbour's training must not keep our
+    idle server from the culler: it counts only while a process of this container holds a CUDA
+    context (``cuda_process``, the collector's ``container.cuda_process``). NVML names host PIDs,
+    which do not resolve inside a container's PID namespace, so there even our own processes are
+    "not ours" by PID; an idle kernel that merely holds a context (utilisation 0) is idle."""
+    return any(_busy_for_us(gpu, utilization_pct, cuda_process) for gpu in gpus)
+
+
+def _busy_for_us(gpu: dict, utilization_pct: float, cuda_process: bool) -> bool:
+    if gpu.get("processes"):
+        return True
+    working = _measured_utilization(gpu) >= utilization_pct
+    if gpu.get("other_processes"):
+        return working and cuda_process
+    # nobody else's process: the utilisation is ours (also a GPU whose processes NVML cannot list)
+    return working
 
 
 class GPUActivity(LoggingConfigurable):
@@ -50,7 +65,8 @@ class GPUActivity(LoggingConfigurable):
         config=True,
         help=(
             "A GPU at or above this utilization (percent), or running a process of this "
-            "container, is busy."
+            "container, is busy. On a GPU that also runs others' processes (shared), only a "
+            "process of this container counts."
         ),
     )
 
@@ -72,5 +88,6 @@ class GPUActivity(LoggingConfigurable):
         except Exception as e:
             self.log.debug("GPU activity: cannot read GPUs: %s", e)
             return
-        if gpus_busy(status.get("gpus") or [], self.busy_utilization):
+        cuda_process = bool((status.get("container") or {}).get("cuda_process"))
+        if gpus_busy(status.get("gpus") or [], self.busy_utilization, cuda_process):
             self.settings[SETTING] = utcnow()

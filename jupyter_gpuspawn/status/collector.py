@@ -38,6 +38,11 @@ def _env_size(value) -> int | None:
         return None
 
 
+def _with_note(status: dict, note: str) -> dict:
+    """The last collection, answered again while a newer one hangs: its age in ``errors``."""
+    return {**status, "errors": [*status.get("errors", ()), note]}
+
+
 class StatusCollector(LoggingConfigurable):
     """Settings: ``c.StatusCollector.…`` in the server's config (defaults fit a jupyter-gpuspawn
     container)."""
@@ -58,6 +63,14 @@ class StatusCollector(LoggingConfigurable):
     shm_path = Unicode("/dev/shm", config=True, help="Shared memory mount to report.")
     cache_seconds = Float(
         1.0, config=True, help="How long one collection is shared by all requests."
+    )
+    read_timeout = Float(
+        5.0,
+        config=True,
+        help="""Seconds a request (and the GPU activity check) waits for a collection. A GPU that
+        fell off the bus can hang an NVML call for good: after this long the last collection is
+        answered, with a note in ``errors`` (an error before the first), and the hung one is not
+        started again while it runs. 0: wait for ever.""",
     )
     simulated_gpus = Unicode(
         config=True, help="JSON list of simulated GPUs (default: JUPYTER_GPUSPAWN_SIMULATED_GPUS)."
@@ -108,7 +121,9 @@ class StatusCollector(LoggingConfigurable):
         self.env = dict(os.environ if env is None else env)
         self._nvml = NVMLReader()
         self._cpu = container.CPUMeter()
-        self._cached = Cached(self.collect, self.cache_seconds, "status")
+        self._cached = Cached(
+            self.collect, self.cache_seconds, "status", self.read_timeout, _with_note
+        )
 
     async def status(self) -> dict:
         return await self._cached.get()
@@ -120,6 +135,14 @@ class StatusCollector(LoggingConfigurable):
         info = self._container()
         gpus, gpu_errors = self._gpus(now)
         errors += gpu_errors
+        # A GPU with processes that are not resolved as ours: a neighbour's on a shared GPU, or our
+        # own behind the PID namespace (NVML names host PIDs). Whether this container runs CUDA
+        # tells the activity check which (None: not looked, no such GPU).
+        info["cuda_process"] = None
+        if any(gpu.get("other_processes") and not gpu["processes"] for gpu in gpus):
+            info["cuda_process"] = container.has_cuda_process(
+                self.proc_root, container.own_cgroup(self.proc_root), exclude={os.getpid()}
+            )
         reclaim = read_reclaim(self.notice_file, now, self.log)
         return {
             "container": info,

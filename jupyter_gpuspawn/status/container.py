@@ -144,3 +144,35 @@ class CPUMeter:
         if last is None or now <= last[0]:
             return None
         return max(0.0, (usage_seconds - last[1]) / (now - last[0]))
+
+
+UVM_DEVICE = "/dev/nvidia-uvm"
+
+
+def has_cuda_process(proc_root="/proc", cgroup=None, exclude=()) -> bool:
+    """Whether a process of this container (in ``cgroup``, when given) holds a CUDA context: an open
+    /dev/nvidia-uvm, which the CUDA driver opens when it starts and NVML (this extension's own GPU
+    reader) does not. NVML's process list names host PIDs, which do not resolve inside a
+    container's PID namespace; this needs no PIDs from outside. Processes of other users (and the
+    ``exclude`` PIDs) are skipped."""
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return False
+    for name in entries:
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        if cgroup is not None and own_cgroup(proc_root, name) != cgroup:
+            continue
+        fd_dir = os.path.join(proc_root, name, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)) == UVM_DEVICE:
+                    return True
+            except OSError:
+                continue
+    return False

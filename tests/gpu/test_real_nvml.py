@@ -262,3 +262,19 @@ def test_the_status_panel_finds_our_cuda_process_from_inside_a_pid_namespace(tmp
     assert [p["pid"] for p in seen["processes"]] == [seen["worker"]], (
         "NVML's PIDs are not this namespace's: the panel cannot tell our processes from others'"
     )
+
+
+def test_a_cuda_process_holds_nvidia_uvm_and_nvml_alone_does_not(cuda_worker):
+    """What the idle culler's "a process of ours" rests on inside a PID namespace
+    (status/container.has_cuda_process): CUDA opens /dev/nvidia-uvm, NVML (this process) does
+    not."""
+    from jupyter_gpuspawn.status import container
+
+    proc, _uuid = cuda_worker
+    read()  # this process: NVML only
+    mine = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert container.UVM_DEVICE not in mine
+    theirs = {os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")}
+    print(f"CUDA worker's device files: {sorted(p for p in theirs if p.startswith('/dev/nv'))}")
+    assert container.UVM_DEVICE in theirs
+    assert container.has_cuda_process("/proc", container.own_cgroup(), exclude={os.getpid()})
