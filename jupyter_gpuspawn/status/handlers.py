@@ -10,6 +10,11 @@ from tornado import web
 
 
 class StatusHandler(APIHandler):
+    # The Lab status bar polls this every few seconds while a tab is open: a poll is not the user's
+    # activity, or an open tab would keep an idle server from jupyterhub-idle-culler for ever
+    # (jupyter_server's own /api/status does the same). GPU work counts through activity.py.
+    _track_activity = False
+
     def initialize(self, collector):
         self.collector = collector
 

@@ -113,3 +113,21 @@ async def test_one_collection_is_shared_by_concurrent_requests(jp_fetch):
     bodies = await asyncio.gather(*(jp_fetch("gpuspawn", "status") for _ in range(10)))
     stamps = {json.loads(b.body)["collected_at"] for b in bodies}
     assert len(stamps) == 1
+
+
+async def test_polling_the_status_is_not_user_activity(jp_fetch, jp_serverapp):
+    """The Lab status bar polls every 2 s: an open tab must not keep an idle server from the
+    culler."""
+    import datetime
+
+    settings = jp_serverapp.web_app.settings
+    long_ago = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    settings["api_last_activity"] = long_ago
+    # what jupyterhub-singleuser reports to the hub (here: the server's start)
+    before = jp_serverapp.web_app.last_activity()
+    await get_status(jp_fetch)
+    assert settings["api_last_activity"] == long_ago
+    assert jp_serverapp.web_app.last_activity() == before
+    # another authenticated API call does count: the check above can see activity move
+    await jp_fetch("api", "contents")
+    assert settings["api_last_activity"] > long_ago
