@@ -66,7 +66,8 @@ class HubMetrics:
         )
         self.gpu_hours = Counter(
             "gpuspawn_gpu_hours",
-            "GPU-hours held by running servers, by course (a seat on a GPU shared by n counts 1/n)",
+            "GPU-hours charged to running servers, by course, as the usage records and budgets "
+            "charge them (a seat on a GPU shared by up to n counts 1/n, however many share it)",
             ["course"],
             registry=registry,
         )

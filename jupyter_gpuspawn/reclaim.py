@@ -32,7 +32,9 @@ RESTART_GAP_SECONDS = 120
 
 
 class ReclaimTarget(Protocol):
-    """What the reclaimer needs of a spawner (GPUDockerSpawner implements it)."""
+    """What the reclaimer needs of a spawner (GPUDockerSpawner implements it). Its
+    ``_assignment`` (a spec.GPUAssignment), where it has one, sets what the GPU-hours metric charges
+    (gpu_charge)."""
 
     server_key: ServerKey
 
@@ -182,6 +184,16 @@ def read_activity(runtime_dir: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def gpu_charge(target, holder: Holder) -> float:
+    """GPUs a running server is charged for, per hour held: what its usage records charge (one row
+    per GPU at the assignment's ``share``: 1, or 1/n of a GPU shared by up to n), not what a stop
+    would free (``holder.gpus_freed``: 1/current holders). A server without an assignment (never
+    the case for a holder) is charged its whole GPUs, as a record without a share is."""
+    assignment = getattr(target, "_assignment", None)
+    share = assignment.share if assignment is not None else 1.0
+    return len(holder.gpus) * share
+
+
 class Reclaimer:
     """One per hub process: see the module's docstring."""
 
@@ -262,6 +274,7 @@ class Reclaimer:
                         self.tracker.last_busy[uuid] = min(float(entry["last_busy"]), now)
         snapshot = await self.snapshot()
         holders = []
+        charged = []  # (course, GPUs charged per hour) of each holder, as its usage records charge
         for key, target in list(self.servers.items()):
             try:
                 holder = await target.idle_holder()
@@ -271,11 +284,12 @@ class Reclaimer:
                 continue
             if holder is not None:
                 holders.append(holder)
+                charged.append((holder.course, gpu_charge(target, holder)))
         self.tracker.observe(snapshot.gpus, [u for h in holders for u in h.gpus], now)
         if self.metrics is not None and self._last_round is not None:
-            for holder in holders:
-                self.metrics.gpu_hours.labels(holder.course).inc(
-                    holder.gpus_freed * max(0.0, now - self._last_round) / 3600
+            for course, rate in charged:
+                self.metrics.gpu_hours.labels(course).inc(
+                    rate * max(0.0, now - self._last_round) / 3600
                 )
         self._last_round = now
         waiting = self.waitroom.queue.waiting(POOL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -846,3 +847,50 @@ def test_the_first_round_creates_the_runtime_dir(tmp_path):
 
     asyncio.run(scenario())
     assert hub.activity()["updated"] == T0
+
+
+# ---- the GPU-hours metric ------------------------------------------------------------------------
+def test_the_gpu_hours_metric_charges_what_the_usage_records_charge(tmp_path):
+    """gpuspawn_gpu_hours_total and `jupyter-gpuspawn usage` (and the budgets) agree: a seat on a
+    GPU shared by up to 4 costs 1/4 of a GPU-hour per hour, even while it is alone on its GPU."""
+    from prometheus_client import CollectorRegistry
+
+    from jupyter_gpuspawn.metrics import HubMetrics
+    from jupyter_gpuspawn.spec import GPUAssignment
+    from jupyter_gpuspawn.usage import Hold, UsageDB
+
+    hub = Hub(tmp_path, n=3)
+    registry = CollectorRegistry()
+    hub.reclaimer.metrics = HubMetrics(registry)
+    db = UsageDB(f"sqlite:///{tmp_path / 'usage.sqlite'}")
+
+    def counted(course):
+        return registry.get_sample_value("gpuspawn_gpu_hours_total", {"course": course})
+
+    async def scenario():
+        await hub.configure()
+        shared = Server(hub, "alone", policy=ALWAYS)
+        exclusive = Server(hub, "pair", count=2, policy=ALWAYS)
+        shared._assignment = GPUAssignment(
+            "alone", "", shared.gpus, "shared", max_users_per_gpu=4, course="dl"
+        )
+        exclusive._assignment = GPUAssignment("pair", "", exclusive.gpus, course="cv")
+        for server, course in ((shared, "dl"), (exclusive, "cv")):
+            holder = server.idle_holder
+
+            async def with_course(holder=holder, course=course):
+                return dataclasses.replace(await holder(), course=course)
+
+            server.idle_holder = with_course
+            a = server._assignment
+            db.record(Hold(a.user, a.server, a.course, a.gpus, a.share, start=T0), T0)
+        hub.inventory.util = dict.fromkeys(hub.inventory.util, 90)  # busy: nobody is reclaimed
+        await hub.reclaimer.run_once(now=T0)
+        await hub.reclaimer.run_once(now=T0 + 60 * MIN)
+
+    asyncio.run(scenario())
+    assert counted("dl") == pytest.approx(0.25)
+    assert counted("cv") == pytest.approx(2.0)
+    for user, course in (("alone", "dl"), ("pair", "cv")):
+        recorded = db.gpu_seconds(user, T0, T0 + 60 * MIN, course) / 3600
+        assert counted(course) == pytest.approx(recorded)
