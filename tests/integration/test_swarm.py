@@ -296,7 +296,16 @@ def test_a_node_that_dies_frees_its_holders_once_swarm_reports_it(swarm_hub, swa
         60,
         "the node came back",
     )
-    hub.spawn_ready("hal", {"gpus": 2})  # back: its GPUs are offered again, the old task is gone
+    # back: its GPUs are offered again once Swarm reports the old task ended. Until the node's agent
+    # says so, the task still reads "running" on a ready node and its GPUs stay held (the node may
+    # only have been cut off, its container still working): a start meanwhile is refused, not
+    # doubled up
+    wait_until(
+        lambda: hub.spawn("hal", {"gpus": 2}).status_code in (201, 202),
+        60,
+        "the returned node's GPUs were never offered again",
+    )
+    hub.wait_ready("hal")
     assert service_of("hal")["node"] == node
 
 
