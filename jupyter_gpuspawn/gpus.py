@@ -20,7 +20,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .cached import Cached
 from .datafiles import DataFileError, read_structured_file
@@ -483,10 +483,26 @@ def instance_profiles(nvml, handle) -> list:
     return found
 
 
+# longest a caller waits for an inventory read (an NVML call on a GPU that fell off the bus can hang
+# for good): then the last snapshot, noting it, or ReadTimeout before the first
+INVENTORY_READ_TIMEOUT = 10.0
+
+
+def _stale_snapshot(snapshot: Snapshot, note: str) -> Snapshot:
+    return replace(snapshot, errors=(*snapshot.errors, f"GPU inventory: {note}"))
+
+
 class GPUInventory:
     """A cached, thread-offloaded view of one GPU source."""
 
-    def __init__(self, kind="auto", simulated_path="", cache_seconds=1.0, swarm_reader=None):
+    def __init__(
+        self,
+        kind="auto",
+        simulated_path="",
+        cache_seconds=1.0,
+        swarm_reader=None,
+        read_timeout=INVENTORY_READ_TIMEOUT,
+    ):
         if kind not in INVENTORY_KINDS:
             raise InventoryError(
                 f"gpu_inventory must be one of {', '.join(INVENTORY_KINDS)}, got {kind!r}"
@@ -503,7 +519,9 @@ class GPUInventory:
         self.simulated_path = simulated_path
         self._swarm_reader = swarm_reader  # () -> Snapshot, blocking (a manager's node list)
         self._nvml = NVMLReader() if kind in ("auto", "nvml") else None
-        self._cached = Cached(self.read, cache_seconds, "inventory")
+        self._cached = Cached(
+            self.read, cache_seconds, "inventory", timeout=read_timeout, stale=_stale_snapshot
+        )
 
     def read(self) -> Snapshot:
         """Read the source now (blocking). Never raises for a missing driver; raises InventoryError

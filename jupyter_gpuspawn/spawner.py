@@ -29,7 +29,7 @@ from .allocation import (
     largest_server,
 )
 from .budget import BudgetState
-from .cached import Cached
+from .cached import Cached, ReadTimeout
 from .courses import Course, CourseCatalog, conflicting_mounts
 from .engines import CONTAINERS, Engine
 from .errors import LinkNotStarted, SpawnRefused, engine_error_text
@@ -281,6 +281,11 @@ class GPUDockerSpawner(DockerSpawner, GPUSpawnerSettings):
         except InventoryError as e:
             self.log.error("GPU inventory: %s", e)
             raise SpawnRefused(500, f"GPU inventory is misconfigured: {e}") from None
+        except ReadTimeout as e:  # hung before any snapshot was taken
+            self.log.error("GPU inventory: %s", e)
+            raise SpawnRefused(
+                503, "The GPUs do not answer right now; try again later, or tell the admin."
+            ) from None
 
     @property
     def executor(self):

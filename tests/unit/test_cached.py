@@ -145,3 +145,34 @@ def test_the_status_collector_answers_its_last_collection_while_one_hangs(tmp_pa
         asyncio.run(scenario())
     finally:
         release.set()
+
+
+def test_the_hubs_gpu_inventory_does_not_hang_on_a_stuck_driver(tmp_path):
+    # the hub's forms, starts and reclaim rounds read the inventory: a stuck NVML call must not hold
+    # them for good
+    from jupyter_gpuspawn.gpus import GPUInventory
+
+    gpus = tmp_path / "gpus.json"
+    gpus.write_text('[{"uuid": "GPU-1", "name": "A100", "memory_total": "80GiB"}]')
+    release = threading.Event()
+
+    class Stuck(GPUInventory):
+        def read(self):
+            release.wait(10)  # hangs until released
+            return super().read()
+
+    async def scenario():
+        inventory = Stuck("simulated", str(gpus), cache_seconds=0, read_timeout=0.2)
+        with pytest.raises(ReadTimeout):  # nothing read yet: the spawner answers 503
+            await inventory.snapshot()
+        release.set()
+        await asyncio.sleep(0.1)
+        fresh = await inventory.snapshot()
+        assert [g.uuid for g in fresh.gpus] == ["GPU-1"] and fresh.errors == ()
+        release.clear()
+        stale = await asyncio.wait_for(inventory.snapshot(), 2)
+        assert [g.uuid for g in stale.gpus] == ["GPU-1"]
+        assert "GPU inventory: These figures are" in stale.errors[0]
+        release.set()
+
+    asyncio.run(scenario())
